@@ -1,0 +1,119 @@
+// Package db is gastown's Postgres adapter: the pool, migrations, the state transitions
+// a tick applies (events and actions), snapshot loading, and the reads of the API.
+//
+// Generated sqlc types never leave this package; errors leave through one translation
+// (interpretError) to the domain errors below.
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"gastown/db/internal/dbsqlc"
+)
+
+// Domain errors.
+var (
+	// ErrNotFound: the row does not exist (in this town).
+	ErrNotFound = errors.New("not found")
+	// ErrTownBusy: another tick holds the town.
+	ErrTownBusy = errors.New("town is busy")
+)
+
+// DefaultURL is the database gastown uses when DATABASE_URL is not set: the local server
+// over TCP with the postgres user (trust auth on a developer machine).
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/gastown?sslmode=disable"
+
+// Store is gastown's access to Postgres.
+type Store struct {
+	Pool *pgxpool.Pool
+	q    *dbsqlc.Queries
+}
+
+// NewStore wraps a pool.
+func NewStore(pool *pgxpool.Pool) *Store {
+	return &Store{Pool: pool, q: dbsqlc.New()}
+}
+
+// Connect opens a pool and checks that the server answers, with an error that says what to
+// do when it does not.
+func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open pool: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, unreachableError(cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
+	}
+	return pool, nil
+}
+
+func unreachableError(host string, port uint16, database string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
+		return fmt.Errorf("database %q does not exist on %s:%d: create it (createdb %s) or run `gastown dev`, "+
+			"which creates it: %w", database, host, port, database, err)
+	}
+	return fmt.Errorf("cannot reach PostgreSQL at %s:%d (database %q): start it "+
+		"(e.g. `pg_ctlcluster 15 main start` or `docker compose up -d postgres`) "+
+		"or point DATABASE_URL at a running server: %w", host, port, database, err)
+}
+
+// interpretError turns driver errors into domain errors.
+func interpretError(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// EnsureDatabase creates the database named in url if it does not exist, connecting to
+// the server's "postgres" database to do so.
+func EnsureDatabase(ctx context.Context, url string) (created bool, err error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return false, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	connCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(connCtx, cfg)
+	if err != nil {
+		return false, unreachableError(cfg.Host, cfg.Port, "postgres", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	// Not expressible in sqlc: it runs against the maintenance database, outside our schema.
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look up database %q: %w", name, err)
+	}
+	if exists {
+		return false, nil
+	}
+	// CREATE DATABASE takes no parameters; the name is quoted as an identifier.
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // created concurrently
+			return false, nil
+		}
+		return false, fmt.Errorf("create database %q: %w", name, err)
+	}
+	return true, nil
+}

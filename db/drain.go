@@ -1,0 +1,190 @@
+package db
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"gastown/db/internal/dbsqlc"
+	"gastown/reconciler"
+)
+
+// DrainOptions bound Phase 0.
+type DrainOptions struct {
+	// MaxEvents is the most events one tick drains; the rest wait for the next tick.
+	MaxEvents int
+	// MaxAttempts is how often a failing event is tried before it goes dead.
+	MaxAttempts int
+	// FailEvent, when set, makes the apply of matching events fail (fault injection for
+	// tests of the poison path).
+	FailEvent func(Event) error
+}
+
+// DrainResult summarises Phase 0.
+type DrainResult struct {
+	Drained int // events taken from the inbox
+	Applied int
+	Failed  int // failed and left pending for a retry
+	Dead    int // failed for the last time
+	// Outcomes of side effects reported back in this drain.
+	SideEffectsSucceeded int
+	SideEffectsFailed    int
+	// Failures lists the errors of failed and dead events.
+	Failures []EventFailure
+	// More is set when the batch bound stopped the drain with events left.
+	More bool
+}
+
+// EventFailure is one event that failed to apply.
+type EventFailure struct {
+	Event Event
+	Err   error
+	Dead  bool
+}
+
+// DrainEvents is Phase 0: it applies the town's pending events in sequence order, each in
+// a savepoint of its own. An event whose apply fails is rolled back alone and retried on
+// later ticks until MaxAttempts, then marked dead; an event naming a missing entity is
+// marked processed, as in the reference.
+func (t *TownTx) DrainEvents(ctx context.Context, opts DrainOptions) (DrainResult, error) {
+	var res DrainResult
+	rows, err := t.q.EventListPending(ctx, t.db, dbsqlc.EventListPendingParams{TownID: t.TownID, MaxRows: int32(opts.MaxEvents + 1)})
+	if err != nil {
+		return res, fmt.Errorf("list pending events: %w", err)
+	}
+	if len(rows) > opts.MaxEvents {
+		rows, res.More = rows[:opts.MaxEvents], true
+	}
+	res.Drained = len(rows)
+	for _, row := range rows {
+		ev := eventFromInternal(row)
+		applyErr, err := t.applyInSavepoint(ctx, ev, opts.FailEvent)
+		if err != nil {
+			return res, err
+		}
+		var missingErr *MissingEntityError
+		switch {
+		case applyErr == nil || errors.As(applyErr, &missingErr):
+			if applyErr != nil {
+				t.logger.Warn("event names a missing entity; marked processed", "seq", ev.Seq, "type", ev.Type, "error", applyErr)
+			}
+			if err := t.q.EventMarkProcessed(ctx, t.db, dbsqlc.EventMarkProcessedParams{TownID: t.TownID, Seq: ev.Seq, Now: &t.Now, TickID: &t.TickID}); err != nil {
+				return res, fmt.Errorf("mark event %d processed: %w", ev.Seq, err)
+			}
+			res.Applied++
+			switch reconciler.EventType(ev.Type) {
+			case reconciler.EventAgentDispatched:
+				res.SideEffectsSucceeded++
+			case reconciler.EventAgentDispatchFailed:
+				res.SideEffectsFailed++
+			}
+		default:
+			dead := int(ev.Attempts)+1 >= opts.MaxAttempts
+			msg := applyErr.Error()
+			if err := t.q.EventRecordFailure(ctx, t.db, dbsqlc.EventRecordFailureParams{
+				TownID: t.TownID, Seq: ev.Seq, LastError: &msg, Dead: dead, Now: &t.Now, TickID: &t.TickID,
+			}); err != nil {
+				return res, fmt.Errorf("record failure of event %d: %w", ev.Seq, err)
+			}
+			if dead {
+				res.Dead++
+			} else {
+				res.Failed++
+			}
+			res.Failures = append(res.Failures, EventFailure{Event: ev, Err: applyErr, Dead: dead})
+		}
+	}
+	return res, nil
+}
+
+// applyInSavepoint applies one event inside a savepoint. applyErr is the event's own
+// failure (its changes are rolled back); err is a failure of the transaction itself.
+func (t *TownTx) applyInSavepoint(ctx context.Context, ev Event, fail func(Event) error) (applyErr, err error) {
+	sp, err := t.tx.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("savepoint for event %d: %w", ev.Seq, err)
+	}
+	effects := len(t.sideEffects)
+	t.db = sp
+	if fail != nil {
+		applyErr = fail(ev)
+	}
+	if applyErr == nil {
+		applyErr = t.ApplyEvent(ctx, ev)
+	}
+	t.db = t.tx
+	if applyErr != nil {
+		t.sideEffects = t.sideEffects[:effects]
+		if err := sp.Rollback(ctx); err != nil {
+			return nil, fmt.Errorf("roll back event %d: %w", ev.Seq, err)
+		}
+		if ctx.Err() != nil { // a cancelled tick is not the event's fault
+			return nil, ctx.Err()
+		}
+		return applyErr, nil
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("release savepoint of event %d: %w", ev.Seq, err)
+	}
+	return nil, nil
+}
+
+// ApplyEvent applies one event to the town's state (SPEC.md §3.3). Unknown types are a
+// no-op.
+func (t *TownTx) ApplyEvent(ctx context.Context, ev Event) error {
+	switch reconciler.EventType(ev.Type) {
+	case reconciler.EventBeadCreated:
+		var p reconciler.BeadCreatedPayload
+		if err := decodePayload(ev, &p); err != nil {
+			return err
+		}
+		return t.applyBeadCreated(ctx, ev.BeadID, p)
+	case reconciler.EventRigCreated:
+		var p reconciler.RigCreatedPayload
+		if err := decodePayload(ev, &p); err != nil {
+			return err
+		}
+		return t.applyRigCreated(ctx, p)
+	case reconciler.EventAgentDone:
+		if ev.AgentID == "" {
+			t.logger.Warn("agent_done without agent id", "seq", ev.Seq)
+			return nil
+		}
+		var p reconciler.AgentDonePayload
+		if err := decodePayload(ev, &p); err != nil {
+			return err
+		}
+		return t.agentDone(ctx, ev.AgentID, p)
+	case reconciler.EventAgentCompleted:
+		if ev.AgentID == "" {
+			t.logger.Warn("agent_completed without agent id", "seq", ev.Seq)
+			return nil
+		}
+		var p reconciler.AgentCompletedPayload
+		if err := decodePayload(ev, &p); err != nil {
+			return err
+		}
+		return t.agentCompleted(ctx, ev.AgentID, p)
+	case reconciler.EventAgentDispatched:
+		var p reconciler.AgentDispatchedPayload
+		if err := decodePayload(ev, &p); err != nil {
+			return err
+		}
+		return t.agentDispatched(ctx, ev.AgentID, p)
+	case reconciler.EventAgentDispatchFailed:
+		// The agent stays working and the bead in_progress: A1/B3 recover them (SPEC.md
+		// §5.5); the event is the record the breaker and the dashboards count.
+		return nil
+	default:
+		t.logger.Warn("event type has no handler; marked processed", "seq", ev.Seq, "type", ev.Type)
+		return nil
+	}
+}
+
+func decodePayload(ev Event, v any) error {
+	if err := json.Unmarshal(ev.Payload, v); err != nil {
+		return fmt.Errorf("decode %s payload: %w", ev.Type, err)
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package db
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"gastown/db/internal/dbsqlc"
+	"gastown/reconciler"
+)
+
+// NewEvent is a fact to append to a town's inbox.
+type NewEvent struct {
+	ID      string // generated when empty
+	Type    reconciler.EventType
+	AgentID string
+	BeadID  string
+	Payload any // JSON-encoded; nil is {}
+	// IdempotencyKey makes a repeated append (a retried side-effect job) insert nothing.
+	IdempotencyKey string
+}
+
+// AppendedEvent identifies an appended event.
+type AppendedEvent struct {
+	Seq int64  `json:"seq"`
+	ID  string `json:"event_id"`
+	// Duplicate is set when the idempotency key was already used: nothing was appended.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// ErrTownNotFound: the event names a town that does not exist.
+var ErrTownNotFound = errors.New("town not found")
+
+// AppendEvent appends one event on q (usually a transaction that also wakes the town).
+func (s *Store) AppendEvent(ctx context.Context, q DBTX, townID string, ev NewEvent) (AppendedEvent, error) {
+	payload := []byte("{}")
+	if ev.Payload != nil {
+		var err error
+		if payload, err = json.Marshal(ev.Payload); err != nil {
+			return AppendedEvent{}, fmt.Errorf("encode %s payload: %w", ev.Type, err)
+		}
+	}
+	id := ev.ID
+	if id == "" {
+		id = NewID()
+	}
+	row, err := s.q.EventInsert(ctx, q, dbsqlc.EventInsertParams{
+		TownID: townID, EventID: id, EventType: string(ev.Type), AgentID: ptr(ev.AgentID),
+		BeadID: ptr(ev.BeadID), Payload: payload, IdempotencyKey: ptr(ev.IdempotencyKey),
+	})
+	if err != nil {
+		if err := interpretError(err); errors.Is(err, ErrNotFound) {
+			return AppendedEvent{ID: id, Duplicate: true}, nil
+		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+			return AppendedEvent{}, ErrTownNotFound
+		}
+		return AppendedEvent{}, fmt.Errorf("append %s event: %w", ev.Type, err)
+	}
+	return AppendedEvent{Seq: row.Seq, ID: row.EventID}, nil
+}
+
+// Event is a town_events row as the API shows it.
+type Event struct {
+	Seq         int64           `json:"seq"`
+	ID          string          `json:"event_id"`
+	Type        string          `json:"event_type"`
+	AgentID     string          `json:"agent_id,omitempty"`
+	BeadID      string          `json:"bead_id,omitempty"`
+	Payload     json.RawMessage `json:"payload"`
+	State       string          `json:"state"`
+	Attempts    int32           `json:"attempts"`
+	LastError   string          `json:"last_error,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	ProcessedAt *time.Time      `json:"processed_at,omitempty"`
+	TickID      *int64          `json:"processed_tick_id,omitempty"`
+}
+
+func eventFromInternal(e dbsqlc.TownEvent) Event {
+	return Event{
+		Seq: e.Seq, ID: e.EventID, Type: e.EventType, AgentID: deref(e.AgentID), BeadID: deref(e.BeadID),
+		Payload: e.Payload, State: e.State, Attempts: e.Attempts, LastError: deref(e.LastError),
+		CreatedAt: e.CreatedAt, ProcessedAt: e.ProcessedAt, TickID: e.ProcessedTickID,
+	}
+}
+
+// ListEvents lists a town's events, newest first; state filters when not empty.
+func (s *Store) ListEvents(ctx context.Context, townID, state string, limit int) ([]Event, error) {
+	rows, err := s.q.EventList(ctx, s.Pool, dbsqlc.EventListParams{TownID: townID, State: ptr(state), MaxRows: int32(limit)})
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	out := make([]Event, len(rows))
+	for i, r := range rows {
+		out[i] = eventFromInternal(r)
+	}
+	return out, nil
+}
+
+// GetEvent reads one event by id.
+func (s *Store) GetEvent(ctx context.Context, townID, eventID string) (Event, error) {
+	e, err := s.q.EventGet(ctx, s.Pool, dbsqlc.EventGetParams{TownID: townID, EventID: eventID})
+	if err != nil {
+		return Event{}, interpretError(err)
+	}
+	return eventFromInternal(e), nil
+}
+
+// HasPendingEvents reports whether a town has a pending event.
+func (s *Store) HasPendingEvents(ctx context.Context, townID string) (bool, error) {
+	ok, err := s.q.EventHasPending(ctx, s.Pool, townID)
+	if err != nil {
+		return false, fmt.Errorf("check pending events: %w", err)
+	}
+	return ok, nil
+}
+
+// Heartbeat is what an agent reports every ~30 s.
+type Heartbeat struct {
+	LastEventType       string
+	LastEventAt         time.Time
+	ActiveTools         []string // nil: unchanged
+	ContainerInstanceID string
+}
+
+// RecordHeartbeat stores an agent's heartbeat for the town's next tick. It is not an
+// event: a tick takes what changed since the previous tick as a recorded input.
+func (s *Store) RecordHeartbeat(ctx context.Context, townID, agentID string, hb Heartbeat) error {
+	var tools []byte
+	if hb.ActiveTools != nil {
+		tools = mustJSON(hb.ActiveTools)
+	}
+	err := s.q.HeartbeatUpsert(ctx, s.Pool, dbsqlc.HeartbeatUpsertParams{
+		TownID: townID, AgentID: agentID, LastEventType: ptr(hb.LastEventType), LastEventAt: timePtr(hb.LastEventAt),
+		ActiveTools: tools, ContainerInstanceID: ptr(hb.ContainerInstanceID),
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+			return ErrTownNotFound
+		}
+		return fmt.Errorf("record heartbeat: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,342 @@
+package db
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"gastown/db/internal/dbsqlc"
+	"gastown/reconciler"
+)
+
+// TownTx is one town's state inside one tick transaction, under the town lock. Every
+// state change of a town goes through a TownTx; every write uses the tick's clock (Now)
+// and derives new ids from the tick id, so a tick is a deterministic function of its
+// recorded inputs.
+type TownTx struct {
+	store  *Store
+	tx     pgx.Tx
+	db     DBTX // tx, or the savepoint of the event being applied
+	q      *dbsqlc.Queries
+	logger *slog.Logger
+
+	Town   dbsqlc.Town
+	TownID string
+	TickID int64
+	Now    time.Time
+
+	idSeq       uint64
+	sideEffects []SideEffect
+}
+
+// LockTown begins a TownTx on tx: it locks the town row and allocates the tick id. With
+// wait false a town locked by another tick returns ErrTownBusy at once; with wait true
+// it waits up to the session's lock_timeout. A missing town is ErrNotFound.
+func (s *Store) LockTown(ctx context.Context, tx pgx.Tx, townID string, now time.Time, wait bool, logger *slog.Logger) (*TownTx, error) {
+	var (
+		town dbsqlc.Town
+		err  error
+	)
+	if wait {
+		town, err = s.q.TownLockForTickWait(ctx, tx, townID)
+	} else {
+		town, err = s.q.TownLockForTick(ctx, tx, townID)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		exists, existsErr := s.q.TownGet(ctx, tx, townID)
+		if existsErr == nil && exists.TownID != "" {
+			return nil, ErrTownBusy
+		}
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock town %s: %w", townID, err)
+	}
+	tickID, err := s.q.TickNextID(ctx, tx)
+	if err != nil {
+		return nil, fmt.Errorf("allocate tick id: %w", err)
+	}
+	return &TownTx{
+		store: s, tx: tx, db: tx, q: s.q, logger: logger.With("town_id", townID, "tick_id", tickID),
+		Town: town, TownID: townID, TickID: tickID, Now: now,
+	}, nil
+}
+
+// Draining reports the town's draining flag as of the lock.
+func (t *TownTx) Draining() bool { return t.Town.Draining }
+
+// newID derives the n-th new id of this tick from the town and tick id: re-running the
+// tick creates the same ids.
+func (t *TownTx) newID() string {
+	t.idSeq++
+	h := sha256.New()
+	h.Write([]byte(t.TownID))
+	var buf [16]byte
+	binary.BigEndian.PutUint64(buf[:8], uint64(t.TickID))
+	binary.BigEndian.PutUint64(buf[8:], t.idSeq)
+	h.Write(buf[:])
+	b := h.Sum(nil)[:16]
+	b[6] = (b[6] & 0x0f) | 0x50 // version 5 layout: name-based (SHA)
+	b[8] = (b[8] & 0x3f) | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// SideEffects returns the side effects the tick's applies requested, in order. The caller
+// inserts them as jobs in the same transaction (the outbox).
+func (t *TownTx) SideEffects() []SideEffect { return t.sideEffects }
+
+func (t *TownTx) addSideEffect(se SideEffect) { t.sideEffects = append(t.sideEffects, se) }
+
+// SideEffect is an effect outside the database that a tick asked for. It leaves the tick
+// as a job inserted in the tick's transaction and reports its outcome as an event.
+type SideEffect interface{ sideEffect() }
+
+// StartAgent asks the agent runtime to start an agent on a bead.
+type StartAgent struct {
+	AgentID       string
+	AgentName     string
+	Role          reconciler.AgentRole
+	BeadID        string
+	BeadTitle     string
+	BeadBody      string
+	RigID         string
+	Branch        string // MR branch for a refinery
+	TargetBranch  string
+	DefaultBranch string
+	GitURL        string
+}
+
+func (StartAgent) sideEffect() {}
+
+// MissingEntityError is an apply failure because an entity the event names does not
+// exist. Like the reference, the drain marks such events processed instead of retrying.
+type MissingEntityError struct {
+	Kind string // "Bead", "Agent", "Rig"
+	ID   string
+}
+
+func (e *MissingEntityError) Error() string { return fmt.Sprintf("%s %s not found", e.Kind, e.ID) }
+
+func missing(kind, id string) error { return &MissingEntityError{Kind: kind, ID: id} }
+
+// bead reads a bead of this town; a missing bead is a MissingEntityError.
+func (t *TownTx) bead(ctx context.Context, id string) (reconciler.Bead, error) {
+	b, err := t.q.BeadGet(ctx, t.db, dbsqlc.BeadGetParams{TownID: t.TownID, BeadID: id})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return reconciler.Bead{}, missing("Bead", id)
+	}
+	if err != nil {
+		return reconciler.Bead{}, fmt.Errorf("get bead %s: %w", id, err)
+	}
+	return beadFromInternal(b), nil
+}
+
+// agent reads an agent of this town; a missing agent is a MissingEntityError.
+func (t *TownTx) agent(ctx context.Context, id string) (reconciler.Agent, error) {
+	a, err := t.q.AgentGet(ctx, t.db, dbsqlc.AgentGetParams{TownID: t.TownID, AgentID: id})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return reconciler.Agent{}, missing("Agent", id)
+	}
+	if err != nil {
+		return reconciler.Agent{}, fmt.Errorf("get agent %s: %w", id, err)
+	}
+	return agentFromInternal(a), nil
+}
+
+func (t *TownTx) rig(ctx context.Context, id string) (reconciler.Rig, error) {
+	r, err := t.q.RigGet(ctx, t.db, dbsqlc.RigGetParams{TownID: t.TownID, RigID: id})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return reconciler.Rig{}, missing("Rig", id)
+	}
+	if err != nil {
+		return reconciler.Rig{}, fmt.Errorf("get rig %s: %w", id, err)
+	}
+	return rigFromInternal(r), nil
+}
+
+// LoadSnapshot reads everything the rules need about the town.
+func (t *TownTx) LoadSnapshot(ctx context.Context) (*reconciler.Snapshot, error) {
+	s := &reconciler.Snapshot{
+		TownID:         t.TownID,
+		Draining:       t.Town.Draining,
+		DrainStartedAt: timeOrZero(t.Town.DrainStartedAt),
+		Config:         townConfig(t.Town.Config),
+	}
+	rigs, err := t.q.RigListByTown(ctx, t.db, t.TownID)
+	if err != nil {
+		return nil, fmt.Errorf("load rigs: %w", err)
+	}
+	for _, r := range rigs {
+		s.Rigs = append(s.Rigs, rigFromInternal(r))
+	}
+	beads, err := t.q.BeadListForSnapshot(ctx, t.db, t.TownID)
+	if err != nil {
+		return nil, fmt.Errorf("load beads: %w", err)
+	}
+	s.Beads = make([]reconciler.Bead, len(beads))
+	for i, b := range beads {
+		s.Beads[i] = beadFromInternal(b)
+	}
+	agents, err := t.q.AgentListByTown(ctx, t.db, t.TownID)
+	if err != nil {
+		return nil, fmt.Errorf("load agents: %w", err)
+	}
+	s.Agents = make([]reconciler.Agent, len(agents))
+	for i, a := range agents {
+		s.Agents[i] = agentFromInternal(a)
+	}
+	deps, err := t.q.DependencyListByTown(ctx, t.db, t.TownID)
+	if err != nil {
+		return nil, fmt.Errorf("load dependencies: %w", err)
+	}
+	s.Dependencies = make([]reconciler.Dependency, len(deps))
+	for i, d := range deps {
+		s.Dependencies[i] = reconciler.Dependency{BeadID: d.BeadID, DependsOnID: d.DependsOnBeadID, Type: reconciler.DependencyType(d.DependencyType)}
+	}
+	reviews, err := t.q.ReviewListByTown(ctx, t.db, t.TownID)
+	if err != nil {
+		return nil, fmt.Errorf("load reviews: %w", err)
+	}
+	s.Reviews = make([]reconciler.Review, len(reviews))
+	for i, r := range reviews {
+		s.Reviews[i] = reviewFromInternal(r)
+	}
+	convoys, err := t.q.ConvoyListByTown(ctx, t.db, t.TownID)
+	if err != nil {
+		return nil, fmt.Errorf("load convoys: %w", err)
+	}
+	s.Convoys = make([]reconciler.Convoy, len(convoys))
+	for i, c := range convoys {
+		s.Convoys[i] = convoyFromInternal(c)
+	}
+	return s, nil
+}
+
+// HeartbeatInput is one heartbeat a tick took: recorded with the tick so it can be re-run.
+type HeartbeatInput struct {
+	AgentID             string     `json:"agent_id"`
+	Seq                 int64      `json:"seq"`
+	ReceivedAt          time.Time  `json:"received_at"`
+	LastEventType       string     `json:"last_event_type,omitempty"`
+	LastEventAt         *time.Time `json:"last_event_at,omitempty"`
+	ActiveTools         []string   `json:"active_tools,omitempty"`
+	ContainerInstanceID string     `json:"container_instance_id,omitempty"`
+}
+
+// ApplyHeartbeats takes the heartbeats that arrived since the previous tick and applies
+// touchAgent to each agent that still exists. It returns the inputs it took.
+func (t *TownTx) ApplyHeartbeats(ctx context.Context) ([]HeartbeatInput, error) {
+	rows, err := t.q.HeartbeatListUnapplied(ctx, t.db, t.TownID)
+	if err != nil {
+		return nil, fmt.Errorf("list heartbeats: %w", err)
+	}
+	inputs := make([]HeartbeatInput, 0, len(rows))
+	for _, r := range rows {
+		in := HeartbeatInput{
+			AgentID: r.AgentID, Seq: r.Seq, ReceivedAt: r.ReceivedAt, LastEventType: deref(r.LastEventType),
+			LastEventAt: r.LastEventAt, ContainerInstanceID: deref(r.ContainerInstanceID),
+		}
+		if r.ActiveTools != nil {
+			in.ActiveTools = []string{}
+			_ = jsonUnmarshal(r.ActiveTools, &in.ActiveTools)
+		}
+		if err := t.applyHeartbeat(ctx, in); err != nil {
+			return nil, err
+		}
+		if err := t.q.HeartbeatMarkApplied(ctx, t.db, dbsqlc.HeartbeatMarkAppliedParams{TownID: t.TownID, AgentID: r.AgentID, Seq: r.Seq}); err != nil {
+			return nil, fmt.Errorf("mark heartbeat applied: %w", err)
+		}
+		inputs = append(inputs, in)
+	}
+	return inputs, nil
+}
+
+// applyHeartbeat is touchAgent (SPEC.md §2.14). An agent deleted since is ignored.
+func (t *TownTx) applyHeartbeat(ctx context.Context, in HeartbeatInput) error {
+	var tools []byte
+	if in.ActiveTools != nil {
+		tools = mustJSON(in.ActiveTools)
+	}
+	err := t.q.AgentApplyHeartbeat(ctx, t.db, dbsqlc.AgentApplyHeartbeatParams{
+		TownID: t.TownID, AgentID: in.AgentID, ReceivedAt: &in.ReceivedAt,
+		LastEventType: ptr(in.LastEventType), LastEventAt: in.LastEventAt, ActiveTools: tools,
+	})
+	if err != nil {
+		return fmt.Errorf("apply heartbeat of agent %s: %w", in.AgentID, err)
+	}
+	return nil
+}
+
+// TickRecord is what a tick writes about itself.
+type TickRecord struct {
+	StartedAt            time.Time
+	WallClock            time.Duration
+	Drain                time.Duration
+	Snapshot             time.Duration
+	Reconcile            time.Duration
+	Apply                time.Duration
+	EventsDrained        int
+	EventsFailed         int
+	EventsDead           int
+	Heartbeats           []HeartbeatInput
+	ActionsEmitted       int
+	ActionsSkipped       int
+	ActionsByType        map[reconciler.ActionType]int
+	SideEffectsAttempted int
+	SideEffectsSucceeded int
+	SideEffectsFailed    int
+	InvariantViolations  int
+	PendingEventCount    int
+	NextTickAt           time.Time
+	WorkerID             string
+}
+
+// PendingEventCount counts the town's pending events (after the drain).
+func (t *TownTx) PendingEventCount(ctx context.Context) (int, error) {
+	n, err := t.q.EventCountPending(ctx, t.db, t.TownID)
+	if err != nil {
+		return 0, fmt.Errorf("count pending events: %w", err)
+	}
+	return int(n), nil
+}
+
+// Finish writes the tick's reconciler_ticks row and its recorded inputs, and schedules the
+// town's next tick.
+func (t *TownTx) Finish(ctx context.Context, rec TickRecord) error {
+	byType := make(map[string]int, len(rec.ActionsByType))
+	for k, v := range rec.ActionsByType {
+		byType[string(k)] = v
+	}
+	err := t.q.TickInsert(ctx, t.db, dbsqlc.TickInsertParams{
+		TickID: t.TickID, TownID: t.TownID, StartedAt: rec.StartedAt, ClockAt: t.Now,
+		WallClockUs: int32(rec.WallClock.Microseconds()), DrainUs: int32(rec.Drain.Microseconds()),
+		SnapshotUs: int32(rec.Snapshot.Microseconds()), ReconcileUs: int32(rec.Reconcile.Microseconds()),
+		ApplyUs: int32(rec.Apply.Microseconds()), EventsDrained: int32(rec.EventsDrained),
+		EventsFailed: int32(rec.EventsFailed), EventsDead: int32(rec.EventsDead),
+		HeartbeatsApplied: int32(len(rec.Heartbeats)), ActionsEmitted: int32(rec.ActionsEmitted),
+		ActionsSkipped: int32(rec.ActionsSkipped), ActionsByType: mustJSON(byType),
+		SideEffectsAttempted: int32(rec.SideEffectsAttempted), SideEffectsSucceeded: int32(rec.SideEffectsSucceeded),
+		SideEffectsFailed: int32(rec.SideEffectsFailed), InvariantViolations: int32(rec.InvariantViolations),
+		PendingEventCount: int32(rec.PendingEventCount), NextTickAt: timePtr(rec.NextTickAt), WorkerID: ptr(rec.WorkerID),
+	})
+	if err != nil {
+		return fmt.Errorf("insert tick row: %w", err)
+	}
+	if len(rec.Heartbeats) > 0 {
+		if err := t.q.TickInputInsert(ctx, t.db, dbsqlc.TickInputInsertParams{
+			TownID: t.TownID, TickID: t.TickID, ClockAt: t.Now, Heartbeats: mustJSON(rec.Heartbeats),
+		}); err != nil {
+			return fmt.Errorf("insert tick inputs: %w", err)
+		}
+	}
+	if err := t.q.TownFinishTick(ctx, t.db, dbsqlc.TownFinishTickParams{TownID: t.TownID, Now: &t.Now, NextTickAt: rec.NextTickAt}); err != nil {
+		return fmt.Errorf("finish tick: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package reconciler
+
+import (
+	"slices"
+	"time"
+)
+
+// Snapshot is everything the rules read about one town, as loaded at the start of
+// Phase 1. Call Index once before reading it through the lookup methods.
+type Snapshot struct {
+	TownID         string
+	Draining       bool
+	DrainStartedAt time.Time
+	Config         TownConfig
+	Rigs           []Rig
+	Beads          []Bead // every bead of the town except agent beads
+	Agents         []Agent
+	Dependencies   []Dependency
+	Reviews        []Review
+	Convoys        []Convoy
+
+	beadByID      map[string]*Bead
+	agentByID     map[string]*Agent
+	rigByID       map[string]*Rig
+	reviewByID    map[string]*Review
+	convoyByID    map[string]*Convoy
+	agentsByHook  map[string][]*Agent
+	blockersOf    map[string][]string // bead → beads that block it
+	tracks        map[string][]string // bead → beads it tracks (depends_on of a tracks edge)
+	trackedBy     map[string][]string // bead → beads that track it
+	refineryByRig map[string]*Agent
+}
+
+// Index builds the lookup tables. It must be called after the slices are filled and
+// before any rule runs; Reconcile calls it.
+func (s *Snapshot) Index() {
+	s.beadByID = make(map[string]*Bead, len(s.Beads))
+	for i := range s.Beads {
+		s.beadByID[s.Beads[i].ID] = &s.Beads[i]
+	}
+	s.agentByID = make(map[string]*Agent, len(s.Agents))
+	s.agentsByHook = make(map[string][]*Agent)
+	s.refineryByRig = make(map[string]*Agent)
+	for i := range s.Agents {
+		a := &s.Agents[i]
+		s.agentByID[a.ID] = a
+		if a.HookBeadID != "" {
+			s.agentsByHook[a.HookBeadID] = append(s.agentsByHook[a.HookBeadID], a)
+		}
+		if a.Role == RoleRefinery && a.RigID != "" {
+			if _, ok := s.refineryByRig[a.RigID]; !ok {
+				s.refineryByRig[a.RigID] = a
+			}
+		}
+	}
+	s.rigByID = make(map[string]*Rig, len(s.Rigs))
+	for i := range s.Rigs {
+		s.rigByID[s.Rigs[i].ID] = &s.Rigs[i]
+	}
+	s.reviewByID = make(map[string]*Review, len(s.Reviews))
+	for i := range s.Reviews {
+		s.reviewByID[s.Reviews[i].BeadID] = &s.Reviews[i]
+	}
+	s.convoyByID = make(map[string]*Convoy, len(s.Convoys))
+	for i := range s.Convoys {
+		s.convoyByID[s.Convoys[i].BeadID] = &s.Convoys[i]
+	}
+	s.blockersOf = make(map[string][]string)
+	s.tracks = make(map[string][]string)
+	s.trackedBy = make(map[string][]string)
+	for _, d := range s.Dependencies {
+		switch d.Type {
+		case DepBlocks:
+			s.blockersOf[d.BeadID] = append(s.blockersOf[d.BeadID], d.DependsOnID)
+		case DepTracks:
+			s.tracks[d.BeadID] = append(s.tracks[d.BeadID], d.DependsOnID)
+			s.trackedBy[d.DependsOnID] = append(s.trackedBy[d.DependsOnID], d.BeadID)
+		}
+	}
+}
+
+// Bead returns the bead with the id, or nil.
+func (s *Snapshot) Bead(id string) *Bead { return s.beadByID[id] }
+
+// Agent returns the agent with the id, or nil.
+func (s *Snapshot) Agent(id string) *Agent { return s.agentByID[id] }
+
+// Rig returns the rig with the id, or nil.
+func (s *Snapshot) Rig(id string) *Rig { return s.rigByID[id] }
+
+// Review returns the review metadata of an MR bead, or nil.
+func (s *Snapshot) Review(beadID string) *Review { return s.reviewByID[beadID] }
+
+// Convoy returns the convoy metadata of a convoy bead, or nil.
+func (s *Snapshot) Convoy(beadID string) *Convoy { return s.convoyByID[beadID] }
+
+// AgentsHookedTo returns the agents whose hook is the bead.
+func (s *Snapshot) AgentsHookedTo(beadID string) []*Agent { return s.agentsByHook[beadID] }
+
+// Refinery returns the refinery of a rig, or nil.
+func (s *Snapshot) Refinery(rigID string) *Agent { return s.refineryByRig[rigID] }
+
+// TrackedBy returns the ids of beads that track the bead (e.g. the MRs of an issue).
+func (s *Snapshot) TrackedBy(beadID string) []string { return s.trackedBy[beadID] }
+
+// Tracks returns the ids of beads the bead tracks (e.g. the convoy of an issue).
+func (s *Snapshot) Tracks(beadID string) []string { return s.tracks[beadID] }
+
+// HasOpenBlocker reports whether a non-terminal bead blocks the bead. A blocker missing
+// from the snapshot (deleted) does not block; a failed blocker counts as resolved.
+func (s *Snapshot) HasOpenBlocker(beadID string) bool {
+	return slices.ContainsFunc(s.blockersOf[beadID], func(id string) bool {
+		b := s.beadByID[id]
+		return b != nil && !b.Status.Terminal()
+	})
+}
+
+// InStagedConvoy reports whether the bead is tracked by a staged convoy.
+func (s *Snapshot) InStagedConvoy(beadID string) bool {
+	return slices.ContainsFunc(s.tracks[beadID], func(id string) bool {
+		c := s.convoyByID[id]
+		return c != nil && c.Staged
+	})
+}

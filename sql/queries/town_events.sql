@@ -1,0 +1,48 @@
+-- name: EventInsert :one
+-- EventInsert appends a fact to a town's inbox. A repeated idempotency key inserts nothing
+-- and returns no row.
+INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
+VALUES (@town_id, @event_id, @event_type, @agent_id, @bead_id, @payload, @idempotency_key, now())
+ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING seq, event_id;
+
+-- name: EventListPending :many
+-- EventListPending lists a town's pending events in drain order, at most @max_rows.
+SELECT * FROM town_events
+WHERE town_id = @town_id AND state = 'pending'
+ORDER BY seq
+LIMIT @max_rows;
+
+-- name: EventMarkProcessed :exec
+-- EventMarkProcessed records that a tick applied an event.
+UPDATE town_events
+SET state = 'processed', processed_at = @now, processed_tick_id = @tick_id, attempts = attempts + 1
+WHERE town_id = @town_id AND seq = @seq;
+
+-- name: EventRecordFailure :exec
+-- EventRecordFailure records a failed apply; at the attempt bound the event goes dead.
+UPDATE town_events
+SET attempts = attempts + 1, last_error = @last_error,
+    state = CASE WHEN @dead::boolean THEN 'dead' ELSE state END,
+    processed_at = CASE WHEN @dead::boolean THEN @now ELSE processed_at END,
+    processed_tick_id = CASE WHEN @dead::boolean THEN @tick_id ELSE processed_tick_id END
+WHERE town_id = @town_id AND seq = @seq;
+
+-- name: EventCountPending :one
+-- EventCountPending counts a town's pending events.
+SELECT count(*)::int FROM town_events WHERE town_id = @town_id AND state = 'pending';
+
+-- name: EventHasPending :one
+-- EventHasPending reports whether a town has a pending event.
+SELECT EXISTS (SELECT 1 FROM town_events WHERE town_id = @town_id AND state = 'pending');
+
+-- name: EventList :many
+-- EventList lists a town's events, newest first, optionally of one state.
+SELECT * FROM town_events
+WHERE town_id = @town_id AND (sqlc.narg(state)::text IS NULL OR state = sqlc.narg(state))
+ORDER BY seq DESC
+LIMIT @max_rows;
+
+-- name: EventGet :one
+-- EventGet reads one event by id.
+SELECT * FROM town_events WHERE town_id = @town_id AND event_id = @event_id;

@@ -1,0 +1,45 @@
+-- name: TownInsert :one
+-- TownInsert creates a tenant. Its first tick is due at once.
+INSERT INTO towns (town_id, name, config, created_at, updated_at, next_tick_at)
+VALUES (@town_id, @name, @config, @now, @now, @now)
+RETURNING *;
+
+-- name: TownGet :one
+-- TownGet reads one town.
+SELECT * FROM towns WHERE town_id = @town_id;
+
+-- name: TownList :many
+-- TownList lists towns by creation time.
+SELECT * FROM towns ORDER BY created_at, town_id LIMIT @max_rows;
+
+-- name: TownLockForTick :one
+-- TownLockForTick locks the town row for one tick. FOR NO KEY UPDATE leaves foreign-key
+-- checks (FOR KEY SHARE) of concurrent event inserts unblocked; SKIP LOCKED returns no row
+-- when another tick holds the town, so the caller backs off instead of waiting.
+SELECT * FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE SKIP LOCKED;
+
+-- name: TownLockForTickWait :one
+-- TownLockForTickWait locks the town row, waiting up to the session's lock_timeout
+-- (dry-run and replay).
+SELECT * FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE;
+
+-- name: TownFinishTick :exec
+-- TownFinishTick records a finished tick and when the town is due next. It touches only
+-- unindexed columns, so the update is HOT.
+UPDATE towns
+SET last_tick_at = @now, next_tick_at = @next_tick_at, tick_count = tick_count + 1
+WHERE town_id = @town_id;
+
+-- name: TownListDue :many
+-- TownListDue lists towns whose next tick is due, or that have pending events older than
+-- @pending_before (their wake-up was lost, e.g. a process died after committing events).
+SELECT t.town_id FROM towns t
+WHERE t.next_tick_at <= @now
+UNION
+SELECT DISTINCT e.town_id FROM town_events e
+WHERE e.state = 'pending' AND e.created_at <= @pending_before
+LIMIT @max_rows;
+
+-- name: TownDelete :execrows
+-- TownDelete deletes a town and, by cascade, everything in it.
+DELETE FROM towns WHERE town_id = @town_id;
