@@ -59,6 +59,7 @@ func (t *TownTx) DrainEvents(ctx context.Context, opts DrainOptions) (DrainResul
 	res.Drained = len(rows)
 	for _, row := range rows {
 		ev := eventFromInternal(row)
+		t.lastSeq = ev.Seq
 		applyErr, err := t.applyInSavepoint(ctx, ev, opts.FailEvent)
 		if err != nil {
 			return res, err
@@ -97,6 +98,9 @@ func (t *TownTx) DrainEvents(ctx context.Context, opts DrainOptions) (DrainResul
 	}
 	return res, nil
 }
+
+// LastDrainedSeq is the sequence number of the last event the drain took (0: none).
+func (t *TownTx) LastDrainedSeq() int64 { return t.lastSeq }
 
 // applyInSavepoint applies one event inside a savepoint. applyErr is the event's own
 // failure (its changes are rolled back); err is a failure of the transaction itself.

@@ -148,3 +148,12 @@ func (s *Store) RecordHeartbeat(ctx context.Context, townID, agentID string, hb 
 	}
 	return nil
 }
+
+// HasPendingEventsAfter reports whether a town has a pending event later than seq.
+func (s *Store) HasPendingEventsAfter(ctx context.Context, townID string, seq int64) (bool, error) {
+	ok, err := s.q.EventHasPendingAfter(ctx, s.Pool, dbsqlc.EventHasPendingAfterParams{TownID: townID, Seq: seq})
+	if err != nil {
+		return false, fmt.Errorf("check pending events: %w", err)
+	}
+	return ok, nil
+}

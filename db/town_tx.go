@@ -32,6 +32,7 @@ type TownTx struct {
 	Now    time.Time
 
 	idSeq       uint64
+	lastSeq     int64
 	sideEffects []SideEffect
 }
 

@@ -46,3 +46,8 @@ LIMIT @max_rows;
 -- name: EventGet :one
 -- EventGet reads one event by id.
 SELECT * FROM town_events WHERE town_id = @town_id AND event_id = @event_id;
+
+-- name: EventHasPendingAfter :one
+-- EventHasPendingAfter reports whether a town has a pending event later than @seq: one
+-- that arrived while a tick ran and may have lost its wake-up.
+SELECT EXISTS (SELECT 1 FROM town_events WHERE town_id = @town_id AND state = 'pending' AND seq > @seq);

@@ -66,6 +66,24 @@ func (q *Queries) EventHasPending(ctx context.Context, db DBTX, townID string) (
 	return exists, err
 }
 
+const eventHasPendingAfter = `-- name: EventHasPendingAfter :one
+SELECT EXISTS (SELECT 1 FROM town_events WHERE town_id = $1 AND state = 'pending' AND seq > $2)
+`
+
+type EventHasPendingAfterParams struct {
+	TownID string
+	Seq    int64
+}
+
+// EventHasPendingAfter reports whether a town has a pending event later than @seq: one
+// that arrived while a tick ran and may have lost its wake-up.
+func (q *Queries) EventHasPendingAfter(ctx context.Context, db DBTX, arg EventHasPendingAfterParams) (bool, error) {
+	row := db.QueryRow(ctx, eventHasPendingAfter, arg.TownID, arg.Seq)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const eventInsert = `-- name: EventInsert :one
 INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, now())

@@ -1,0 +1,159 @@
+package agentrt
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"gastown/reconciler"
+)
+
+// SimConfig tunes the simulator. Zero values take the defaults.
+type SimConfig struct {
+	// HeartbeatInterval is how often a running agent heartbeats (default 30 s).
+	HeartbeatInterval time.Duration
+	// WorkMin and WorkMax bound how long an agent works before it reports done
+	// (defaults 2 s and 5 s).
+	WorkMin, WorkMax time.Duration
+	// Seed makes the work durations repeatable.
+	Seed uint64
+}
+
+// Simulator is a Runtime whose agents run as goroutines: each heartbeats, works for a
+// random time, reports done (a polecat with a branch; a refinery merges directly), then
+// reports its process exit. Close stops them all.
+type Simulator struct {
+	cfg      SimConfig
+	reporter Reporter
+	logger   *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	rnd     *rand.Rand
+	running map[string]context.CancelFunc // town/agent → stop
+	starts  int
+}
+
+// NewSimulator returns a simulator reporting through r.
+func NewSimulator(cfg SimConfig, r Reporter, logger *slog.Logger) *Simulator {
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 30 * time.Second
+	}
+	if cfg.WorkMin <= 0 {
+		cfg.WorkMin = 2 * time.Second
+	}
+	if cfg.WorkMax < cfg.WorkMin {
+		cfg.WorkMax = max(cfg.WorkMin, 5*time.Second)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Simulator{
+		cfg: cfg, reporter: r, logger: logger, ctx: ctx, cancel: cancel,
+		rnd:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		running: make(map[string]context.CancelFunc),
+	}
+}
+
+// Starts returns how many agents the simulator has started.
+func (s *Simulator) Starts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.starts
+}
+
+// StartAgent implements Runtime.
+func (s *Simulator) StartAgent(_ context.Context, req StartRequest) error {
+	key := req.TownID + "/" + req.AgentID
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return fmt.Errorf("simulator is closed")
+	}
+	if _, ok := s.running[key]; ok {
+		return nil // already running counts as started
+	}
+	work := s.cfg.WorkMin
+	if span := s.cfg.WorkMax - s.cfg.WorkMin; span > 0 {
+		work += time.Duration(s.rnd.Int64N(int64(span)))
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.running[key] = cancel
+	s.starts++
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.running, key)
+			s.mu.Unlock()
+			cancel()
+		}()
+		s.run(ctx, req, work)
+	}()
+	return nil
+}
+
+// StopAgent implements Runtime.
+func (s *Simulator) StopAgent(_ context.Context, townID, agentID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cancel, ok := s.running[townID+"/"+agentID]; ok {
+		cancel()
+	}
+	return nil
+}
+
+// Close stops every simulated agent and waits for them.
+func (s *Simulator) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+func (s *Simulator) run(ctx context.Context, req StartRequest, work time.Duration) {
+	log := s.logger.With("town_id", req.TownID, "agent_id", req.AgentID, "role", req.Role)
+	report := func(what string, err error) bool {
+		if err != nil && ctx.Err() == nil {
+			log.Warn("simulated agent could not report", "what", what, "error", err)
+		}
+		return err == nil
+	}
+	report("heartbeat", s.reporter.Heartbeat(ctx, req.TownID, req.AgentID))
+	deadline := time.NewTimer(work)
+	defer deadline.Stop()
+	beat := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-beat.C:
+			report("heartbeat", s.reporter.Heartbeat(ctx, req.TownID, req.AgentID))
+		case <-deadline.C:
+			done := reconciler.AgentDonePayload{Summary: "simulated work on " + req.BeadTitle}
+			if req.Role == reconciler.RoleRefinery {
+				done.Branch = req.Branch
+			} else {
+				done.Branch = fmt.Sprintf("gt/%s/%s", strings.ToLower(req.AgentName), shortID(req.BeadID))
+			}
+			if !report("done", s.reporter.Done(ctx, req.TownID, req.AgentID, done)) {
+				return
+			}
+			report("completed", s.reporter.Completed(ctx, req.TownID, req.AgentID,
+				reconciler.AgentCompletedPayload{Status: "completed"}))
+			return
+		}
+	}
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}

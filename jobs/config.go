@@ -1,0 +1,89 @@
+package jobs
+
+import (
+	"errors"
+	"time"
+
+	"gastown/reconciler"
+)
+
+// Config tunes the workers. The zero value of every field takes the default.
+type Config struct {
+	// TickWorkers is how many ticks run at once in this process (default 32).
+	TickWorkers int
+	// SideEffectWorkers is how many side-effect jobs run at once (default 32).
+	SideEffectWorkers int
+	// FetchCooldown is River's minimum time between fetches of one queue (default 5 ms;
+	// River's 100 ms caps throughput near workers ÷ cooldown).
+	FetchCooldown time.Duration
+	// FetchPollInterval is River's fallback poll interval (default 200 ms).
+	FetchPollInterval time.Duration
+	// ActiveInterval is the cadence of a town with active work (default 5 s).
+	ActiveInterval time.Duration
+	// IdleInterval is the cadence of an idle town (default 5 min).
+	IdleInterval time.Duration
+	// SweepInterval is how often the leader looks for due towns and lost wake-ups
+	// (default 1 s).
+	SweepInterval time.Duration
+	// DrainBatch is the most events one tick drains (default 500).
+	DrainBatch int
+	// MaxEventAttempts is how often a failing event is tried before it goes dead
+	// (default 3).
+	MaxEventAttempts int
+	// BusyRetry is how long a tick that finds its town locked waits (default 50 ms).
+	BusyRetry time.Duration
+	// TickTimeout bounds one tick (default 30 s).
+	TickTimeout time.Duration
+	// RescueStuckJobsAfter is when River rescues a job whose worker died (default 1 min).
+	RescueStuckJobsAfter time.Duration
+	// WorkerID names this process in reconciler_ticks.
+	WorkerID string
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.TickWorkers < 0 || c.SideEffectWorkers < 0 {
+		errs = append(errs, errors.New("worker counts must not be negative"))
+	}
+	if c.ActiveInterval < 0 || c.IdleInterval < 0 || c.SweepInterval < 0 {
+		errs = append(errs, errors.New("intervals must not be negative"))
+	}
+	if c.DrainBatch < 0 || c.MaxEventAttempts < 0 {
+		errs = append(errs, errors.New("drain batch and event attempts must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills the zero fields.
+func (c Config) withDefaults() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defInt(&c.TickWorkers, 32)
+	defInt(&c.SideEffectWorkers, 32)
+	def(&c.FetchCooldown, 5*time.Millisecond)
+	def(&c.FetchPollInterval, 200*time.Millisecond)
+	def(&c.ActiveInterval, reconciler.ActiveTickInterval)
+	def(&c.IdleInterval, reconciler.IdleTickInterval)
+	def(&c.SweepInterval, time.Second)
+	defInt(&c.DrainBatch, 500)
+	defInt(&c.MaxEventAttempts, 3)
+	def(&c.BusyRetry, 50*time.Millisecond)
+	def(&c.TickTimeout, 30*time.Second)
+	def(&c.RescueStuckJobsAfter, time.Minute)
+	if c.RescueStuckJobsAfter <= c.TickTimeout {
+		c.RescueStuckJobsAfter = c.TickTimeout + 10*time.Second
+	}
+	if c.FetchPollInterval < c.FetchCooldown {
+		c.FetchPollInterval = c.FetchCooldown
+	}
+	return c
+}

@@ -1,0 +1,135 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"gastown/agentrt"
+	"gastown/db"
+)
+
+type riverDriver = riverpgxv5.Driver
+
+// Deps are what the service needs from the outside.
+type Deps struct {
+	Store   *db.Store
+	Runtime agentrt.Runtime // required when workers run
+	Logger  *slog.Logger
+	// Clock is the time ticks reconcile with (default time.Now).
+	Clock func() time.Time
+	// Reporter hears about dead events and invariant violations (default: nobody).
+	Reporter Reporter
+	// ErrorHandler hears about job errors and panics (default: logged by River).
+	ErrorHandler river.ErrorHandler
+}
+
+// Service is gastown on River: the client, the Ticker and the Events front door.
+type Service struct {
+	Client *river.Client[pgx.Tx]
+	Ticker *Ticker
+	Events *Events
+
+	store   *db.Store
+	runtime agentrt.Runtime
+	cfg     Config
+	logger  *slog.Logger
+}
+
+// Options for test hooks; not for production use.
+type testHooks struct {
+	failEvent  func(db.Event) error
+	afterDrain func(ctx context.Context, townID string) error
+}
+
+// New builds the service. With workers false the River client only inserts (an API-only
+// process); with workers true it also works the tick and side-effect queues and, when it
+// is the leader, runs the periodic sweep and maintenance.
+func New(deps Deps, cfg Config, workers bool) (*Service, error) {
+	return newService(deps, cfg, workers, testHooks{})
+}
+
+func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if deps.Clock == nil {
+		deps.Clock = time.Now
+	}
+	if deps.Reporter == nil {
+		deps.Reporter = nopReporter{}
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	svc := &Service{store: deps.Store, runtime: deps.Runtime, cfg: cfg, logger: deps.Logger}
+	svc.Ticker = &Ticker{
+		store: deps.Store, cfg: cfg, clock: deps.Clock, logger: deps.Logger, reporter: deps.Reporter,
+		failEvent: hooks.failEvent, afterDrain: hooks.afterDrain,
+	}
+	rc := &river.Config{
+		Logger:                      deps.Logger.With("component", "river"),
+		ErrorHandler:                deps.ErrorHandler,
+		CompletedJobRetentionPeriod: time.Minute, // a completed tick is worth nothing
+		JobTimeout:                  cfg.TickTimeout,
+		RescueStuckJobsAfter:        cfg.RescueStuckJobsAfter,
+		FetchCooldown:               cfg.FetchCooldown,
+		FetchPollInterval:           cfg.FetchPollInterval,
+		ID:                          cfg.WorkerID,
+	}
+	if workers {
+		if deps.Runtime == nil {
+			return nil, fmt.Errorf("workers need an agent runtime")
+		}
+		w := river.NewWorkers()
+		river.AddWorker(w, &TickTownWorker{svc: svc})
+		river.AddWorker(w, &StartAgentWorker{svc: svc})
+		river.AddWorker(w, &SweepWorker{svc: svc})
+		river.AddWorker(w, &MaintenanceWorker{svc: svc})
+		rc.Workers = w
+		rc.Queues = map[string]river.QueueConfig{
+			QueueTicks:         {MaxWorkers: cfg.TickWorkers},
+			QueueSideEffects:   {MaxWorkers: cfg.SideEffectWorkers},
+			river.QueueDefault: {MaxWorkers: 4},
+		}
+		rc.PeriodicJobs = []*river.PeriodicJob{
+			river.NewPeriodicJob(river.PeriodicInterval(cfg.SweepInterval),
+				func() (river.JobArgs, *river.InsertOpts) { return SweepArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "sweep", RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(time.Hour),
+				func() (river.JobArgs, *river.InsertOpts) { return MaintenanceArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "maintenance", RunOnStart: true}),
+		}
+	}
+	client, err := river.NewClient(riverpgxv5.New(deps.Store.Pool), rc)
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	svc.Client = client
+	svc.Ticker.insert = func(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) error {
+		_, err := client.InsertManyTx(ctx, tx, params)
+		return err
+	}
+	svc.Events = &Events{svc: svc}
+	return svc, nil
+}
+
+// Wake enqueues a tick for a town (a no-op when one is already queued).
+func (s *Service) Wake(ctx context.Context, townID string) error {
+	if _, err := s.Client.Insert(ctx, TickTownArgs{TownID: townID}, nil); err != nil {
+		return fmt.Errorf("enqueue tick of town %s: %w", townID, err)
+	}
+	return nil
+}
+
+// Start starts the River client (fetching jobs when the service has workers).
+func (s *Service) Start(ctx context.Context) error { return s.Client.Start(ctx) }
+
+// Stop stops the River client: running jobs finish first, until ctx expires.
+func (s *Service) Stop(ctx context.Context) error { return s.Client.Stop(ctx) }

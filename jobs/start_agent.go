@@ -1,0 +1,86 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"gastown/agentrt"
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+// QueueSideEffects is the queue of side-effect jobs.
+const QueueSideEffects = "side_effects"
+
+// startTimeout is the reference's container start timeout (SPEC.md §5.5).
+const startTimeout = 60 * time.Second
+
+// StartAgentArgs asks the agent runtime to start an agent. It is inserted by the tick that
+// dispatched the agent, in the tick's transaction, and reports the outcome as an event.
+type StartAgentArgs struct {
+	TownID  string               `json:"town_id"`
+	TickID  int64                `json:"tick_id"`
+	Request agentrt.StartRequest `json:"request"`
+}
+
+// Kind implements river.JobArgs.
+func (StartAgentArgs) Kind() string { return "start_agent" }
+
+// InsertOpts implements river.JobArgsWithInsertOpts. A start is not retried by River: a
+// failed start is reported, and the reconciler decides (A1, B3, R6 with backoff).
+func (StartAgentArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueSideEffects, MaxAttempts: 3}
+}
+
+// StartAgentWorker runs start_agent jobs.
+type StartAgentWorker struct {
+	river.WorkerDefaults[StartAgentArgs]
+	svc *Service
+}
+
+// Timeout implements river.Worker.
+func (w *StartAgentWorker) Timeout(*river.Job[StartAgentArgs]) time.Duration {
+	return startTimeout + 5*time.Second
+}
+
+// Work implements river.Worker.
+func (w *StartAgentWorker) Work(ctx context.Context, job *river.Job[StartAgentArgs]) error {
+	req := job.Args.Request
+	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
+	err := w.svc.runtime.StartAgent(startCtx, req)
+	cancel()
+	if ctx.Err() != nil {
+		return ctx.Err() // shutting down: River retries the job
+	}
+	ev := db.NewEvent{
+		Type: reconciler.EventAgentDispatched, AgentID: req.AgentID,
+		Payload:        reconciler.AgentDispatchedPayload{BeadID: req.BeadID},
+		IdempotencyKey: fmt.Sprintf("start_agent:%d", job.ID),
+	}
+	if err != nil {
+		ev.Type = reconciler.EventAgentDispatchFailed
+		ev.Payload = reconciler.AgentDispatchedPayload{BeadID: req.BeadID, Error: err.Error(), Permanent: agentrt.IsPermanent(err)}
+		w.svc.logger.Warn("agent start failed", "town_id", job.Args.TownID, "agent_id", req.AgentID, "error", err)
+	}
+	if _, err := w.svc.Events.Append(ctx, job.Args.TownID, ev); err != nil {
+		return fmt.Errorf("report start of agent %s: %w", req.AgentID, err)
+	}
+	return nil
+}
+
+// sideEffectJob turns a side effect of a tick into its job.
+func sideEffectJob(townID string, tickID int64, _ int, se db.SideEffect) river.InsertManyParams {
+	switch se := se.(type) {
+	case db.StartAgent:
+		return river.InsertManyParams{Args: StartAgentArgs{TownID: townID, TickID: tickID, Request: agentrt.StartRequest{
+			TownID: townID, AgentID: se.AgentID, AgentName: se.AgentName, Role: se.Role, BeadID: se.BeadID,
+			BeadTitle: se.BeadTitle, BeadBody: se.BeadBody, RigID: se.RigID, GitURL: se.GitURL,
+			DefaultBranch: se.DefaultBranch, Branch: se.Branch, TargetBranch: se.TargetBranch,
+		}}}
+	default:
+		panic(fmt.Sprintf("no job for side effect %T", se))
+	}
+}

@@ -1,0 +1,120 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"gastown/db"
+)
+
+// TickTownArgs is the job of one town tick.
+//
+// Tick jobs are unique per town across River's required states (available, pending,
+// running, scheduled) plus retryable, so a burst of events queues at most one tick while
+// another runs. Because a running tick also blocks the insert, a fact committed during a
+// tick can find its wake-up skipped; the tick therefore re-checks for newer pending
+// events once it has committed, and Events.Append retries its wake-up after its own
+// commit when it met a running tick (see Events.Append). The sweep is the last resort.
+type TickTownArgs struct {
+	TownID string `json:"town_id"`
+}
+
+// Kind implements river.JobArgs.
+func (TickTownArgs) Kind() string { return "tick_town" }
+
+// QueueTicks is the queue of tick jobs.
+const QueueTicks = "ticks"
+
+// InsertOpts implements river.JobArgsWithInsertOpts.
+func (TickTownArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{
+		Queue:       QueueTicks,
+		MaxAttempts: 100,
+		UniqueOpts: river.UniqueOpts{
+			ByArgs: true,
+			ByState: []rivertype.JobState{
+				rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
+				rivertype.JobStateScheduled, rivertype.JobStateRetryable,
+			},
+		},
+	}
+}
+
+// TickTownWorker runs tick_town jobs: one tick in one transaction that also completes the
+// job, then a wake-up if events are waiting.
+type TickTownWorker struct {
+	river.WorkerDefaults[TickTownArgs]
+	svc *Service
+}
+
+// Work implements river.Worker.
+func (w *TickTownWorker) Work(ctx context.Context, job *river.Job[TickTownArgs]) error {
+	townID := job.Args.TownID
+	res, err := w.svc.tickAndComplete(ctx, job)
+	switch {
+	case errors.Is(err, db.ErrTownBusy):
+		return river.JobSnooze(w.svc.cfg.BusyRetry)
+	case errors.Is(err, db.ErrNotFound):
+		w.svc.logger.Info("tick for a town that no longer exists", "town_id", townID)
+		return nil
+	case err != nil:
+		return err
+	}
+	// The tick and the job completion are committed. Events that arrived while it ran
+	// may have found their wake-up skipped: look for them now.
+	more := res.Drain.More
+	if !more {
+		if more, err = w.svc.store.HasPendingEventsAfter(ctx, townID, res.LastSeq); err != nil {
+			w.svc.logger.Warn("check for events after tick", "town_id", townID, "error", err)
+			return nil // the tick is committed; the sweep finds the rest
+		}
+	}
+	if more {
+		if err := w.svc.Wake(ctx, townID); err != nil {
+			w.svc.logger.Warn("wake town after tick", "town_id", townID, "error", err)
+		}
+	}
+	return nil
+}
+
+// tickAndComplete runs the tick and completes the job in the same transaction.
+func (s *Service) tickAndComplete(ctx context.Context, job *river.Job[TickTownArgs]) (TickResult, error) {
+	tx, err := s.store.Pool.Begin(ctx)
+	if err != nil {
+		return TickResult{}, fmt.Errorf("begin tick: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	res, err := s.Ticker.Tick(ctx, tx, job.Args.TownID, TickOptions{})
+	if err != nil {
+		return res, err
+	}
+	if _, err := river.JobCompleteTx[*riverDriver](ctx, tx, job); err != nil {
+		return res, fmt.Errorf("complete tick job: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return res, fmt.Errorf("commit tick: %w", err)
+	}
+	s.report(job.Args.TownID, res)
+	return res, nil
+}
+
+// report tells the logs and the reporter what operators must know about a tick.
+func (s *Service) report(townID string, res TickResult) {
+	for _, f := range res.Drain.Failures {
+		lvl := slog.LevelWarn
+		if f.Dead {
+			lvl = slog.LevelError
+			s.Ticker.reporter.EventDead(townID, f)
+		}
+		s.logger.Log(context.Background(), lvl, "event failed to apply", "town_id", townID,
+			"seq", f.Event.Seq, "type", f.Event.Type, "attempts", f.Event.Attempts+1, "dead", f.Dead, "error", f.Err)
+	}
+	for _, v := range res.Violations {
+		s.Ticker.reporter.InvariantViolated(townID, v)
+	}
+}

@@ -1,0 +1,158 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+// Ticker runs ticks: the one implementation of DESIGN.md §1 steps 1–5, used by the
+// tick_town worker and by the API's dry-run (inside a transaction it rolls back).
+type Ticker struct {
+	store  *db.Store
+	cfg    Config
+	clock  func() time.Time
+	logger *slog.Logger
+	// insert puts side-effect jobs into the tick's transaction (the outbox); nil in a
+	// process without a River client that can insert.
+	insert func(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) error
+	// reporter hears about poison events and invariant violations.
+	reporter Reporter
+	// failEvent injects apply failures (tests of the poison path).
+	failEvent func(db.Event) error
+	// afterDrain runs between the drain and the snapshot (tests of mid-tick failure and
+	// of ticks held open).
+	afterDrain func(ctx context.Context, townID string) error
+}
+
+// Reporter hears about what operators must know: poison events and invariant violations.
+type Reporter interface {
+	EventDead(townID string, f db.EventFailure)
+	InvariantViolated(townID string, v reconciler.Violation)
+}
+
+type nopReporter struct{}
+
+func (nopReporter) EventDead(string, db.EventFailure)              {}
+func (nopReporter) InvariantViolated(string, reconciler.Violation) {}
+
+// TickOptions choose how a tick runs.
+type TickOptions struct {
+	// DryRun waits for the town lock (bounded by the session's lock_timeout) instead of
+	// backing off, and inserts no side-effect jobs. The caller rolls the transaction back.
+	DryRun bool
+}
+
+// TickResult is what one tick did.
+type TickResult struct {
+	TickID     int64
+	ClockAt    time.Time
+	Drain      db.DrainResult
+	Heartbeats []db.HeartbeatInput
+	Actions    []reconciler.Action
+	Apply      db.ApplyResult
+	Violations []reconciler.Violation
+	// SideEffects are the jobs the tick inserted (or, in a dry run, would insert).
+	SideEffects       []db.SideEffect
+	PendingEventCount int
+	ActiveWork        bool
+	NextTickAt        time.Time
+	WallClock         time.Duration
+	// LastSeq is the sequence number of the last event the tick drained (0: none).
+	LastSeq int64
+}
+
+// Tick runs one tick of a town on tx. It returns db.ErrTownBusy when another tick holds
+// the town, db.ErrNotFound when the town does not exist. The caller commits or rolls back.
+func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOptions) (TickResult, error) {
+	started := time.Now()
+	now := t.clock().UTC()
+	tt, err := t.store.LockTown(ctx, tx, townID, now, opts.DryRun, t.logger)
+	if err != nil {
+		return TickResult{}, err
+	}
+	res := TickResult{TickID: tt.TickID, ClockAt: now}
+
+	// Phase 0: recorded inputs — heartbeats since the last tick, then pending events.
+	if res.Heartbeats, err = tt.ApplyHeartbeats(ctx); err != nil {
+		return res, err
+	}
+	if res.Drain, err = tt.DrainEvents(ctx, db.DrainOptions{
+		MaxEvents: t.cfg.DrainBatch, MaxAttempts: t.cfg.MaxEventAttempts, FailEvent: t.failEvent,
+	}); err != nil {
+		return res, err
+	}
+	drained := time.Now()
+	if t.afterDrain != nil {
+		if err := t.afterDrain(ctx, townID); err != nil {
+			return res, err
+		}
+	}
+
+	// Phase 1: snapshot, pure reconcile, apply with preconditions.
+	snap, err := tt.LoadSnapshot(ctx)
+	if err != nil {
+		return res, err
+	}
+	loaded := time.Now()
+	res.Actions = reconciler.Reconcile(snap, reconciler.Options{Draining: tt.Draining()}, now)
+	reconciled := time.Now()
+	if res.Apply, err = tt.ApplyActions(ctx, res.Actions); err != nil {
+		return res, err
+	}
+	res.SideEffects = tt.SideEffects()
+	if len(res.SideEffects) > 0 && !opts.DryRun {
+		if t.insert == nil {
+			return res, fmt.Errorf("tick of town %s has side effects but no job inserter", townID)
+		}
+		params := make([]river.InsertManyParams, len(res.SideEffects))
+		for i, se := range res.SideEffects {
+			params[i] = sideEffectJob(townID, tt.TickID, i, se)
+		}
+		if err := t.insert(ctx, tx, params); err != nil {
+			return res, fmt.Errorf("insert side-effect jobs: %w", err)
+		}
+	}
+	applied := time.Now()
+
+	// Invariants and the next tick, over the state the actions left.
+	after, err := tt.LoadSnapshot(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Violations = reconciler.CheckInvariants(after)
+	res.ActiveWork = reconciler.HasActiveWork(after, now)
+	if res.PendingEventCount, err = tt.PendingEventCount(ctx); err != nil {
+		return res, err
+	}
+	interval := t.cfg.IdleInterval
+	if res.ActiveWork {
+		interval = t.cfg.ActiveInterval
+	}
+	res.NextTickAt = now.Add(interval)
+	if res.Drain.More {
+		res.NextTickAt = now
+	}
+	res.LastSeq = tt.LastDrainedSeq()
+	res.WallClock = time.Since(started)
+	if err := tt.Finish(ctx, db.TickRecord{
+		StartedAt: started.UTC(), WallClock: res.WallClock,
+		Drain: drained.Sub(started), Snapshot: loaded.Sub(drained), Reconcile: reconciled.Sub(loaded), Apply: applied.Sub(reconciled),
+		EventsDrained: res.Drain.Drained, EventsFailed: res.Drain.Failed, EventsDead: res.Drain.Dead,
+		Heartbeats: res.Heartbeats, ActionsEmitted: len(res.Actions), ActionsSkipped: res.Apply.Skipped,
+		ActionsByType: reconciler.CountByType(res.Actions), SideEffectsAttempted: len(res.SideEffects),
+		SideEffectsSucceeded: res.Drain.SideEffectsSucceeded, SideEffectsFailed: res.Drain.SideEffectsFailed,
+		InvariantViolations: len(res.Violations), PendingEventCount: res.PendingEventCount,
+		NextTickAt: res.NextTickAt, WorkerID: t.cfg.WorkerID,
+	}); err != nil {
+		return res, err
+	}
+	return res, nil
+}
