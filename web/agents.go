@@ -1,0 +1,104 @@
+package web
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+// agentIDs reads the town and agent of an agent callback and checks the agent exists in
+// that town, so an agent cannot report into another town.
+func (s *Server) agentIDs(c *gin.Context) (townID, agentID string, ok bool) {
+	if townID, ok = idParam(c, "townId"); !ok {
+		return "", "", false
+	}
+	if agentID, ok = idParam(c, "agentId"); !ok {
+		return "", "", false
+	}
+	if _, err := s.store.GetAgent(c, townID, agentID); err != nil {
+		if err == db.ErrNotFound {
+			writeError(c, http.StatusNotFound, "agent "+agentID+" not found in town "+townID)
+			return "", "", false
+		}
+		s.fail(c, err)
+		return "", "", false
+	}
+	return townID, agentID, true
+}
+
+type heartbeatRequest struct {
+	LastEventType       string    `json:"last_event_type"`
+	LastEventAt         time.Time `json:"last_event_at"`
+	ActiveTools         []string  `json:"active_tools"`
+	ContainerInstanceID string    `json:"container_instance_id"`
+}
+
+func (s *Server) agentHeartbeat(c *gin.Context) {
+	townID, agentID, ok := s.agentIDs(c)
+	if !ok {
+		return
+	}
+	var req heartbeatRequest
+	if c.Request.ContentLength != 0 && !bindJSON(c, &req) {
+		return
+	}
+	if err := s.store.RecordHeartbeat(c, townID, agentID, db.Heartbeat{
+		LastEventType: req.LastEventType, LastEventAt: req.LastEventAt, ActiveTools: req.ActiveTools,
+		ContainerInstanceID: req.ContainerInstanceID,
+	}); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"ok": true})
+}
+
+func (s *Server) agentDone(c *gin.Context) {
+	townID, agentID, ok := s.agentIDs(c)
+	if !ok {
+		return
+	}
+	var req reconciler.AgentDonePayload
+	if !bindJSON(c, &req) {
+		return
+	}
+	if strings.TrimSpace(req.Branch) == "" {
+		writeError(c, http.StatusBadRequest, "branch is required")
+		return
+	}
+	if req.PRURL != "" && !strings.HasPrefix(req.PRURL, "https://") {
+		writeError(c, http.StatusBadRequest, "pr_url must be an https:// URL")
+		return
+	}
+	evs, err := s.svc.Events.Append(c, townID, db.NewEvent{Type: reconciler.EventAgentDone, AgentID: agentID, Payload: req})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"event_id": evs[0].ID})
+}
+
+func (s *Server) agentCompleted(c *gin.Context) {
+	townID, agentID, ok := s.agentIDs(c)
+	if !ok {
+		return
+	}
+	var req reconciler.AgentCompletedPayload
+	if !bindJSON(c, &req) {
+		return
+	}
+	if req.Status != "completed" && req.Status != "failed" {
+		writeError(c, http.StatusBadRequest, "status must be completed or failed")
+		return
+	}
+	evs, err := s.svc.Events.Append(c, townID, db.NewEvent{Type: reconciler.EventAgentCompleted, AgentID: agentID, Payload: req})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"event_id": evs[0].ID})
+}

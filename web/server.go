@@ -1,0 +1,125 @@
+// Package web is gastown's HTTP API on Gin: the authenticated admin API, the agent
+// callbacks, and the debug endpoints (status, reconcile dry-run).
+package web
+
+import (
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"gastown/db"
+	"gastown/jobs"
+)
+
+// Config configures the API.
+type Config struct {
+	// AdminTokens are the bearer tokens accepted by the admin API; several may be valid at
+	// once so a token can be rotated. At least one is required.
+	AdminTokens []string
+	// DryRunLockTimeout bounds how long a dry-run waits for a town's lock (default 2 s).
+	DryRunLockTimeout time.Duration
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg    Config
+	store  *db.Store
+	svc    *jobs.Service
+	logger *slog.Logger
+	clock  func() time.Time
+}
+
+// New builds the API.
+func New(cfg Config, store *db.Store, svc *jobs.Service, logger *slog.Logger) (*Server, error) {
+	if len(cfg.AdminTokens) == 0 {
+		return nil, errors.New("the admin API needs at least one token (ADMIN_TOKEN)")
+	}
+	if cfg.DryRunLockTimeout <= 0 {
+		cfg.DryRunLockTimeout = 2 * time.Second
+	}
+	return &Server{cfg: cfg, store: store, svc: svc, logger: logger, clock: time.Now}, nil
+}
+
+// Handler returns the routes.
+func (s *Server) Handler() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(gin.Recovery())
+	r.HandleMethodNotAllowed = true
+	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, "no such route") })
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
+
+	admin := r.Group("/", s.requireAdmin)
+	v1 := admin.Group("/v1")
+	v1.POST("/towns", s.createTown)
+	v1.GET("/towns", s.listTowns)
+	v1.GET("/towns/:townId", s.getTown)
+	v1.DELETE("/towns/:townId", s.deleteTown)
+	v1.POST("/towns/:townId/rigs", s.createRig)
+	v1.GET("/towns/:townId/rigs", s.listRigs)
+	v1.POST("/towns/:townId/beads", s.createBead)
+	v1.GET("/towns/:townId/beads", s.listBeads)
+	v1.GET("/towns/:townId/beads/:beadId", s.getBead)
+	v1.GET("/towns/:townId/agents", s.listAgents)
+	v1.GET("/towns/:townId/events", s.listEvents)
+	v1.GET("/towns/:townId/ticks", s.listTicks)
+	// Agent callbacks. Until per-agent tokens exist they take an admin token.
+	v1.POST("/towns/:townId/agents/:agentId/heartbeat", s.agentHeartbeat)
+	v1.POST("/towns/:townId/agents/:agentId/done", s.agentDone)
+	v1.POST("/towns/:townId/agents/:agentId/completed", s.agentCompleted)
+
+	debug := admin.Group("/debug")
+	debug.POST("/towns/:townId/reconcile-dry-run", s.reconcileDryRun)
+	return r
+}
+
+// requireAdmin accepts a request bearing one of the admin tokens (constant-time).
+func (s *Server) requireAdmin(c *gin.Context) {
+	h := c.GetHeader("Authorization")
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || token == "" {
+		writeError(c, http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <ADMIN_TOKEN>)")
+		return
+	}
+	valid := 0
+	for _, t := range s.cfg.AdminTokens {
+		valid |= subtle.ConstantTimeCompare([]byte(token), []byte(t))
+	}
+	if valid != 1 {
+		writeError(c, http.StatusUnauthorized, "invalid token")
+		return
+	}
+	c.Next()
+}
+
+// errorStatus is the one table from domain errors to HTTP statuses.
+func errorStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, db.ErrNotFound), errors.Is(err, db.ErrTownNotFound):
+		return http.StatusNotFound, "not found"
+	case errors.Is(err, db.ErrTownBusy):
+		return http.StatusConflict, "town is busy with a tick; retry shortly"
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+func writeError(c *gin.Context, status int, msg string) {
+	c.AbortWithStatusJSON(status, gin.H{"error": msg})
+}
+
+// fail writes err through the error table; internal errors are logged, not shown.
+func (s *Server) fail(c *gin.Context, err error) {
+	status, msg := errorStatus(err)
+	if status >= 500 {
+		if c.Request.Context().Err() != nil {
+			return
+		}
+		s.logger.Error("request failed", "method", c.Request.Method, "path", c.FullPath(), "error", err)
+	}
+	writeError(c, status, msg)
+}

@@ -1,0 +1,326 @@
+package web
+
+import (
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// idParam reads a UUID path parameter, answering 400 when it is not one.
+func idParam(c *gin.Context, name string) (string, bool) {
+	v := c.Param(name)
+	if !uuidRE.MatchString(v) {
+		writeError(c, http.StatusBadRequest, name+" must be a UUID")
+		return "", false
+	}
+	return strings.ToLower(v), true
+}
+
+// bindJSON decodes the body, answering 400 with the decoder's complaint.
+func bindJSON(c *gin.Context, v any) bool {
+	if err := c.ShouldBindJSON(v); err != nil {
+		writeError(c, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func limitParam(c *gin.Context, def, maxLimit int) (int, bool) {
+	s := c.Query("limit")
+	if s == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > maxLimit {
+		writeError(c, http.StatusBadRequest, "limit must be an integer from 1 to "+strconv.Itoa(maxLimit))
+		return 0, false
+	}
+	return n, true
+}
+
+type createTownRequest struct {
+	Name   string                `json:"name"`
+	Config reconciler.TownConfig `json:"config"`
+}
+
+func (s *Server) createTown(c *gin.Context) {
+	var req createTownRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if strings.TrimSpace(req.Name) == "" {
+		writeError(c, http.StatusBadRequest, "name is required")
+		return
+	}
+	t, err := s.store.CreateTown(c, db.NewID(), req.Name, req.Config, s.clock())
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := s.svc.Wake(c, t.ID); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, t)
+}
+
+func (s *Server) listTowns(c *gin.Context) {
+	limit, ok := limitParam(c, 100, 1000)
+	if !ok {
+		return
+	}
+	towns, err := s.store.ListTowns(c, limit)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"towns": towns})
+}
+
+func (s *Server) getTown(c *gin.Context) {
+	id, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	t, err := s.store.GetTown(c, id)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, t)
+}
+
+func (s *Server) deleteTown(c *gin.Context) {
+	id, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	if err := s.store.DeleteTown(c, id); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+type createRigRequest struct {
+	Name          string               `json:"name"`
+	GitURL        string               `json:"git_url"`
+	DefaultBranch string               `json:"default_branch"`
+	Config        reconciler.RigConfig `json:"config"`
+}
+
+// createRig records the user's intent as a rig_created event (202): the rig exists after
+// the town's next tick.
+func (s *Server) createRig(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	var req createRigRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if strings.TrimSpace(req.Name) == "" {
+		writeError(c, http.StatusBadRequest, "name is required")
+		return
+	}
+	rigID := db.NewID()
+	evs, err := s.svc.Events.Append(c, townID, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{
+		RigID: rigID, Name: req.Name, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, Config: req.Config,
+	}})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"rig_id": rigID, "event_id": evs[0].ID})
+}
+
+func (s *Server) listRigs(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	rigs, err := s.store.ListRigs(c, townID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"rigs": rigs})
+}
+
+type createBeadRequest struct {
+	Type      reconciler.BeadType `json:"type"`
+	Title     string              `json:"title"`
+	Body      string              `json:"body"`
+	RigID     string              `json:"rig_id"`
+	Priority  reconciler.Priority `json:"priority"`
+	Labels    []string            `json:"labels"`
+	Metadata  map[string]any      `json:"metadata"`
+	BlockedBy []string            `json:"blocked_by"`
+}
+
+// createBead slings a bead: a bead_created event (202) the next tick applies.
+func (s *Server) createBead(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	var req createBeadRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if req.Type == "" {
+		req.Type = reconciler.BeadIssue
+	}
+	if req.Priority == "" {
+		req.Priority = reconciler.PriorityMedium
+	}
+	switch {
+	case strings.TrimSpace(req.Title) == "":
+		writeError(c, http.StatusBadRequest, "title is required")
+		return
+	case req.Type != reconciler.BeadIssue && req.Type != reconciler.BeadMessage && req.Type != reconciler.BeadMolecule:
+		writeError(c, http.StatusBadRequest, "type must be issue, message or molecule")
+		return
+	case !req.Priority.Valid():
+		writeError(c, http.StatusBadRequest, "priority must be low, medium, high or critical")
+		return
+	case req.RigID != "" && !uuidRE.MatchString(req.RigID):
+		writeError(c, http.StatusBadRequest, "rig_id must be a UUID")
+		return
+	}
+	for _, b := range req.BlockedBy {
+		if !uuidRE.MatchString(b) {
+			writeError(c, http.StatusBadRequest, "blocked_by must list bead UUIDs")
+			return
+		}
+	}
+	if req.RigID != "" {
+		if _, err := s.store.GetRig(c, townID, req.RigID); err != nil {
+			if err == db.ErrNotFound {
+				writeError(c, http.StatusNotFound, "rig "+req.RigID+" not found in this town")
+				return
+			}
+			s.fail(c, err)
+			return
+		}
+	}
+	beadID := db.NewID()
+	evs, err := s.svc.Events.Append(c, townID, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: beadID,
+		Payload: reconciler.BeadCreatedPayload{
+			Type: req.Type, Title: req.Title, Body: req.Body, RigID: req.RigID, Priority: req.Priority,
+			Labels: req.Labels, Metadata: req.Metadata, CreatedBy: "api", BlockedBy: req.BlockedBy,
+		}})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"bead_id": beadID, "event_id": evs[0].ID})
+}
+
+func (s *Server) listBeads(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	limit, ok := limitParam(c, 100, 1000)
+	if !ok {
+		return
+	}
+	f := db.BeadFilter{Type: reconciler.BeadType(c.Query("type")), Status: reconciler.BeadStatus(c.Query("status")),
+		RigID: c.Query("rig_id"), Limit: limit}
+	switch {
+	case f.Type != "" && !f.Type.Valid():
+		writeError(c, http.StatusBadRequest, "unknown bead type "+strconv.Quote(string(f.Type)))
+		return
+	case f.Status != "" && !f.Status.Valid():
+		writeError(c, http.StatusBadRequest, "unknown bead status "+strconv.Quote(string(f.Status)))
+		return
+	case f.RigID != "" && !uuidRE.MatchString(f.RigID):
+		writeError(c, http.StatusBadRequest, "rig_id must be a UUID")
+		return
+	}
+	beads, err := s.store.ListBeads(c, townID, f)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"beads": beads})
+}
+
+func (s *Server) getBead(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	beadID, ok := idParam(c, "beadId")
+	if !ok {
+		return
+	}
+	b, err := s.store.GetBead(c, townID, beadID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, b)
+}
+
+func (s *Server) listAgents(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	agents, err := s.store.ListAgents(c, townID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"agents": agents})
+}
+
+func (s *Server) listEvents(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	limit, ok := limitParam(c, 100, 1000)
+	if !ok {
+		return
+	}
+	state := c.Query("state")
+	if state != "" && state != "pending" && state != "processed" && state != "dead" {
+		writeError(c, http.StatusBadRequest, "state must be pending, processed or dead")
+		return
+	}
+	evs, err := s.store.ListEvents(c, townID, state, limit)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"events": evs})
+}
+
+func (s *Server) listTicks(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	limit, ok := limitParam(c, 50, 1000)
+	if !ok {
+		return
+	}
+	ticks, err := s.store.ListTicks(c, townID, limit)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"ticks": ticks})
+}
