@@ -117,3 +117,6 @@ func EnsureDatabase(ctx context.Context, url string) (created bool, err error) {
 	}
 	return true, nil
 }
+
+// ParseURL parses a connection string.
+func ParseURL(url string) (*pgx.ConnConfig, error) { return pgx.ParseConfig(url) }

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"gastown/db"
+	"gastown/jobs"
+)
+
+// config is everything gastown reads from the environment and flags. Flags default to the
+// environment variable named in their help; the zero value of a field is its default.
+type config struct {
+	// DatabaseURL is the Postgres connection string (DATABASE_URL).
+	DatabaseURL string
+	// Port is the HTTP port of the API (PORT).
+	Port int
+	// AdminTokens are the admin API's bearer tokens, comma-separated in ADMIN_TOKEN.
+	AdminTokens []string
+	// SentryDSN enables Sentry reporting (SENTRY_DSN).
+	SentryDSN string
+	// Jobs tunes the workers.
+	Jobs jobs.Config
+	// MaxConns sizes the connection pool (GASTOWN_MAX_CONNS).
+	MaxConns int
+	// LogLevel is debug, info, warn or error (GASTOWN_LOG_LEVEL).
+	LogLevel string
+}
+
+func envString(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+// bindCommon registers the flags every running command shares.
+func bindCommon(cmd *cobra.Command, c *config) {
+	f := cmd.Flags()
+	f.StringVar(&c.DatabaseURL, "database-url", envString("DATABASE_URL", db.DefaultURL), "Postgres connection string (env DATABASE_URL)")
+	f.StringVar(&c.LogLevel, "log-level", envString("GASTOWN_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env GASTOWN_LOG_LEVEL)")
+	f.IntVar(&c.MaxConns, "max-conns", envInt("GASTOWN_MAX_CONNS", 40), "connection pool size (env GASTOWN_MAX_CONNS)")
+}
+
+// bindServe registers the flags of the commands that run the API and workers.
+func bindServe(cmd *cobra.Command, c *config, tokens *string) {
+	f := cmd.Flags()
+	f.IntVar(&c.Port, "port", envInt("PORT", 8080), "HTTP port of the API (env PORT)")
+	f.StringVar(tokens, "admin-token", envString("ADMIN_TOKEN", ""), "admin API bearer tokens, comma-separated for rotation (env ADMIN_TOKEN)")
+	f.StringVar(&c.SentryDSN, "sentry-dsn", envString("SENTRY_DSN", ""), "Sentry DSN; empty disables reporting (env SENTRY_DSN)")
+	f.IntVar(&c.Jobs.TickWorkers, "tick-workers", envInt("GASTOWN_TICK_WORKERS", 32), "ticks run at once by this process (env GASTOWN_TICK_WORKERS)")
+	f.IntVar(&c.Jobs.SideEffectWorkers, "side-effect-workers", envInt("GASTOWN_SIDE_EFFECT_WORKERS", 32), "side-effect jobs run at once (env GASTOWN_SIDE_EFFECT_WORKERS)")
+	f.DurationVar(&c.Jobs.ActiveInterval, "active-interval", envDuration("GASTOWN_ACTIVE_INTERVAL", 5*time.Second), "tick cadence of a town with active work (env GASTOWN_ACTIVE_INTERVAL)")
+	f.DurationVar(&c.Jobs.IdleInterval, "idle-interval", envDuration("GASTOWN_IDLE_INTERVAL", 5*time.Minute), "tick cadence of an idle town (env GASTOWN_IDLE_INTERVAL)")
+	f.DurationVar(&c.Jobs.SweepInterval, "sweep-interval", envDuration("GASTOWN_SWEEP_INTERVAL", time.Second), "how often the leader looks for due towns (env GASTOWN_SWEEP_INTERVAL)")
+	f.IntVar(&c.Jobs.DrainBatch, "drain-batch", envInt("GASTOWN_DRAIN_BATCH", 500), "most events one tick drains (env GASTOWN_DRAIN_BATCH)")
+	f.IntVar(&c.Jobs.MaxEventAttempts, "max-event-attempts", envInt("GASTOWN_MAX_EVENT_ATTEMPTS", 3), "applies of a failing event before it goes dead (env GASTOWN_MAX_EVENT_ATTEMPTS)")
+}
+
+func (c *config) validate() error {
+	var problems []string
+	if c.DatabaseURL == "" {
+		problems = append(problems, "DATABASE_URL is empty")
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		problems = append(problems, fmt.Sprintf("PORT %d is not a TCP port", c.Port))
+	}
+	if c.MaxConns < 2 {
+		problems = append(problems, "GASTOWN_MAX_CONNS must be at least 2")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if err := c.Jobs.Validate(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("invalid configuration: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func parseTokens(s string) []string {
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log level %q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func newLogger(level string) *slog.Logger {
+	l, _ := parseLevel(level)
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
