@@ -41,10 +41,10 @@ type Service struct {
 	logger  *slog.Logger
 }
 
-// Options for test hooks; not for production use.
+// testHooks are fault-injection points for tests; production never sets them.
 type testHooks struct {
 	failEvent  func(db.Event) error
-	afterDrain func(ctx context.Context, townID string) error
+	failpoint func(ctx context.Context, stage, townID string) error
 }
 
 // New builds the service. With workers false the River client only inserts (an API-only
@@ -71,7 +71,7 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 	svc := &Service{store: deps.Store, runtime: deps.Runtime, cfg: cfg, logger: deps.Logger}
 	svc.Ticker = &Ticker{
 		store: deps.Store, cfg: cfg, clock: deps.Clock, logger: deps.Logger, reporter: deps.Reporter,
-		failEvent: hooks.failEvent, afterDrain: hooks.afterDrain,
+		failEvent: hooks.failEvent, failpoint: hooks.failpoint,
 	}
 	rc := &river.Config{
 		Logger:                      deps.Logger.With("component", "river"),

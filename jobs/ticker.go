@@ -27,9 +27,9 @@ type Ticker struct {
 	reporter Reporter
 	// failEvent injects apply failures (tests of the poison path).
 	failEvent func(db.Event) error
-	// afterDrain runs between the drain and the snapshot (tests of mid-tick failure and
-	// of ticks held open).
-	afterDrain func(ctx context.Context, townID string) error
+	// failpoint runs at named stages of a tick ("drained", "applied"); an error aborts
+	// the tick. Tests use it to fail a tick midway or hold one open.
+	failpoint func(ctx context.Context, stage, townID string) error
 }
 
 // Reporter hears about what operators must know: poison events and invariant violations.
@@ -90,10 +90,8 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		return res, err
 	}
 	drained := time.Now()
-	if t.afterDrain != nil {
-		if err := t.afterDrain(ctx, townID); err != nil {
-			return res, err
-		}
+	if err := t.at(ctx, "drained", townID); err != nil {
+		return res, err
 	}
 
 	// Phase 1: snapshot, pure reconcile, apply with preconditions.
@@ -121,6 +119,9 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		}
 	}
 	applied := time.Now()
+	if err := t.at(ctx, "applied", townID); err != nil {
+		return res, err
+	}
 
 	// Invariants and the next tick, over the state the actions left.
 	after, err := tt.LoadSnapshot(ctx)
@@ -155,4 +156,11 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		return res, err
 	}
 	return res, nil
+}
+
+func (t *Ticker) at(ctx context.Context, stage, townID string) error {
+	if t.failpoint == nil {
+		return nil
+	}
+	return t.failpoint(ctx, stage, townID)
 }

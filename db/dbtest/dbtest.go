@@ -1,0 +1,164 @@
+// Package dbtest gives tests a real, isolated Postgres database: a fresh copy of a
+// migrated template per test, dropped when the test ends. Tests that commit or run a River
+// client use it; nothing is mocked.
+package dbtest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"gastown/db"
+	sqlfiles "gastown/sql"
+)
+
+// ServerURL is the maintenance database tests connect to: GASTOWN_TEST_DATABASE_URL or
+// the local server.
+func ServerURL() string {
+	if u := os.Getenv("GASTOWN_TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// templateLock serialises template creation and copies across test processes.
+const templateLock = 0x67617374657374
+
+var (
+	templateOnce sync.Once
+	templateName string
+	templateErr  error
+)
+
+// NewPool returns a pool on a fresh migrated database of its own, dropped at cleanup.
+func NewPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
+	if templateErr != nil {
+		t.Fatalf("test template database: %v", templateErr)
+	}
+	name := "gastown_test_" + randomSuffix()
+	if err := withServer(ctx, func(conn *pgx.Conn) error {
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(templateLock)); err != nil {
+			return err
+		}
+		defer conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", int64(templateLock)) //nolint:errcheck
+		_, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
+			pgx.Identifier{name}.Sanitize(), pgx.Identifier{templateName}.Sanitize()))
+		return err
+	}); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	cfg, err := pgxpool.ParseConfig(ServerURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Database = name
+	cfg.MaxConns = 20
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		_ = withServer(ctx, func(conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{name}.Sanitize()))
+			return err
+		})
+	})
+	return pool
+}
+
+// NewStore returns a Store on a fresh database.
+func NewStore(t testing.TB) *db.Store {
+	return db.NewStore(NewPool(t))
+}
+
+// ensureTemplate creates, once per set of migrations, a migrated template database.
+func ensureTemplate(ctx context.Context) (string, error) {
+	name := "gastown_test_tpl_" + migrationsHash()
+	err := withServer(ctx, func(conn *pgx.Conn) error {
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(templateLock)); err != nil {
+			return err
+		}
+		defer conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", int64(templateLock)) //nolint:errcheck
+		var exists bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			return nil
+		}
+		building := name + "_building"
+		if _, err := conn.Exec(ctx, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{building}.Sanitize())); err != nil {
+			return err
+		}
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{building}.Sanitize()); err != nil {
+			return err
+		}
+		cfg, err := pgxpool.ParseConfig(ServerURL())
+		if err != nil {
+			return err
+		}
+		cfg.ConnConfig.Database = building
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		err = db.Migrate(ctx, pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		pool.Close()
+		if err != nil {
+			return fmt.Errorf("migrate template: %w", err)
+		}
+		_, err = conn.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s RENAME TO %s",
+			pgx.Identifier{building}.Sanitize(), pgx.Identifier{name}.Sanitize()))
+		return err
+	})
+	return name, err
+}
+
+func withServer(ctx context.Context, f func(*pgx.Conn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		return fmt.Errorf("connect to %s (is PostgreSQL running? set GASTOWN_TEST_DATABASE_URL): %w", ServerURL(), err)
+	}
+	defer conn.Close(context.Background())
+	return f(conn)
+}
+
+// migrationsHash names the template after the migrations, so a changed migration gets a
+// new template.
+func migrationsHash() string {
+	h := sha256.New()
+	_ = fs.WalkDir(sqlfiles.Migrations, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := sqlfiles.Migrations.ReadFile(path)
+		h.Write([]byte(path))
+		h.Write(b)
+		return err
+	})
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+func randomSuffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,300 @@
+package db_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"gastown/db"
+	"gastown/db/dbtest"
+	"gastown/reconciler"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type testBundle struct {
+	store *db.Store
+	now   time.Time
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	return &testBundle{store: dbtest.NewStore(t), now: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+}
+
+// town creates a town with one rig and returns their ids.
+func (b *testBundle) town(t *testing.T) (townID, rigID string) {
+	t.Helper()
+	ctx := context.Background()
+	town, err := b.store.CreateTown(ctx, db.NewID(), "t", reconciler.TownConfig{}, b.now)
+	require.NoError(t, err)
+	rigID = db.NewID()
+	b.append(t, town.ID, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{RigID: rigID, Name: "r", DefaultBranch: "trunk"}})
+	b.tick(t, town.ID, nil)
+	return town.ID, rigID
+}
+
+func (b *testBundle) append(t *testing.T, townID string, evs ...db.NewEvent) []db.AppendedEvent {
+	t.Helper()
+	out := make([]db.AppendedEvent, 0, len(evs))
+	for _, ev := range evs {
+		a, err := b.store.AppendEvent(context.Background(), b.store.Pool, townID, ev)
+		require.NoError(t, err)
+		out = append(out, a)
+	}
+	return out
+}
+
+func (b *testBundle) issue(t *testing.T, townID, rigID, title string) string {
+	t.Helper()
+	id := db.NewID()
+	b.append(t, townID, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: id, Payload: reconciler.BeadCreatedPayload{
+		Type: reconciler.BeadIssue, Title: title, RigID: rigID}})
+	return id
+}
+
+// tick drains, then applies the given actions, in one committed transaction.
+func (b *testBundle) tick(t *testing.T, townID string, actions []reconciler.Action, opts ...db.DrainOptions) (db.DrainResult, db.ApplyResult, *db.TownTx) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := b.store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	tt, err := b.store.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	o := db.DrainOptions{MaxEvents: 100, MaxAttempts: 3}
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	dr, err := tt.DrainEvents(ctx, o)
+	require.NoError(t, err)
+	ar, err := tt.ApplyActions(ctx, actions)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	return dr, ar, tt
+}
+
+func TestDrainAppliesEventsOnceInSequenceOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID := b.town(t)
+	ids := []string{b.issue(t, townID, rigID, "one"), b.issue(t, townID, rigID, "two"), b.issue(t, townID, rigID, "three")}
+
+	dr, _, _ := b.tick(t, townID, nil)
+	require.Equal(t, 3, dr.Drained)
+	require.Equal(t, 3, dr.Applied)
+	// Applied in sequence order: creation times tie (one tick clock), the feed's ids don't.
+	evs, err := b.store.ListEvents(ctx, townID, "", 10)
+	require.NoError(t, err)
+	for _, e := range evs {
+		require.Equal(t, "processed", e.State)
+		require.EqualValues(t, 1, e.Attempts, "applied exactly once")
+	}
+	for _, id := range ids {
+		_, err := b.store.GetBead(ctx, townID, id)
+		require.NoError(t, err)
+	}
+	// A second tick finds nothing to drain.
+	dr, _, _ = b.tick(t, townID, nil)
+	require.Zero(t, dr.Drained)
+}
+
+func TestDrainOrderMattersAndIsSequence(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	townID, rigID := b.town(t)
+	issue := b.issue(t, townID, rigID, "blocked by a later bead")
+	// The second event depends on the first: only sequence order makes it apply.
+	blocked := db.NewID()
+	b.append(t, townID, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: blocked, Payload: reconciler.BeadCreatedPayload{
+		Type: reconciler.BeadIssue, Title: "needs issue", RigID: rigID, BlockedBy: []string{issue}}})
+	dr, _, _ := b.tick(t, townID, nil)
+	require.Equal(t, 2, dr.Applied)
+	require.Zero(t, dr.Failed)
+}
+
+func TestDrainBatchBound(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	townID, rigID := b.town(t)
+	for range 5 {
+		b.issue(t, townID, rigID, "x")
+	}
+	dr, _, _ := b.tick(t, townID, nil, db.DrainOptions{MaxEvents: 3, MaxAttempts: 3})
+	require.Equal(t, 3, dr.Drained)
+	require.True(t, dr.More)
+	dr, _, _ = b.tick(t, townID, nil, db.DrainOptions{MaxEvents: 3, MaxAttempts: 3})
+	require.Equal(t, 2, dr.Drained)
+	require.False(t, dr.More)
+}
+
+func TestPoisonEventGoesDeadWithoutBlockingTheTown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID := b.town(t)
+	poison := b.issue(t, townID, rigID, "poison")
+	fail := func(ev db.Event) error {
+		if ev.BeadID == poison {
+			return errors.New("injected fault")
+		}
+		return nil
+	}
+	opts := db.DrainOptions{MaxEvents: 100, MaxAttempts: 3, FailEvent: fail}
+	for attempt := 1; attempt <= 3; attempt++ {
+		good := b.issue(t, townID, rigID, "good")
+		dr, _, _ := b.tick(t, townID, nil, opts)
+		_, err := b.store.GetBead(ctx, townID, good)
+		require.NoError(t, err, "events behind the poison one still apply")
+		if attempt < 3 {
+			require.Equal(t, 1, dr.Failed)
+			pending, err := b.store.ListEvents(ctx, townID, "pending", 10)
+			require.NoError(t, err)
+			require.Len(t, pending, 1)
+			require.EqualValues(t, attempt, pending[0].Attempts)
+			require.Equal(t, "injected fault", pending[0].LastError)
+		} else {
+			require.Equal(t, 1, dr.Dead)
+		}
+	}
+	dead, err := b.store.ListEvents(ctx, townID, "dead", 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	require.Equal(t, poison, dead[0].BeadID)
+	_, err = b.store.GetBead(ctx, townID, poison)
+	require.ErrorIs(t, err, db.ErrNotFound, "a failed apply leaves no trace")
+	has, err := b.store.HasPendingEvents(ctx, townID)
+	require.NoError(t, err)
+	require.False(t, has)
+}
+
+func TestMissingEntityEventsAreMarkedProcessed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, _ := b.town(t)
+	b.append(t, townID, db.NewEvent{Type: reconciler.EventAgentDone, AgentID: db.NewID(), Payload: reconciler.AgentDonePayload{Branch: "b"}})
+	dr, _, _ := b.tick(t, townID, nil)
+	require.Equal(t, 1, dr.Applied)
+	require.Zero(t, dr.Failed)
+	evs, err := b.store.ListEvents(ctx, townID, "processed", 10)
+	require.NoError(t, err)
+	require.Len(t, evs, 2) // rig_created and the orphan agent_done
+}
+
+func TestIdempotencyKeyAppendsOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, _ := b.town(t)
+	ev := db.NewEvent{Type: reconciler.EventAgentDispatchFailed, AgentID: db.NewID(), IdempotencyKey: "start_agent:42"}
+	first := b.append(t, townID, ev)[0]
+	second := b.append(t, townID, ev)[0]
+	require.False(t, first.Duplicate)
+	require.True(t, second.Duplicate)
+	evs, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+}
+
+func TestDispatchCreatesPolecatFromPoolAndDoneSubmitsMR(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID := b.town(t)
+	issue := b.issue(t, townID, rigID, "work")
+	_, ar, tt := b.tick(t, townID, []reconciler.Action{reconciler.DispatchAgent{BeadID: issue, RigID: rigID}})
+	require.Equal(t, 1, ar.Applied)
+	require.Len(t, tt.SideEffects(), 1)
+	start := tt.SideEffects()[0].(db.StartAgent)
+
+	agents, err := b.store.ListAgents(ctx, townID)
+	require.NoError(t, err)
+	require.Len(t, agents, 1)
+	p := agents[0]
+	require.Equal(t, "Toast", p.Name)
+	require.Equal(t, reconciler.AgentWorking, p.Status)
+	require.Equal(t, issue, p.HookBeadID)
+	require.Equal(t, p.ID, start.AgentID)
+	bead, err := b.store.GetBead(ctx, townID, issue)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.StatusInProgress, bead.Status)
+	require.Equal(t, p.ID, bead.AssigneeID)
+	require.Equal(t, 1, bead.DispatchAttempts)
+
+	b.append(t, townID, db.NewEvent{Type: reconciler.EventAgentDone, AgentID: p.ID, Payload: reconciler.AgentDonePayload{Branch: "gt/toast/x"}})
+	b.tick(t, townID, nil)
+	bead, err = b.store.GetBead(ctx, townID, issue)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.StatusInReview, bead.Status)
+	require.Equal(t, p.ID, bead.AssigneeID, "the assignee stays after done")
+	mrs, err := b.store.ListBeads(ctx, townID, db.BeadFilter{Type: reconciler.BeadMergeRequest, Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, mrs, 1)
+	require.Equal(t, reconciler.StatusOpen, mrs[0].Status)
+	require.Equal(t, "Review: gt/toast/x", mrs[0].Title)
+	require.Equal(t, issue, mrs[0].MetaString("source_bead_id"))
+	p, err = b.store.GetAgent(ctx, townID, p.ID)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.AgentIdle, p.Status)
+	require.Empty(t, p.HookBeadID)
+}
+
+func TestStaleActionsAreSkippedAndCounted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID := b.town(t)
+	issue := b.issue(t, townID, rigID, "work")
+	b.tick(t, townID, nil)
+	_, ar, _ := b.tick(t, townID, []reconciler.Action{
+		reconciler.TransitionBead{BeadID: issue, From: reconciler.StatusOpen, To: reconciler.StatusFailed, Reason: "x", Actor: "system"},
+		// Derived from the same snapshot, now stale: the bead is failed, not open.
+		reconciler.DispatchAgent{BeadID: issue, RigID: rigID},
+		reconciler.TransitionBead{BeadID: issue, From: reconciler.StatusOpen, To: reconciler.StatusInProgress, Reason: "y", Actor: "system"},
+	})
+	require.Equal(t, 1, ar.Applied)
+	require.Equal(t, 2, ar.Skipped)
+	bead, err := b.store.GetBead(ctx, townID, issue)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.StatusFailed, bead.Status)
+	agents, err := b.store.ListAgents(ctx, townID)
+	require.NoError(t, err)
+	require.Empty(t, agents, "the skipped dispatch created no agent")
+}
+
+func TestTenantIsolation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townA, rigA := b.town(t)
+	townB, _ := b.town(t)
+	issue := b.issue(t, townA, rigA, "a's work")
+	b.tick(t, townA, nil)
+
+	_, err := b.store.GetBead(ctx, townB, issue)
+	require.ErrorIs(t, err, db.ErrNotFound, "town B cannot read A's bead")
+	_, err = b.store.GetRig(ctx, townB, rigA)
+	require.ErrorIs(t, err, db.ErrNotFound)
+	beadsB, err := b.store.ListBeads(ctx, townB, db.BeadFilter{Limit: 100})
+	require.NoError(t, err)
+	require.Empty(t, beadsB)
+	// An action of B's tick naming A's bead finds nothing and changes nothing.
+	_, ar, _ := b.tick(t, townB, []reconciler.Action{reconciler.TransitionBead{BeadID: issue, To: reconciler.StatusFailed, Reason: "x"}})
+	require.Equal(t, 1, ar.Skipped)
+	bead, err := b.store.GetBead(ctx, townA, issue)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.StatusOpen, bead.Status)
+	// B's events are B's.
+	evsB, err := b.store.ListEvents(ctx, townB, "", 100)
+	require.NoError(t, err)
+	for _, e := range evsB {
+		require.NotEqual(t, issue, e.BeadID)
+	}
+}
