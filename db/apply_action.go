@@ -24,7 +24,9 @@ type staleError struct{ reason string }
 
 func (e *staleError) Error() string { return "stale action: " + e.reason }
 
-func stale(format string, args ...any) error { return &staleError{reason: fmt.Sprintf(format, args...)} }
+func stale(format string, args ...any) error {
+	return &staleError{reason: fmt.Sprintf(format, args...)}
+}
 
 // ApplyActions applies a tick's actions in order. Each action first checks its
 // precondition against the current state (which earlier actions of the same tick may have

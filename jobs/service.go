@@ -43,7 +43,7 @@ type Service struct {
 
 // testHooks are fault-injection points for tests; production never sets them.
 type testHooks struct {
-	failEvent  func(db.Event) error
+	failEvent func(db.Event) error
 	failpoint func(ctx context.Context, stage, townID string) error
 }
 

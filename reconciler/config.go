@@ -3,12 +3,12 @@ package reconciler
 // TownConfig is the town-level configuration (towns.config). Pointer fields distinguish
 // "not set" (fall back to the default) from an explicit value.
 type TownConfig struct {
-	MergeStrategy          string          `json:"merge_strategy,omitempty"`
-	StagedConvoysDefault   *bool           `json:"staged_convoys_default,omitempty"`
-	MaxDispatchAttempts    *int            `json:"max_dispatch_attempts,omitempty"`
-	MaxConcurrentPolecats  *int            `json:"max_concurrent_polecats,omitempty"`
-	ConvoyMergeMode        string          `json:"convoy_merge_mode,omitempty"`
-	Refinery               *RefineryConfig `json:"refinery,omitempty"`
+	MergeStrategy         string          `json:"merge_strategy,omitempty"`
+	StagedConvoysDefault  *bool           `json:"staged_convoys_default,omitempty"`
+	MaxDispatchAttempts   *int            `json:"max_dispatch_attempts,omitempty"`
+	MaxConcurrentPolecats *int            `json:"max_concurrent_polecats,omitempty"`
+	ConvoyMergeMode       string          `json:"convoy_merge_mode,omitempty"`
+	Refinery              *RefineryConfig `json:"refinery,omitempty"`
 }
 
 // RefineryConfig is the town's refinery section.

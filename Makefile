@@ -1,0 +1,56 @@
+# gastown — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+SQLC_VERSION          := v1.31.1
+GOLANGCI_LINT_VERSION := v2.15.0
+BIN                   := $(CURDIR)/.bin
+SQLC                  := $(BIN)/sqlc
+GOLANGCI_LINT         := $(BIN)/golangci-lint
+GO_TEST_FLAGS         ?=
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_/-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: dev
+dev: ## Run the demo town on the local database (API, workers, simulated agents)
+	go run ./cmd/gastown dev
+
+.PHONY: test
+test: ## Run every test against the local PostgreSQL (GASTOWN_TEST_DATABASE_URL to change it)
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test/race
+test/race: ## Run the tests with the race detector
+	go test -race $(GO_TEST_FLAGS) ./...
+
+.PHONY: bench
+bench: ## Run the Go benchmarks
+	go test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: generate
+generate: $(SQLC) ## Regenerate db/internal/dbsqlc from sql/ with the pinned sqlc
+	$(SQLC) generate
+
+.PHONY: verify
+verify: verify/sqlc verify/mod ## Fail when generated code or go.mod is stale
+
+.PHONY: verify/sqlc
+verify/sqlc: $(SQLC) ## Fail when db/internal/dbsqlc does not match sql/
+	$(SQLC) diff
+	$(SQLC) vet
+
+.PHONY: verify/mod
+verify/mod: ## Fail when go.mod or go.sum is not tidy
+	go mod tidy -diff
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Lint with the pinned golangci-lint (includes the layering rules)
+	$(GOLANGCI_LINT) run ./...
+
+$(SQLC):
+	GOBIN=$(BIN) go install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION)
+
+$(GOLANGCI_LINT):
+	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

@@ -1,0 +1,223 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"gastown/agentrt"
+	"gastown/db"
+	"gastown/db/dbtest"
+	"gastown/jobs"
+	"gastown/reconciler"
+)
+
+const token = "test-token"
+
+type testBundle struct {
+	store  *db.Store
+	svc    *jobs.Service
+	server *httptest.Server
+}
+
+type nopReporter struct{}
+
+func (nopReporter) Heartbeat(context.Context, string, string) error { return nil }
+func (nopReporter) Done(context.Context, string, string, reconciler.AgentDonePayload) error {
+	return nil
+}
+func (nopReporter) Completed(context.Context, string, string, reconciler.AgentCompletedPayload) error {
+	return nil
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store := dbtest.NewStore(t)
+	sim := agentrt.NewSimulator(agentrt.SimConfig{}, nopReporter{}, logger)
+	t.Cleanup(sim.Close)
+	// No workers: nothing ticks unless the test says so.
+	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: sim, Logger: logger}, jobs.Config{}, false)
+	require.NoError(t, err)
+	api, err := New(Config{AdminTokens: []string{"old-token", token}}, store, svc, logger)
+	require.NoError(t, err)
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	return &testBundle{store: store, svc: svc, server: srv}
+}
+
+func (b *testBundle) do(t *testing.T, method, path, auth string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		require.NoError(t, err)
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, b.server.URL+path, rd)
+	require.NoError(t, err)
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	out := map[string]any{}
+	raw, _ := io.ReadAll(resp.Body)
+	if len(raw) > 0 {
+		require.NoError(t, json.Unmarshal(raw, &out), string(raw))
+	}
+	return resp.StatusCode, out
+}
+
+func (b *testBundle) tick(t *testing.T, townID string) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := b.store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = b.svc.Ticker.Tick(ctx, tx, townID, jobs.TickOptions{})
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+}
+
+func TestAdminAuth(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	status, body := b.do(t, http.MethodGet, "/v1/towns", "", nil)
+	require.Equal(t, http.StatusUnauthorized, status)
+	require.Contains(t, body["error"], "bearer")
+	status, _ = b.do(t, http.MethodGet, "/v1/towns", "wrong", nil)
+	require.Equal(t, http.StatusUnauthorized, status)
+	status, _ = b.do(t, http.MethodPost, "/debug/towns/"+db.NewID()+"/reconcile-dry-run", "", nil)
+	require.Equal(t, http.StatusUnauthorized, status, "debug endpoints are authenticated")
+	for _, tok := range []string{token, "old-token"} { // rotation: both are valid
+		status, _ = b.do(t, http.MethodGet, "/v1/towns", tok, nil)
+		require.Equal(t, http.StatusOK, status)
+	}
+}
+
+func TestBadInputIsA4xxAndChangesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	status, body := b.do(t, http.MethodPost, "/v1/towns", token, map[string]any{"name": ""})
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Equal(t, "name is required", body["error"])
+	status, town := b.do(t, http.MethodPost, "/v1/towns", token, map[string]any{"name": "t"})
+	require.Equal(t, http.StatusCreated, status)
+	townID := town["town_id"].(string)
+
+	cases := []struct {
+		path string
+		body any
+		want string
+	}{
+		{"/v1/towns/not-a-uuid/beads", map[string]any{"title": "x"}, "townId must be a UUID"},
+		{"/v1/towns/" + townID + "/beads", map[string]any{"title": ""}, "title is required"},
+		{"/v1/towns/" + townID + "/beads", map[string]any{"title": "x", "priority": "urgent"}, "priority must be low, medium, high or critical"},
+		{"/v1/towns/" + townID + "/beads", map[string]any{"title": "x", "rig_id": "nope"}, "rig_id must be a UUID"},
+		{"/v1/towns/" + townID + "/beads", "not an object", "invalid JSON body"},
+	}
+	for _, c := range cases {
+		status, body := b.do(t, http.MethodPost, c.path, token, c.body)
+		require.Equal(t, http.StatusBadRequest, status, c.path)
+		require.Contains(t, body["error"], c.want)
+	}
+	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/beads", token, map[string]any{"title": "x", "rig_id": db.NewID()})
+	require.Equal(t, http.StatusNotFound, status)
+	require.Contains(t, body["error"], "rig")
+	status, _ = b.do(t, http.MethodGet, "/v1/towns/"+db.NewID(), token, nil)
+	require.Equal(t, http.StatusNotFound, status)
+	status, _ = b.do(t, http.MethodPost, "/v1/towns/"+db.NewID()+"/beads", token, map[string]any{"title": "x"})
+	require.Equal(t, http.StatusNotFound, status, "an event for a town that does not exist")
+
+	evs, err := b.store.ListEvents(context.Background(), townID, "", 100)
+	require.NoError(t, err)
+	require.Empty(t, evs, "rejected requests recorded nothing")
+}
+
+func TestSlingThenTickThenRead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, town := b.do(t, http.MethodPost, "/v1/towns", token, map[string]any{"name": "t"})
+	townID := town["town_id"].(string)
+	status, rig := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/rigs", token, map[string]any{"name": "repo"})
+	require.Equal(t, http.StatusAccepted, status)
+	b.tick(t, townID)
+	status, bead := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/beads", token, map[string]any{"title": "do it", "rig_id": rig["rig_id"]})
+	require.Equal(t, http.StatusAccepted, status)
+	beadID := bead["bead_id"].(string)
+	status, _ = b.do(t, http.MethodGet, "/v1/towns/"+townID+"/beads/"+beadID, token, nil)
+	require.Equal(t, http.StatusNotFound, status, "the bead exists after the next tick")
+	b.tick(t, townID)
+	status, got := b.do(t, http.MethodGet, "/v1/towns/"+townID+"/beads/"+beadID, token, nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, "in_progress", got["status"], "the tick that created it also dispatched it")
+	status, ticks := b.do(t, http.MethodGet, "/v1/towns/"+townID+"/ticks", token, nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Len(t, ticks["ticks"], 2)
+}
+
+func TestDryRunIsSideEffectFree(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, town := b.do(t, http.MethodPost, "/v1/towns", token, map[string]any{"name": "t"})
+	townID := town["town_id"].(string)
+	_, rig := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/rigs", token, map[string]any{"name": "repo"})
+	b.tick(t, townID)
+	_, bead := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/beads", token, map[string]any{"title": "do it", "rig_id": rig["rig_id"]})
+	ticksBefore, err := b.store.ListTicks(ctx, townID, 100)
+	require.NoError(t, err)
+
+	status, body := b.do(t, http.MethodPost, "/debug/towns/"+townID+"/reconcile-dry-run", token, nil)
+	require.Equal(t, http.StatusOK, status)
+	metrics := body["metrics"].(map[string]any)
+	require.EqualValues(t, 1, metrics["eventsDrained"])
+	require.EqualValues(t, 1, metrics["actionsEmitted"])
+	require.Equal(t, map[string]any{"dispatch_agent": float64(1)}, metrics["actionsByType"])
+	actions := body["actions"].([]any)
+	require.Equal(t, "dispatch_agent", actions[0].(map[string]any)["type"])
+
+	pending, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, pending, 1, "the event is still pending")
+	_, err = b.store.GetBead(ctx, townID, bead["bead_id"].(string))
+	require.ErrorIs(t, err, db.ErrNotFound)
+	agents, err := b.store.ListAgents(ctx, townID)
+	require.NoError(t, err)
+	require.Empty(t, agents)
+	ticksAfter, err := b.store.ListTicks(ctx, townID, 100)
+	require.NoError(t, err)
+	require.Len(t, ticksAfter, len(ticksBefore), "no tick row")
+	jobsList, err := b.svc.Client.JobList(ctx, nil)
+	require.NoError(t, err)
+	for _, j := range jobsList.Jobs {
+		require.NotEqual(t, "start_agent", j.Kind, "no side-effect job")
+	}
+}
+
+func TestDryRunAnswers409WhenTheTownIsBusy(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, town := b.do(t, http.MethodPost, "/v1/towns", token, map[string]any{"name": "t"})
+	townID := town["town_id"].(string)
+	tx, err := b.store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	_, err = b.store.LockTown(ctx, tx, townID, time.Now(), false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	start := time.Now()
+	status, body := b.do(t, http.MethodPost, "/debug/towns/"+townID+"/reconcile-dry-run", token, nil)
+	require.Equal(t, http.StatusConflict, status)
+	require.Contains(t, body["error"], "busy")
+	require.Less(t, time.Since(start), 5*time.Second)
+}
