@@ -207,7 +207,7 @@ func (t *TownTx) applyDispatch(ctx context.Context, a reconciler.DispatchAgent) 
 func (t *TownTx) notifyMayor(ctx context.Context, message string) error {
 	mayor, err := t.q.AgentFindMayor(ctx, t.db, t.TownID)
 	if err != nil {
-		if interpretError(err) == ErrNotFound {
+		if errors.Is(interpretError(err), ErrNotFound) {
 			t.logger.Warn("notify mayor: town has no mayor", "message", message)
 			return nil
 		}

@@ -176,7 +176,7 @@ func (t *TownTx) agentCompleted(ctx context.Context, agentID string, p reconcile
 		}
 	}
 	// An agent already re-dispatched onto new work keeps its status.
-	if !(a.Status == reconciler.AgentWorking && a.HookBeadID != "") {
+	if a.Status != reconciler.AgentWorking || a.HookBeadID == "" {
 		if err := t.setAgentStatus(ctx, a.ID, reconciler.AgentIdle); err != nil {
 			return err
 		}

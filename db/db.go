@@ -98,7 +98,7 @@ func EnsureDatabase(ctx context.Context, url string) (created bool, err error) {
 	if err != nil {
 		return false, unreachableError(cfg.Host, cfg.Port, "postgres", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	var exists bool
 	// Not expressible in sqlc: it runs against the maintenance database, outside our schema.
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {

@@ -32,11 +32,11 @@ type AppendedEvent struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
-// ErrTownNotFound: the event names a town that does not exist.
+// ErrTownNotFound is returned when an event or heartbeat names a town that does not exist.
 var ErrTownNotFound = errors.New("town not found")
 
 // AppendEvent appends one event on q (usually a transaction that also wakes the town).
-func (s *Store) AppendEvent(ctx context.Context, q DBTX, townID string, ev NewEvent) (AppendedEvent, error) {
+func (s *Store) AppendEvent(ctx context.Context, q Querier, townID string, ev NewEvent) (AppendedEvent, error) {
 	payload := []byte("{}")
 	if ev.Payload != nil {
 		var err error

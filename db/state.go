@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -152,7 +153,7 @@ func (t *TownTx) getOrCreateAgent(ctx context.Context, role reconciler.AgentRole
 	if err == nil {
 		return agentFromInternal(row), nil
 	}
-	if err := interpretError(err); err != ErrNotFound {
+	if err := interpretError(err); !errors.Is(err, ErrNotFound) {
 		return reconciler.Agent{}, fmt.Errorf("find %s: %w", role, err)
 	}
 	name := string(role)

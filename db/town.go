@@ -10,8 +10,8 @@ import (
 	"gastown/reconciler"
 )
 
-// DBTX is what a query runs on: the pool, a connection or a transaction.
-type DBTX = dbsqlc.DBTX
+// Querier is what a query runs on: the pool, a connection or a transaction.
+type Querier = dbsqlc.DBTX
 
 // Town is a tenant as the API shows it.
 type Town struct {

@@ -22,7 +22,7 @@ import (
 type TownTx struct {
 	store  *Store
 	tx     pgx.Tx
-	db     DBTX // tx, or the savepoint of the event being applied
+	db     Querier // tx, or the savepoint of the event being applied
 	q      *dbsqlc.Queries
 	logger *slog.Logger
 

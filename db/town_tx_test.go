@@ -298,3 +298,61 @@ func TestTenantIsolation(t *testing.T) {
 		require.NotEqual(t, issue, e.BeadID)
 	}
 }
+
+func TestHeartbeatsAreRecordedTickInputsAppliedOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID := b.town(t)
+	issue := b.issue(t, townID, rigID, "work")
+	_, _, _ = b.tick(t, townID, []reconciler.Action{reconciler.DispatchAgent{BeadID: issue, RigID: rigID}})
+	agents, err := b.store.ListAgents(ctx, townID)
+	require.NoError(t, err)
+	agentID := agents[0].ID
+	// The agent went idle (heartbeat lost) while keeping its hook; attempts count 1.
+	b.tick(t, townID, []reconciler.Action{reconciler.TransitionAgent{AgentID: agentID, From: reconciler.AgentWorking, To: reconciler.AgentIdle}})
+
+	at := time.Date(2026, 11, 27, 12, 0, 30, 0, time.UTC)
+	require.NoError(t, b.store.RecordHeartbeat(ctx, townID, agentID, db.Heartbeat{
+		LastEventType: "tool_call", LastEventAt: at, ActiveTools: []string{"bash"},
+	}))
+	agent, err := b.store.GetAgent(ctx, townID, agentID)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.AgentIdle, agent.Status, "a heartbeat changes nothing until a tick takes it")
+
+	tx, err := b.store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	tt, err := b.store.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	inputs, err := tt.ApplyHeartbeats(ctx)
+	require.NoError(t, err)
+	require.Len(t, inputs, 1)
+	require.Equal(t, agentID, inputs[0].AgentID)
+	require.Equal(t, []string{"bash"}, inputs[0].ActiveTools)
+	require.NoError(t, tt.Finish(ctx, db.TickRecord{StartedAt: b.now, Heartbeats: inputs, NextTickAt: b.now}))
+	require.NoError(t, tx.Commit(ctx))
+
+	agent, err = b.store.GetAgent(ctx, townID, agentID)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.AgentWorking, agent.Status, "touchAgent: idle → working (proof of life)")
+	require.Zero(t, agent.DispatchAttempts, "touchAgent resets attempts")
+	require.Equal(t, "tool_call", agent.LastEventType)
+	require.True(t, agent.LastEventAt.Equal(at))
+	require.Equal(t, []string{"bash"}, agent.ActiveTools)
+	require.False(t, agent.LastActivityAt.IsZero())
+
+	var recorded int
+	require.NoError(t, b.store.Pool.QueryRow(ctx, "SELECT jsonb_array_length(heartbeats) FROM tick_inputs WHERE town_id = $1 AND tick_id = $2",
+		townID, tt.TickID).Scan(&recorded))
+	require.Equal(t, 1, recorded, "the tick recorded the heartbeat it took")
+
+	// The next tick takes nothing: a heartbeat is applied once.
+	tx, err = b.store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	tt, err = b.store.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	inputs, err = tt.ApplyHeartbeats(ctx)
+	require.NoError(t, err)
+	require.Empty(t, inputs)
+}

@@ -123,7 +123,7 @@ func TestTickLockExcludesASecondTick(t *testing.T) {
 	t.Parallel()
 	held, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	b := setup(t, testOpts{hooks: testHooks{failpoint: func(ctx context.Context, stage, _ string) error {
+	b := setup(t, testOpts{hooks: testHooks{failpoint: func(_ context.Context, stage, _ string) error {
 		if stage == "drained" {
 			once.Do(func() { close(held); <-release })
 		}
@@ -210,7 +210,7 @@ func TestConcurrentTicksApplyEachEventExactlyOnce(t *testing.T) {
 func TestErrorAfterDrainRollsBackTheWholeTick(t *testing.T) {
 	t.Parallel()
 	var fail atomic.Bool
-	b := setup(t, testOpts{hooks: testHooks{failpoint: func(ctx context.Context, stage, _ string) error {
+	b := setup(t, testOpts{hooks: testHooks{failpoint: func(_ context.Context, stage, _ string) error {
 		if stage == "applied" && fail.Load() {
 			return errors.New("injected failure after apply")
 		}

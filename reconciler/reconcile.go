@@ -36,11 +36,6 @@ type run struct {
 
 func (r *run) emit(a ...Action) { r.actions = append(r.actions, a...) }
 
-// stale reports whether t is unset or older than d at r.now.
-func (r *run) stale(t time.Time, d time.Duration) bool {
-	return t.IsZero() || r.now.Sub(t) > d
-}
-
 // circuitBreaker counts beads with a dispatch attempt in the last CircuitBreakerWindow,
 // at least one attempt, and a status other than closed (SPEC.md §4.0). It is open at
 // CircuitBreakerThreshold.

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -21,7 +22,7 @@ func (s *Server) agentIDs(c *gin.Context) (townID, agentID string, ok bool) {
 		return "", "", false
 	}
 	if _, err := s.store.GetAgent(c, townID, agentID); err != nil {
-		if err == db.ErrNotFound {
+		if errors.Is(err, db.ErrNotFound) {
 			writeError(c, http.StatusNotFound, "agent "+agentID+" not found in town "+townID)
 			return "", "", false
 		}

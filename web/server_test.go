@@ -69,7 +69,7 @@ func (b *testBundle) do(t *testing.T, method, path, auth string, body any) (int,
 	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	out := map[string]any{}
 	raw, _ := io.ReadAll(resp.Body)
 	if len(raw) > 0 {

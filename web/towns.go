@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -205,7 +206,7 @@ func (s *Server) createBead(c *gin.Context) {
 	}
 	if req.RigID != "" {
 		if _, err := s.store.GetRig(c, townID, req.RigID); err != nil {
-			if err == db.ErrNotFound {
+			if errors.Is(err, db.ErrNotFound) {
 				writeError(c, http.StatusNotFound, "rig "+req.RigID+" not found in this town")
 				return
 			}

@@ -34,7 +34,7 @@ func newDevCommand() *cobra.Command {
 		tokens     string
 		exitDone   bool
 		timeout    time.Duration
-		workMin    time.Duration
+		simWork    time.Duration
 		beadsCount int
 	)
 	cmd := &cobra.Command{
@@ -73,7 +73,7 @@ func newDevCommand() *cobra.Command {
 			}
 			return run(ctx, c, runOptions{
 				api: true, workers: true,
-				sim: agentrt.SimConfig{HeartbeatInterval: time.Second, WorkMin: workMin, WorkMax: workMin * 2},
+				sim: agentrt.SimConfig{HeartbeatInterval: time.Second, WorkMin: simWork, WorkMax: simWork * 2},
 				ready: func(ctx context.Context, a *app) error {
 					err := demo(ctx, a, out, c.AdminTokens[0], demoBeads[:beadsCount], exitDone)
 					if errors.Is(err, context.Canceled) || (errors.Is(err, context.DeadlineExceeded) && !exitDone) {
@@ -89,7 +89,7 @@ func newDevCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.BoolVar(&exitDone, "exit-when-done", false, "stop once every demo bead is closed (non-zero exit on timeout)")
 	f.DurationVar(&timeout, "timeout", 0, "stop after this long (0: run until Ctrl-C)")
-	f.DurationVar(&workMin, "sim-work", 2*time.Second, "simulated agents work at least this long on a bead")
+	f.DurationVar(&simWork, "sim-work", 2*time.Second, "simulated agents work at least this long on a bead")
 	f.IntVar(&beadsCount, "beads", len(demoBeads), "how many demo issues to sling")
 	// Dev-friendly cadence: a town with work ticks every second.
 	_ = f.Set("active-interval", "1s")

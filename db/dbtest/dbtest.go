@@ -45,11 +45,40 @@ var (
 // NewPool returns a pool on a fresh migrated database of its own, dropped at cleanup.
 func NewPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	ctx := context.Background()
-	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
+	cfg, err := pgxpool.ParseConfig(NewURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 20
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// NewURL creates a fresh migrated database and returns its connection string; the
+// database is dropped (with any connections left) at cleanup.
+func NewURL(t testing.TB) string {
+	t.Helper()
+	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(context.Background()) })
 	if templateErr != nil {
 		t.Fatalf("test template database: %v", templateErr)
 	}
+	return newDatabase(t, templateName)
+}
+
+// NewEmptyURL creates an empty database (no migrations) and returns its connection
+// string; it is dropped at cleanup.
+func NewEmptyURL(t testing.TB) string {
+	t.Helper()
+	return newDatabase(t, "template0")
+}
+
+func newDatabase(t testing.TB, template string) string {
+	t.Helper()
+	ctx := context.Background()
 	name := "gastown_test_" + randomSuffix()
 	if err := withServer(ctx, func(conn *pgx.Conn) error {
 		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(templateLock)); err != nil {
@@ -57,29 +86,22 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 		}
 		defer conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", int64(templateLock)) //nolint:errcheck
 		_, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
-			pgx.Identifier{name}.Sanitize(), pgx.Identifier{templateName}.Sanitize()))
+			pgx.Identifier{name}.Sanitize(), pgx.Identifier{template}.Sanitize()))
 		return err
 	}); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
-	cfg, err := pgxpool.ParseConfig(ServerURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.Database = name
-	cfg.MaxConns = 20
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		pool.Close()
 		_ = withServer(ctx, func(conn *pgx.Conn) error {
 			_, err := conn.Exec(ctx, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{name}.Sanitize()))
 			return err
 		})
 	})
-	return pool
+	cfg, err := pgx.ParseConfig(ServerURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
 }
 
 // NewStore returns a Store on a fresh database.
@@ -137,7 +159,7 @@ func withServer(ctx context.Context, f func(*pgx.Conn) error) error {
 	if err != nil {
 		return fmt.Errorf("connect to %s (is PostgreSQL running? set GASTOWN_TEST_DATABASE_URL): %w", ServerURL(), err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	return f(conn)
 }
 
