@@ -23,7 +23,12 @@ type StartRequest struct {
 	GitURL        string               `json:"git_url,omitempty"`
 	DefaultBranch string               `json:"default_branch,omitempty"`
 	Branch        string               `json:"branch,omitempty"`        // the MR branch, for a refinery
-	TargetBranch  string               `json:"target_branch,omitempty"` // the MR target, for a refinery
+	TargetBranch  string               `json:"target_branch,omitempty"` // where the work lands
+	MergeStrategy string               `json:"merge_strategy,omitempty"`
+	PRURL         string               `json:"pr_url,omitempty"`
+	ReviewMode    string               `json:"review_mode,omitempty"`
+	SourceAgentID string               `json:"source_agent_id,omitempty"`
+	Prompt        string               `json:"prompt,omitempty"`
 }
 
 // Runtime starts and stops agents. A start of an agent that is already running counts
@@ -31,6 +36,8 @@ type StartRequest struct {
 type Runtime interface {
 	StartAgent(ctx context.Context, req StartRequest) error
 	StopAgent(ctx context.Context, townID, agentID string) error
+	// SendMessage delivers a message (a nudge or mail) to a running agent.
+	SendMessage(ctx context.Context, townID, agentID, message string) error
 }
 
 // Reporter is how agents report back to gastown: the same facts an agent's HTTP callbacks

@@ -35,10 +35,11 @@ type Simulator struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	rnd     *rand.Rand
-	running map[string]context.CancelFunc // town/agent → stop
-	starts  int
+	mu       sync.Mutex
+	rnd      *rand.Rand
+	running  map[string]context.CancelFunc // town/agent → stop
+	starts   int
+	messages int
 }
 
 // NewSimulator returns a simulator reporting through r.
@@ -107,6 +108,24 @@ func (s *Simulator) StopAgent(_ context.Context, townID, agentID string) error {
 		cancel()
 	}
 	return nil
+}
+
+// SendMessage implements Runtime: a running simulated agent accepts any message.
+func (s *Simulator) SendMessage(_ context.Context, townID, agentID, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.running[townID+"/"+agentID]; !ok {
+		return fmt.Errorf("agent %s is not running", agentID)
+	}
+	s.messages++
+	return nil
+}
+
+// Messages counts delivered messages.
+func (s *Simulator) Messages() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.messages
 }
 
 // Close stops every simulated agent and waits for them.

@@ -137,52 +137,89 @@ func (t *TownTx) applyInSavepoint(ctx context.Context, ev Event, fail func(Event
 // ApplyEvent applies one event to the town's state (SPEC.md §3.3). Unknown types are a
 // no-op.
 func (t *TownTx) ApplyEvent(ctx context.Context, ev Event) error {
-	switch reconciler.EventType(ev.Type) {
-	case reconciler.EventBeadCreated:
-		var p reconciler.BeadCreatedPayload
-		if err := decodePayload(ev, &p); err != nil {
-			return err
-		}
-		return t.applyBeadCreated(ctx, ev.BeadID, p)
-	case reconciler.EventRigCreated:
-		var p reconciler.RigCreatedPayload
-		if err := decodePayload(ev, &p); err != nil {
-			return err
-		}
-		return t.applyRigCreated(ctx, p)
-	case reconciler.EventAgentDone:
-		if ev.AgentID == "" {
-			t.logger.Warn("agent_done without agent id", "seq", ev.Seq)
-			return nil
-		}
-		var p reconciler.AgentDonePayload
-		if err := decodePayload(ev, &p); err != nil {
-			return err
-		}
-		return t.agentDone(ctx, ev.AgentID, p)
-	case reconciler.EventAgentCompleted:
-		if ev.AgentID == "" {
-			t.logger.Warn("agent_completed without agent id", "seq", ev.Seq)
-			return nil
-		}
-		var p reconciler.AgentCompletedPayload
-		if err := decodePayload(ev, &p); err != nil {
-			return err
-		}
-		return t.agentCompleted(ctx, ev.AgentID, p)
-	case reconciler.EventAgentDispatched:
-		var p reconciler.AgentDispatchedPayload
-		if err := decodePayload(ev, &p); err != nil {
-			return err
-		}
-		return t.agentDispatched(ctx, ev.AgentID, p)
-	case reconciler.EventAgentDispatchFailed:
-		// The agent stays working and the bead in_progress: A1/B3 recover them (SPEC.md
-		// §5.5); the event is the record the breaker and the dashboards count.
-		return nil
-	default:
+	h, ok := eventHandlers[reconciler.EventType(ev.Type)]
+	if !ok {
 		t.logger.Warn("event type has no handler; marked processed", "seq", ev.Seq, "type", ev.Type)
 		return nil
+	}
+	return h(t, ctx, ev)
+}
+
+// eventHandler applies one event type.
+type eventHandler func(t *TownTx, ctx context.Context, ev Event) error
+
+// handle adapts a typed handler: it decodes the payload first.
+func handle[P any](f func(t *TownTx, ctx context.Context, ev Event, p P) error) eventHandler {
+	return func(t *TownTx, ctx context.Context, ev Event) error {
+		var p P
+		if err := decodePayload(ev, &p); err != nil {
+			return err
+		}
+		return f(t, ctx, ev, p)
+	}
+}
+
+// needsAgent wraps a handler that is a warned no-op without an agent id.
+func needsAgent[P any](f func(t *TownTx, ctx context.Context, agentID string, p P) error) eventHandler {
+	return handle(func(t *TownTx, ctx context.Context, ev Event, p P) error {
+		if ev.AgentID == "" {
+			t.logger.Warn("event without agent id; ignored", "seq", ev.Seq, "type", ev.Type)
+			return nil
+		}
+		return f(t, ctx, ev.AgentID, p)
+	})
+}
+
+// needsBead wraps a handler that is a warned no-op without a bead id.
+func needsBead[P any](f func(t *TownTx, ctx context.Context, beadID string, p P) error) eventHandler {
+	return handle(func(t *TownTx, ctx context.Context, ev Event, p P) error {
+		if ev.BeadID == "" {
+			t.logger.Warn("event without bead id; ignored", "seq", ev.Seq, "type", ev.Type)
+			return nil
+		}
+		return f(t, ctx, ev.BeadID, p)
+	})
+}
+
+func noop(*TownTx, context.Context, Event) error { return nil }
+
+var eventHandlers map[reconciler.EventType]eventHandler
+
+func init() {
+	eventHandlers = map[reconciler.EventType]eventHandler{
+		reconciler.EventBeadCreated: handle(func(t *TownTx, ctx context.Context, ev Event, p reconciler.BeadCreatedPayload) error {
+			return t.applyBeadCreated(ctx, ev.BeadID, p)
+		}),
+		reconciler.EventRigCreated: handle(func(t *TownTx, ctx context.Context, _ Event, p reconciler.RigCreatedPayload) error {
+			return t.applyRigCreated(ctx, p)
+		}),
+		reconciler.EventRigUpdated:             handle((*TownTx).applyRigUpdated),
+		reconciler.EventTownConfigUpdated:      handle((*TownTx).applyTownConfig),
+		reconciler.EventAgentDone:              needsAgent((*TownTx).agentDone),
+		reconciler.EventAgentCompleted:         needsAgent((*TownTx).agentCompleted),
+		reconciler.EventAgentDispatched:        handle((*TownTx).agentDispatched),
+		reconciler.EventAgentDispatchFailed:    noop, // recovery is the rules' (A1, B3, R6); the event is the record
+		reconciler.EventAgentStopped:           noop,
+		reconciler.EventContainerStatus:        needsAgent((*TownTx).containerStatus),
+		reconciler.EventContainerEviction:      handle((*TownTx).containerEviction),
+		reconciler.EventContainerReady:         handle((*TownTx).containerReady),
+		reconciler.EventNudgeTimeout:           noop,
+		reconciler.EventPRStatusChanged:        needsBead((*TownTx).prStatusChanged),
+		reconciler.EventBeadCancelled:          needsBead((*TownTx).beadCancelled),
+		reconciler.EventBeadStatusChanged:      needsBead((*TownTx).beadStatusChanged),
+		reconciler.EventConvoyCreated:          needsBead((*TownTx).convoyCreated),
+		reconciler.EventConvoyStarted:          handle((*TownTx).convoyStarted),
+		reconciler.EventPRFeedbackDetected:     handle((*TownTx).prFeedbackDetected),
+		reconciler.EventPRConflictDetected:     handle((*TownTx).prConflictDetected),
+		reconciler.EventPRAutoMerge:            handle((*TownTx).prAutoMerge),
+		reconciler.EventPRPolled:               handle((*TownTx).prPolled),
+		reconciler.EventPRPollFailed:           handle((*TownTx).prPollFailed),
+		reconciler.EventPRMergeFailed:          handle((*TownTx).prMergeFailed),
+		reconciler.EventNudgeDelivered:         handle((*TownTx).nudgeDelivered),
+		reconciler.EventNudgeDeliveryFailed:    noop, // the nudge stays queued for the agent to pull
+		reconciler.EventMailDelivered:          handle((*TownTx).mailDelivered),
+		reconciler.EventMailDeliveryFailed:     handle((*TownTx).mailDeliveryFailed),
+		reconciler.EventEscalationAcknowledged: needsBead((*TownTx).escalationAcknowledged),
 	}
 }
 

@@ -48,6 +48,11 @@ func (t *TownTx) updateBeadStatus(ctx context.Context, b reconciler.Bead, to rec
 	if err := t.logBeadEvent(ctx, b.ID, "", "status_changed", string(b.Status), string(to), withActor(meta, actor)); err != nil {
 		return false, err
 	}
+	if to.Terminal() {
+		if err := t.updateConvoyProgress(ctx, b.ID); err != nil {
+			return false, err
+		}
+	}
 	return true, nil
 }
 
@@ -217,7 +222,8 @@ func short(id string) string {
 }
 
 // submitToReviewQueue creates the MR bead for a finished source bead (SPEC.md §2.14):
-// open, tracking the source, with review metadata targeting the rig's default branch.
+// open, tracking the source, with review metadata targeting the source's review-then-land
+// convoy feature branch, else the rig's default branch.
 func (t *TownTx) submitToReviewQueue(ctx context.Context, agentID string, src reconciler.Bead, p reconciler.AgentDonePayload) (string, error) {
 	target := "main"
 	if src.RigID != "" {
@@ -231,18 +237,30 @@ func (t *TownTx) submitToReviewQueue(ctx context.Context, agentID string, src re
 	if p.PRURL != "" {
 		meta["pr_url"] = p.PRURL
 	}
-	id := t.newID()
-	if err := t.q.BeadInsert(ctx, t.db, dbsqlc.BeadInsertParams{
-		TownID: t.TownID, BeadID: id, Type: string(reconciler.BeadMergeRequest), Status: string(reconciler.StatusOpen),
-		Title: "Review: " + p.Branch, Body: ptr(p.Summary), RigID: ptr(src.RigID), Priority: string(reconciler.PriorityMedium),
-		Labels: mustJSON([]string{reconciler.LabelMergeRequest}), Metadata: mustJSON(meta), CreatedBy: ptr(agentID), Now: t.Now,
-	}); err != nil {
-		return "", fmt.Errorf("insert MR bead: %w", err)
+	convoy, cm, err := t.convoyOf(ctx, src.ID)
+	if err != nil {
+		return "", err
 	}
-	if err := t.q.DependencyInsert(ctx, t.db, dbsqlc.DependencyInsertParams{
-		TownID: t.TownID, BeadID: id, DependsOnBeadID: src.ID, DependencyType: string(reconciler.DepTracks), Now: t.Now,
-	}); err != nil {
-		return "", fmt.Errorf("link MR to source: %w", err)
+	if convoy != nil {
+		meta["convoy_id"] = convoy.ID
+		if cm.MergeMode != reconciler.MergeModeAndMerge && cm.FeatureBranch != "" {
+			target = cm.FeatureBranch
+			meta["convoy_feature_branch"] = cm.FeatureBranch
+		}
+	}
+	createdBy := agentID
+	if createdBy == "" {
+		createdBy = reconciler.CreatedBySystem
+	}
+	id, err := t.insertBead(ctx, newBead{
+		Type: reconciler.BeadMergeRequest, Title: "Review: " + p.Branch, Body: p.Summary, RigID: src.RigID,
+		Labels: []string{reconciler.LabelMergeRequest}, Metadata: meta, CreatedBy: createdBy,
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := t.addDependency(ctx, id, src.ID, reconciler.DepTracks); err != nil {
+		return "", err
 	}
 	var prURL *string
 	if strings.HasPrefix(p.PRURL, "https://") {
@@ -251,7 +269,15 @@ func (t *TownTx) submitToReviewQueue(ctx context.Context, agentID string, src re
 	if err := t.q.ReviewInsert(ctx, t.db, dbsqlc.ReviewInsertParams{TownID: t.TownID, BeadID: id, Branch: p.Branch, TargetBranch: target, PrUrl: prURL}); err != nil {
 		return "", fmt.Errorf("insert review metadata: %w", err)
 	}
-	return id, t.logBeadEvent(ctx, src.ID, agentID, "review_submitted", "", id, map[string]any{"branch": p.Branch})
+	return id, t.logBeadEvent(ctx, src.ID, ptrOrEmpty(agentID), "review_submitted", "", id, map[string]any{"branch": p.Branch})
+}
+
+// ptrOrEmpty passes an agent id to the feed only when it is one (not "system").
+func ptrOrEmpty(agentID string) string {
+	if agentID == reconciler.CreatedBySystem {
+		return ""
+	}
+	return agentID
 }
 
 // completeReviewMerged closes an MR as merged: the MR and its source close, and every
@@ -277,5 +303,10 @@ func (t *TownTx) completeReviewMerged(ctx context.Context, mr reconciler.Bead, m
 	if err := t.q.BeadCloseOtherMRs(ctx, t.db, dbsqlc.BeadCloseOtherMRsParams{TownID: t.TownID, SourceBeadID: src.ID, ExcludeBeadID: mr.ID, Now: &t.Now}); err != nil {
 		return fmt.Errorf("close sibling MRs of %s: %w", src.ID, err)
 	}
-	return nil
+	if src.Type == reconciler.BeadConvoy { // a landing MR merged: the convoy landed
+		if err := t.q.ConvoySetLanded(ctx, t.db, dbsqlc.ConvoySetLandedParams{TownID: t.TownID, BeadID: src.ID, LandedAt: &t.Now}); err != nil {
+			return fmt.Errorf("set convoy %s landed: %w", src.ID, err)
+		}
+	}
+	return t.updateConvoyProgress(ctx, src.ID)
 }

@@ -98,7 +98,8 @@ func (t *TownTx) addSideEffect(se SideEffect) { t.sideEffects = append(t.sideEff
 // as a job inserted in the tick's transaction and reports its outcome as an event.
 type SideEffect interface{ sideEffect() }
 
-// StartAgent asks the agent runtime to start an agent on a bead.
+// StartAgent asks the agent runtime to start an agent on a bead, with the prompt context
+// of its role (SPEC.md §5.5).
 type StartAgent struct {
 	AgentID       string
 	AgentName     string
@@ -107,13 +108,56 @@ type StartAgent struct {
 	BeadTitle     string
 	BeadBody      string
 	RigID         string
-	Branch        string // MR branch for a refinery
-	TargetBranch  string
-	DefaultBranch string
 	GitURL        string
+	DefaultBranch string
+	// Branch and TargetBranch: the MR's branches for a refinery; for a polecat the branch
+	// its work targets (a review-then-land convoy's feature branch, else the default).
+	Branch        string
+	TargetBranch  string
+	MergeStrategy string
+	// PRURL is an MR's existing PR (refinery), ReviewMode the rig's review mode.
+	PRURL      string
+	ReviewMode string
+	// SourceAgentID is the polecat whose work a refinery reviews.
+	SourceAgentID string
+	// Prompt is extra context: the pending triage requests for a triage batch.
+	Prompt string
 }
 
-func (StartAgent) sideEffect() {}
+// StopAgentEffect asks the agent runtime to stop an agent.
+type StopAgentEffect struct {
+	AgentID string
+	Reason  string
+}
+
+// SendMessageEffect delivers a message to a running agent: a nudge (NudgeID) or a mail
+// bead (MailBeadID).
+type SendMessageEffect struct {
+	AgentID    string
+	Message    string
+	NudgeID    string
+	MailBeadID string
+}
+
+// PollPREffect polls an MR's PR. WantFeedback is set when the town auto-resolves feedback
+// or auto-merges (SPEC.md §5.3: town-level settings only).
+type PollPREffect struct {
+	MRBeadID     string
+	PRURL        string
+	WantFeedback bool
+}
+
+// MergePREffect merges an MR's PR after a fresh feedback check.
+type MergePREffect struct {
+	MRBeadID string
+	PRURL    string
+}
+
+func (StartAgent) sideEffect()        {}
+func (StopAgentEffect) sideEffect()   {}
+func (SendMessageEffect) sideEffect() {}
+func (PollPREffect) sideEffect()      {}
+func (MergePREffect) sideEffect()     {}
 
 // MissingEntityError is an apply failure because an entity the event names does not
 // exist. Like the reference, the drain marks such events processed instead of retrying.
@@ -250,6 +294,9 @@ func (t *TownTx) ApplyHeartbeats(ctx context.Context) ([]HeartbeatInput, error) 
 		if err := t.applyHeartbeat(ctx, in); err != nil {
 			return nil, err
 		}
+		if err := t.noteContainerInstance(ctx, in.ContainerInstanceID); err != nil {
+			return nil, err
+		}
 		if err := t.q.HeartbeatMarkApplied(ctx, t.db, dbsqlc.HeartbeatMarkAppliedParams{TownID: t.TownID, AgentID: r.AgentID, Seq: r.Seq}); err != nil {
 			return nil, fmt.Errorf("mark heartbeat applied: %w", err)
 		}
@@ -338,6 +385,23 @@ func (t *TownTx) Finish(ctx context.Context, rec TickRecord) error {
 	}
 	if err := t.q.TownFinishTick(ctx, t.db, dbsqlc.TownFinishTickParams{TownID: t.TownID, Now: &t.Now, NextTickAt: rec.NextTickAt}); err != nil {
 		return fmt.Errorf("finish tick: %w", err)
+	}
+	return nil
+}
+
+// noteContainerInstance records the container instance a heartbeat came from; a heartbeat
+// from a new instance ends a drain (the evicted container has been replaced).
+func (t *TownTx) noteContainerInstance(ctx context.Context, instance string) error {
+	last := deref(t.Town.ContainerInstanceID)
+	if instance == "" || instance == last {
+		return nil
+	}
+	if err := t.q.TownSetContainerInstance(ctx, t.db, dbsqlc.TownSetContainerInstanceParams{TownID: t.TownID, ContainerInstanceID: &instance}); err != nil {
+		return fmt.Errorf("record container instance: %w", err)
+	}
+	t.Town.ContainerInstanceID = &instance
+	if t.Town.Draining && last != "" {
+		return t.clearDraining(ctx, "heartbeat from a new container instance")
 	}
 	return nil
 }

@@ -36,6 +36,8 @@ type Config struct {
 	TickTimeout time.Duration
 	// RescueStuckJobsAfter is when River rescues a job whose worker died (default 1 min).
 	RescueStuckJobsAfter time.Duration
+	// EventRetention is how long processed events are kept (default 7 days).
+	EventRetention time.Duration
 	// WorkerID names this process in reconciler_ticks.
 	WorkerID string
 }
@@ -79,6 +81,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BusyRetry, 50*time.Millisecond)
 	def(&c.TickTimeout, 30*time.Second)
 	def(&c.RescueStuckJobsAfter, time.Minute)
+	def(&c.EventRetention, reconciler.EventRetention)
 	if c.RescueStuckJobsAfter <= c.TickTimeout {
 		c.RescueStuckJobsAfter = c.TickTimeout + 10*time.Second
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"gastown/agentrt"
+	"gastown/codehost"
 	"gastown/db"
 )
 
@@ -20,7 +21,9 @@ type riverDriver = riverpgxv5.Driver
 type Deps struct {
 	Store   *db.Store
 	Runtime agentrt.Runtime // required when workers run
-	Logger  *slog.Logger
+	// CodeHost is where PRs are polled and merged (default: a simulator).
+	CodeHost codehost.Host
+	Logger   *slog.Logger
 	// Clock is the time ticks reconcile with (default time.Now).
 	Clock func() time.Time
 	// Reporter hears about dead events and invariant violations (default: nobody).
@@ -35,10 +38,11 @@ type Service struct {
 	Ticker *Ticker
 	Events *Events
 
-	store   *db.Store
-	runtime agentrt.Runtime
-	cfg     Config
-	logger  *slog.Logger
+	store    *db.Store
+	runtime  agentrt.Runtime
+	codeHost codehost.Host
+	cfg      Config
+	logger   *slog.Logger
 }
 
 // testHooks are fault-injection points for tests; production never sets them.
@@ -68,7 +72,10 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
-	svc := &Service{store: deps.Store, runtime: deps.Runtime, cfg: cfg, logger: deps.Logger}
+	if deps.CodeHost == nil {
+		deps.CodeHost = codehost.NewSimulator()
+	}
+	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, cfg: cfg, logger: deps.Logger}
 	svc.Ticker = &Ticker{
 		store: deps.Store, cfg: cfg, clock: deps.Clock, logger: deps.Logger, reporter: deps.Reporter,
 		failEvent: hooks.failEvent, failpoint: hooks.failpoint,
@@ -90,6 +97,10 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 		w := river.NewWorkers()
 		river.AddWorker(w, &TickTownWorker{svc: svc})
 		river.AddWorker(w, &StartAgentWorker{svc: svc})
+		river.AddWorker(w, &StopAgentWorker{svc: svc})
+		river.AddWorker(w, &SendMessageWorker{svc: svc})
+		river.AddWorker(w, &PollPRWorker{svc: svc})
+		river.AddWorker(w, &MergePRWorker{svc: svc})
 		river.AddWorker(w, &SweepWorker{svc: svc})
 		river.AddWorker(w, &MaintenanceWorker{svc: svc})
 		rc.Workers = w

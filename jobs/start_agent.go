@@ -57,30 +57,15 @@ func (w *StartAgentWorker) Work(ctx context.Context, job *river.Job[StartAgentAr
 	}
 	ev := db.NewEvent{
 		Type: reconciler.EventAgentDispatched, AgentID: req.AgentID,
-		Payload:        reconciler.AgentDispatchedPayload{BeadID: req.BeadID},
-		IdempotencyKey: fmt.Sprintf("start_agent:%d", job.ID),
+		Payload: reconciler.AgentDispatchedPayload{BeadID: req.BeadID},
 	}
 	if err != nil {
 		ev.Type = reconciler.EventAgentDispatchFailed
 		ev.Payload = reconciler.AgentDispatchedPayload{BeadID: req.BeadID, Error: err.Error(), Permanent: agentrt.IsPermanent(err)}
 		w.svc.logger.Warn("agent start failed", "town_id", job.Args.TownID, "agent_id", req.AgentID, "error", err)
 	}
-	if _, err := w.svc.Events.Append(ctx, job.Args.TownID, ev); err != nil {
+	if err := w.svc.reportOutcome(ctx, job.Args.TownID, job.ID, ev); err != nil {
 		return fmt.Errorf("report start of agent %s: %w", req.AgentID, err)
 	}
 	return nil
-}
-
-// sideEffectJob turns a side effect of a tick into its job.
-func sideEffectJob(townID string, tickID int64, _ int, se db.SideEffect) river.InsertManyParams {
-	switch se := se.(type) {
-	case db.StartAgent:
-		return river.InsertManyParams{Args: StartAgentArgs{TownID: townID, TickID: tickID, Request: agentrt.StartRequest{
-			TownID: townID, AgentID: se.AgentID, AgentName: se.AgentName, Role: se.Role, BeadID: se.BeadID,
-			BeadTitle: se.BeadTitle, BeadBody: se.BeadBody, RigID: se.RigID, GitURL: se.GitURL,
-			DefaultBranch: se.DefaultBranch, Branch: se.Branch, TargetBranch: se.TargetBranch,
-		}}}
-	default:
-		panic(fmt.Sprintf("no job for side effect %T", se))
-	}
 }

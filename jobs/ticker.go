@@ -58,7 +58,9 @@ type TickResult struct {
 	Heartbeats []db.HeartbeatInput
 	Actions    []reconciler.Action
 	Apply      db.ApplyResult
-	Violations []reconciler.Violation
+	// Housekeeping is what SPEC.md §1.3 step 12 did in this tick.
+	Housekeeping db.HousekeepingResult
+	Violations   []reconciler.Violation
 	// SideEffects are the jobs the tick inserted (or, in a dry run, would insert).
 	SideEffects       []db.SideEffect
 	PendingEventCount int
@@ -81,6 +83,9 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	res := TickResult{TickID: tt.TickID, ClockAt: now}
 
 	// Phase 0: recorded inputs — heartbeats since the last tick, then pending events.
+	if err := tt.CheckDrainTimeout(ctx); err != nil {
+		return res, err
+	}
 	if res.Heartbeats, err = tt.ApplyHeartbeats(ctx); err != nil {
 		return res, err
 	}
@@ -105,6 +110,9 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	if res.Apply, err = tt.ApplyActions(ctx, res.Actions); err != nil {
 		return res, err
 	}
+	if res.Housekeeping, err = tt.Housekeeping(ctx, t.cfg.EventRetention); err != nil {
+		return res, err
+	}
 	res.SideEffects = tt.SideEffects()
 	if len(res.SideEffects) > 0 && !opts.DryRun {
 		if t.insert == nil {
@@ -112,7 +120,7 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		}
 		params := make([]river.InsertManyParams, len(res.SideEffects))
 		for i, se := range res.SideEffects {
-			params[i] = sideEffectJob(townID, tt.TickID, i, se)
+			params[i] = sideEffectJob(townID, tt.TickID, se)
 		}
 		if err := t.insert(ctx, tx, params); err != nil {
 			return res, fmt.Errorf("insert side-effect jobs: %w", err)

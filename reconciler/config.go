@@ -67,3 +67,14 @@ func EffectiveMergeStrategy(town TownConfig, rig *Rig) string {
 	}
 	return MergeStrategyDirect
 }
+
+// EffectiveAutoResolveConflicts is rig override ?? town value ?? true.
+func EffectiveAutoResolveConflicts(town TownConfig, rig *Rig) bool {
+	if rig != nil && rig.Config.AutoResolveMergeConflicts != nil {
+		return *rig.Config.AutoResolveMergeConflicts
+	}
+	if town.Refinery != nil && town.Refinery.AutoResolveMergeConflicts != nil {
+		return *town.Refinery.AutoResolveMergeConflicts
+	}
+	return true
+}

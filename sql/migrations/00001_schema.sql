@@ -196,7 +196,8 @@ CREATE TABLE town_events (
         'escalation_acknowledged', 'container_ready', 'triage_resolved',
         -- side-effect outcomes
         'agent_dispatched', 'agent_dispatch_failed', 'agent_stopped', 'nudge_delivered',
-        'mail_delivered', 'pr_polled', 'pr_poll_failed', 'pr_merge_failed'
+        'nudge_delivery_failed', 'mail_delivered', 'mail_delivery_failed', 'pr_polled',
+        'pr_poll_failed', 'pr_merge_failed'
     )),
     agent_id          uuid,
     bead_id           uuid,

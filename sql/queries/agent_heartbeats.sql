@@ -19,3 +19,7 @@ SELECT * FROM agent_heartbeats WHERE town_id = @town_id AND seq > applied_seq OR
 -- HeartbeatMarkApplied records that a tick took a heartbeat up to @seq.
 UPDATE agent_heartbeats SET applied_seq = @seq
 WHERE town_id = @town_id AND agent_id = @agent_id AND applied_seq < @seq;
+
+-- name: HeartbeatDelete :exec
+-- HeartbeatDelete forgets a deleted agent's heartbeat.
+DELETE FROM agent_heartbeats WHERE town_id = @town_id AND agent_id = @agent_id;

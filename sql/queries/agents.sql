@@ -79,3 +79,7 @@ WHERE town_id = @town_id AND agent_id = @agent_id;
 -- name: AgentFindMayor :one
 -- AgentFindMayor finds the town's mayor.
 SELECT * FROM agents WHERE town_id = @town_id AND role = 'mayor';
+
+-- name: AgentClearCheckpoint :exec
+-- AgentClearCheckpoint clears an agent's resume data.
+UPDATE agents SET checkpoint = NULL WHERE town_id = @town_id AND agent_id = @agent_id;

@@ -51,3 +51,27 @@ SELECT * FROM town_events WHERE town_id = @town_id AND event_id = @event_id;
 -- EventHasPendingAfter reports whether a town has a pending event later than @seq: one
 -- that arrived while a tick ran and may have lost its wake-up.
 SELECT EXISTS (SELECT 1 FROM town_events WHERE town_id = @town_id AND state = 'pending' AND seq > @seq);
+
+-- name: EventDeleteBySubject :exec
+-- EventDeleteBySubject deletes every event about a bead or agent (deleteBead cascade).
+DELETE FROM town_events WHERE town_id = @town_id AND (bead_id = @subject_id OR agent_id = @subject_id);
+
+-- name: EventPruneProcessed :execrows
+-- EventPruneProcessed deletes at most @max_rows processed or dead events created before
+-- @before (bounded batches keep locks short).
+DELETE FROM town_events e
+WHERE e.town_id = @town_id AND e.seq IN (
+    SELECT p.seq FROM town_events p
+    WHERE p.town_id = @town_id AND p.state <> 'pending' AND p.created_at < @before
+    ORDER BY p.seq
+    LIMIT @max_rows
+);
+
+-- name: EventPendingContainerStatusExists :one
+-- EventPendingContainerStatusExists reports whether a pending container_status event with
+-- the same status already waits for the agent (at most one per agent and status).
+SELECT EXISTS (
+    SELECT 1 FROM town_events
+    WHERE town_id = @town_id AND agent_id = @agent_id AND event_type = 'container_status'
+      AND state = 'pending' AND payload ->> 'status' = @status::text
+);

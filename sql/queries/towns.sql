@@ -43,3 +43,21 @@ LIMIT @max_rows;
 -- name: TownDelete :execrows
 -- TownDelete deletes a town and, by cascade, everything in it.
 DELETE FROM towns WHERE town_id = @town_id;
+
+-- name: TownSetDraining :exec
+-- TownSetDraining starts a drain (container eviction) with a fresh nonce.
+UPDATE towns SET draining = true, drain_nonce = @drain_nonce, drain_started_at = @now, updated_at = @now
+WHERE town_id = @town_id;
+
+-- name: TownClearDraining :exec
+-- TownClearDraining ends a drain.
+UPDATE towns SET draining = false, drain_nonce = NULL, drain_started_at = NULL, updated_at = @now
+WHERE town_id = @town_id;
+
+-- name: TownSetContainerInstance :exec
+-- TownSetContainerInstance records the container instance agents last reported from.
+UPDATE towns SET container_instance_id = @container_instance_id WHERE town_id = @town_id;
+
+-- name: TownSetConfig :exec
+-- TownSetConfig replaces a town's configuration.
+UPDATE towns SET config = @config, updated_at = @now WHERE town_id = @town_id;

@@ -10,6 +10,21 @@ import (
 	"time"
 )
 
+const heartbeatDelete = `-- name: HeartbeatDelete :exec
+DELETE FROM agent_heartbeats WHERE town_id = $1 AND agent_id = $2
+`
+
+type HeartbeatDeleteParams struct {
+	TownID  string
+	AgentID string
+}
+
+// HeartbeatDelete forgets a deleted agent's heartbeat.
+func (q *Queries) HeartbeatDelete(ctx context.Context, db DBTX, arg HeartbeatDeleteParams) error {
+	_, err := db.Exec(ctx, heartbeatDelete, arg.TownID, arg.AgentID)
+	return err
+}
+
 const heartbeatListUnapplied = `-- name: HeartbeatListUnapplied :many
 SELECT town_id, agent_id, received_at, last_event_type, last_event_at, active_tools, container_instance_id, seq, applied_seq FROM agent_heartbeats WHERE town_id = $1 AND seq > applied_seq ORDER BY agent_id
 `

@@ -44,6 +44,21 @@ func (q *Queries) AgentApplyHeartbeat(ctx context.Context, db DBTX, arg AgentApp
 	return err
 }
 
+const agentClearCheckpoint = `-- name: AgentClearCheckpoint :exec
+UPDATE agents SET checkpoint = NULL WHERE town_id = $1 AND agent_id = $2
+`
+
+type AgentClearCheckpointParams struct {
+	TownID  string
+	AgentID string
+}
+
+// AgentClearCheckpoint clears an agent's resume data.
+func (q *Queries) AgentClearCheckpoint(ctx context.Context, db DBTX, arg AgentClearCheckpointParams) error {
+	_, err := db.Exec(ctx, agentClearCheckpoint, arg.TownID, arg.AgentID)
+	return err
+}
+
 const agentFindIdlePolecat = `-- name: AgentFindIdlePolecat :one
 SELECT town_id, agent_id, role, name, rig_id, identity, status, current_hook_bead_id, dispatch_attempts, checkpoint, last_activity_at, agent_status_message, agent_status_updated_at, last_event_type, last_event_at, active_tools, stalled_at, container_process_id, created_at FROM agents
 WHERE town_id = $1 AND role = 'polecat' AND rig_id = $2

@@ -10,6 +10,23 @@ import (
 	"time"
 )
 
+const beadClearAssigneeOfTerminal = `-- name: BeadClearAssigneeOfTerminal :exec
+UPDATE beads SET assignee_agent_bead_id = NULL, updated_at = $1
+WHERE town_id = $2 AND assignee_agent_bead_id = $3 AND status IN ('closed', 'failed')
+`
+
+type BeadClearAssigneeOfTerminalParams struct {
+	Now      time.Time
+	TownID   string
+	Assignee *string
+}
+
+// BeadClearAssigneeOfTerminal clears an agent from the terminal beads assigned to it.
+func (q *Queries) BeadClearAssigneeOfTerminal(ctx context.Context, db DBTX, arg BeadClearAssigneeOfTerminalParams) error {
+	_, err := db.Exec(ctx, beadClearAssigneeOfTerminal, arg.Now, arg.TownID, arg.Assignee)
+	return err
+}
+
 const beadCloseOtherMRs = `-- name: BeadCloseOtherMRs :exec
 UPDATE beads b
 SET status = 'closed', closed_at = $1, updated_at = $1
@@ -68,6 +85,39 @@ func (q *Queries) BeadCountByStatus(ctx context.Context, db DBTX, townID string)
 		return nil, err
 	}
 	return items, nil
+}
+
+const beadCountOpenAutoTriageRequests = `-- name: BeadCountOpenAutoTriageRequests :one
+SELECT count(*)::int FROM beads
+WHERE town_id = $1 AND type = 'issue' AND status = 'open' AND labels ? 'gt:triage-request'
+  AND coalesce(metadata ->> 'triage_type', '') <> 'escalation'
+`
+
+// BeadCountOpenAutoTriageRequests counts open triage requests other than escalations (the
+// cap of automatic requests).
+func (q *Queries) BeadCountOpenAutoTriageRequests(ctx context.Context, db DBTX, townID string) (int32, error) {
+	row := db.QueryRow(ctx, beadCountOpenAutoTriageRequests, townID)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
+const beadDelete = `-- name: BeadDelete :execrows
+DELETE FROM beads WHERE town_id = $1 AND bead_id = $2
+`
+
+type BeadDeleteParams struct {
+	TownID string
+	BeadID string
+}
+
+// BeadDelete deletes one bead (edges, satellites and its feed cascade).
+func (q *Queries) BeadDelete(ctx context.Context, db DBTX, arg BeadDeleteParams) (int64, error) {
+	result, err := db.Exec(ctx, beadDelete, arg.TownID, arg.BeadID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const beadExists = `-- name: BeadExists :one
@@ -168,6 +218,47 @@ func (q *Queries) BeadInsert(ctx context.Context, db DBTX, arg BeadInsertParams)
 	return err
 }
 
+const beadLatestLiveMRAssignedTo = `-- name: BeadLatestLiveMRAssignedTo :one
+SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads
+WHERE town_id = $1 AND type = 'merge_request' AND assignee_agent_bead_id = $2
+  AND status NOT IN ('closed', 'failed')
+ORDER BY updated_at DESC, bead_id
+LIMIT 1
+`
+
+type BeadLatestLiveMRAssignedToParams struct {
+	TownID   string
+	Assignee *string
+}
+
+// BeadLatestLiveMRAssignedTo finds the most recently updated non-terminal MR assigned to an
+// agent (the review an unhooked refinery was doing).
+func (q *Queries) BeadLatestLiveMRAssignedTo(ctx context.Context, db DBTX, arg BeadLatestLiveMRAssignedToParams) (Bead, error) {
+	row := db.QueryRow(ctx, beadLatestLiveMRAssignedTo, arg.TownID, arg.Assignee)
+	var i Bead
+	err := row.Scan(
+		&i.TownID,
+		&i.BeadID,
+		&i.Type,
+		&i.Status,
+		&i.Title,
+		&i.Body,
+		&i.RigID,
+		&i.ParentBeadID,
+		&i.AssigneeAgentBeadID,
+		&i.Priority,
+		&i.Labels,
+		&i.Metadata,
+		&i.DispatchAttempts,
+		&i.LastDispatchAttemptAt,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.ClosedAt,
+	)
+	return i, err
+}
+
 const beadList = `-- name: BeadList :many
 SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads
 WHERE town_id = $1
@@ -232,6 +323,85 @@ func (q *Queries) BeadList(ctx context.Context, db DBTX, arg BeadListParams) ([]
 	return items, nil
 }
 
+const beadListAssignedTo = `-- name: BeadListAssignedTo :many
+SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads WHERE town_id = $1 AND assignee_agent_bead_id = $2
+`
+
+type BeadListAssignedToParams struct {
+	TownID   string
+	Assignee *string
+}
+
+// BeadListAssignedTo lists the beads assigned to an agent.
+func (q *Queries) BeadListAssignedTo(ctx context.Context, db DBTX, arg BeadListAssignedToParams) ([]Bead, error) {
+	rows, err := db.Query(ctx, beadListAssignedTo, arg.TownID, arg.Assignee)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Bead{}
+	for rows.Next() {
+		var i Bead
+		if err := rows.Scan(
+			&i.TownID,
+			&i.BeadID,
+			&i.Type,
+			&i.Status,
+			&i.Title,
+			&i.Body,
+			&i.RigID,
+			&i.ParentBeadID,
+			&i.AssigneeAgentBeadID,
+			&i.Priority,
+			&i.Labels,
+			&i.Metadata,
+			&i.DispatchAttempts,
+			&i.LastDispatchAttemptAt,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.ClosedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const beadListChildren = `-- name: BeadListChildren :many
+SELECT bead_id FROM beads WHERE town_id = $1 AND parent_bead_id = $2
+`
+
+type BeadListChildrenParams struct {
+	TownID string
+	BeadID *string
+}
+
+// BeadListChildren lists the beads whose parent is the bead.
+func (q *Queries) BeadListChildren(ctx context.Context, db DBTX, arg BeadListChildrenParams) ([]string, error) {
+	rows, err := db.Query(ctx, beadListChildren, arg.TownID, arg.BeadID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var bead_id string
+		if err := rows.Scan(&bead_id); err != nil {
+			return nil, err
+		}
+		items = append(items, bead_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const beadListForSnapshot = `-- name: BeadListForSnapshot :many
 SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads WHERE town_id = $1 AND type <> 'agent'
 `
@@ -274,6 +444,275 @@ func (q *Queries) BeadListForSnapshot(ctx context.Context, db DBTX, townID strin
 		return nil, err
 	}
 	return items, nil
+}
+
+const beadListOpenTriageRequests = `-- name: BeadListOpenTriageRequests :many
+SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads
+WHERE town_id = $1 AND type = 'issue' AND status = 'open' AND labels ? 'gt:triage-request'
+ORDER BY created_at, bead_id
+`
+
+// BeadListOpenTriageRequests lists the open triage requests, oldest first.
+func (q *Queries) BeadListOpenTriageRequests(ctx context.Context, db DBTX, townID string) ([]Bead, error) {
+	rows, err := db.Query(ctx, beadListOpenTriageRequests, townID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Bead{}
+	for rows.Next() {
+		var i Bead
+		if err := rows.Scan(
+			&i.TownID,
+			&i.BeadID,
+			&i.Type,
+			&i.Status,
+			&i.Title,
+			&i.Body,
+			&i.RigID,
+			&i.ParentBeadID,
+			&i.AssigneeAgentBeadID,
+			&i.Priority,
+			&i.Labels,
+			&i.Metadata,
+			&i.DispatchAttempts,
+			&i.LastDispatchAttemptAt,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.ClosedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const beadListTracked = `-- name: BeadListTracked :many
+SELECT b.town_id, b.bead_id, b.type, b.status, b.title, b.body, b.rig_id, b.parent_bead_id, b.assignee_agent_bead_id, b.priority, b.labels, b.metadata, b.dispatch_attempts, b.last_dispatch_attempt_at, b.created_by, b.created_at, b.updated_at, b.closed_at FROM beads b
+JOIN bead_dependencies d ON d.town_id = b.town_id AND d.depends_on_bead_id = b.bead_id
+WHERE d.town_id = $1 AND d.bead_id = $2 AND d.dependency_type = 'tracks'
+ORDER BY b.created_at, b.bead_id
+`
+
+type BeadListTrackedParams struct {
+	TownID string
+	BeadID string
+}
+
+// BeadListTracked lists the beads a bead tracks (an MR's source, an issue's convoy).
+func (q *Queries) BeadListTracked(ctx context.Context, db DBTX, arg BeadListTrackedParams) ([]Bead, error) {
+	rows, err := db.Query(ctx, beadListTracked, arg.TownID, arg.BeadID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Bead{}
+	for rows.Next() {
+		var i Bead
+		if err := rows.Scan(
+			&i.TownID,
+			&i.BeadID,
+			&i.Type,
+			&i.Status,
+			&i.Title,
+			&i.Body,
+			&i.RigID,
+			&i.ParentBeadID,
+			&i.AssigneeAgentBeadID,
+			&i.Priority,
+			&i.Labels,
+			&i.Metadata,
+			&i.DispatchAttempts,
+			&i.LastDispatchAttemptAt,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.ClosedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const beadListTrackers = `-- name: BeadListTrackers :many
+SELECT b.town_id, b.bead_id, b.type, b.status, b.title, b.body, b.rig_id, b.parent_bead_id, b.assignee_agent_bead_id, b.priority, b.labels, b.metadata, b.dispatch_attempts, b.last_dispatch_attempt_at, b.created_by, b.created_at, b.updated_at, b.closed_at FROM beads b
+JOIN bead_dependencies d ON d.town_id = b.town_id AND d.bead_id = b.bead_id
+WHERE d.town_id = $1 AND d.depends_on_bead_id = $2 AND d.dependency_type = 'tracks'
+ORDER BY b.created_at, b.bead_id
+`
+
+type BeadListTrackersParams struct {
+	TownID string
+	BeadID string
+}
+
+// BeadListTrackers lists the beads that track a bead (its MRs, a convoy's tasks...).
+func (q *Queries) BeadListTrackers(ctx context.Context, db DBTX, arg BeadListTrackersParams) ([]Bead, error) {
+	rows, err := db.Query(ctx, beadListTrackers, arg.TownID, arg.BeadID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Bead{}
+	for rows.Next() {
+		var i Bead
+		if err := rows.Scan(
+			&i.TownID,
+			&i.BeadID,
+			&i.Type,
+			&i.Status,
+			&i.Title,
+			&i.Body,
+			&i.RigID,
+			&i.ParentBeadID,
+			&i.AssigneeAgentBeadID,
+			&i.Priority,
+			&i.Labels,
+			&i.Metadata,
+			&i.DispatchAttempts,
+			&i.LastDispatchAttemptAt,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.ClosedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const beadListUndeliveredMail = `-- name: BeadListUndeliveredMail :many
+SELECT b.town_id, b.bead_id, b.type, b.status, b.title, b.body, b.rig_id, b.parent_bead_id, b.assignee_agent_bead_id, b.priority, b.labels, b.metadata, b.dispatch_attempts, b.last_dispatch_attempt_at, b.created_by, b.created_at, b.updated_at, b.closed_at FROM beads b
+JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
+WHERE b.town_id = $1 AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
+  AND NOT (b.metadata ? 'delivery_requested_at')
+ORDER BY b.created_at, b.bead_id
+LIMIT $2
+`
+
+type BeadListUndeliveredMailParams struct {
+	TownID  string
+	MaxRows int32
+}
+
+// BeadListUndeliveredMail lists open message beads addressed to working agents, oldest
+// first, with the recipient's status.
+func (q *Queries) BeadListUndeliveredMail(ctx context.Context, db DBTX, arg BeadListUndeliveredMailParams) ([]Bead, error) {
+	rows, err := db.Query(ctx, beadListUndeliveredMail, arg.TownID, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Bead{}
+	for rows.Next() {
+		var i Bead
+		if err := rows.Scan(
+			&i.TownID,
+			&i.BeadID,
+			&i.Type,
+			&i.Status,
+			&i.Title,
+			&i.Body,
+			&i.RigID,
+			&i.ParentBeadID,
+			&i.AssigneeAgentBeadID,
+			&i.Priority,
+			&i.Labels,
+			&i.Metadata,
+			&i.DispatchAttempts,
+			&i.LastDispatchAttemptAt,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.ClosedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const beadLiveBlockerWithLabel = `-- name: BeadLiveBlockerWithLabel :one
+SELECT b.town_id, b.bead_id, b.type, b.status, b.title, b.body, b.rig_id, b.parent_bead_id, b.assignee_agent_bead_id, b.priority, b.labels, b.metadata, b.dispatch_attempts, b.last_dispatch_attempt_at, b.created_by, b.created_at, b.updated_at, b.closed_at FROM beads b
+JOIN bead_dependencies d ON d.town_id = b.town_id AND d.depends_on_bead_id = b.bead_id
+WHERE d.town_id = $1 AND d.bead_id = $2 AND d.dependency_type = 'blocks'
+  AND b.status NOT IN ('closed', 'failed') AND b.labels ? $3::text
+ORDER BY b.created_at
+LIMIT 1
+`
+
+type BeadLiveBlockerWithLabelParams struct {
+	TownID string
+	BeadID string
+	Label  string
+}
+
+// BeadLiveBlockerWithLabel finds a non-terminal bead with the label that blocks the bead.
+func (q *Queries) BeadLiveBlockerWithLabel(ctx context.Context, db DBTX, arg BeadLiveBlockerWithLabelParams) (Bead, error) {
+	row := db.QueryRow(ctx, beadLiveBlockerWithLabel, arg.TownID, arg.BeadID, arg.Label)
+	var i Bead
+	err := row.Scan(
+		&i.TownID,
+		&i.BeadID,
+		&i.Type,
+		&i.Status,
+		&i.Title,
+		&i.Body,
+		&i.RigID,
+		&i.ParentBeadID,
+		&i.AssigneeAgentBeadID,
+		&i.Priority,
+		&i.Labels,
+		&i.Metadata,
+		&i.DispatchAttempts,
+		&i.LastDispatchAttemptAt,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.ClosedAt,
+	)
+	return i, err
+}
+
+const beadLiveTriageBatchExists = `-- name: BeadLiveTriageBatchExists :one
+SELECT EXISTS (
+    SELECT 1 FROM beads
+    WHERE town_id = $1 AND type = 'issue' AND labels ? 'gt:triage' AND created_by = 'patrol'
+      AND (status IN ('open', 'in_progress') OR (status = 'failed' AND updated_at >= $2))
+)
+`
+
+type BeadLiveTriageBatchExistsParams struct {
+	TownID      string
+	FailedSince time.Time
+}
+
+// BeadLiveTriageBatchExists reports whether a triage batch bead is open or in progress, or
+// failed since @failed_since (the dispatch cooldown).
+func (q *Queries) BeadLiveTriageBatchExists(ctx context.Context, db DBTX, arg BeadLiveTriageBatchExistsParams) (bool, error) {
+	row := db.QueryRow(ctx, beadLiveTriageBatchExists, arg.TownID, arg.FailedSince)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
 }
 
 const beadMergeMetadata = `-- name: BeadMergeMetadata :exec
@@ -322,6 +761,30 @@ func (q *Queries) BeadOpenMessageExists(ctx context.Context, db DBTX, arg BeadOp
 	return exists, err
 }
 
+const beadOpenTriageRequestExists = `-- name: BeadOpenTriageRequestExists :one
+SELECT EXISTS (
+    SELECT 1 FROM beads
+    WHERE town_id = $1 AND type = 'issue' AND status = 'open' AND labels ? 'gt:triage-request'
+      AND metadata ->> 'triage_type' = $2::text
+      AND assignee_agent_bead_id IS NOT DISTINCT FROM $3::text
+)
+`
+
+type BeadOpenTriageRequestExistsParams struct {
+	TownID     string
+	TriageType string
+	AgentID    *string
+}
+
+// BeadOpenTriageRequestExists reports whether an open triage request of a type exists for
+// an agent (dedupe).
+func (q *Queries) BeadOpenTriageRequestExists(ctx context.Context, db DBTX, arg BeadOpenTriageRequestExistsParams) (bool, error) {
+	row := db.QueryRow(ctx, beadOpenTriageRequestExists, arg.TownID, arg.TriageType, arg.AgentID)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const beadRecordDispatchAttempt = `-- name: BeadRecordDispatchAttempt :exec
 UPDATE beads
 SET dispatch_attempts = dispatch_attempts + 1, last_dispatch_attempt_at = $1, updated_at = $1
@@ -337,6 +800,63 @@ type BeadRecordDispatchAttemptParams struct {
 // BeadRecordDispatchAttempt counts a dispatch attempt of a bead.
 func (q *Queries) BeadRecordDispatchAttempt(ctx context.Context, db DBTX, arg BeadRecordDispatchAttemptParams) error {
 	_, err := db.Exec(ctx, beadRecordDispatchAttempt, arg.Now, arg.TownID, arg.BeadID)
+	return err
+}
+
+const beadRemoveMetadataKeys = `-- name: BeadRemoveMetadataKeys :exec
+UPDATE beads SET metadata = metadata - $1::text[], updated_at = $2
+WHERE town_id = $3 AND bead_id = $4
+`
+
+type BeadRemoveMetadataKeysParams struct {
+	Keys   []string
+	Now    time.Time
+	TownID string
+	BeadID string
+}
+
+// BeadRemoveMetadataKeys removes keys from a bead's metadata.
+func (q *Queries) BeadRemoveMetadataKeys(ctx context.Context, db DBTX, arg BeadRemoveMetadataKeysParams) error {
+	_, err := db.Exec(ctx, beadRemoveMetadataKeys,
+		arg.Keys,
+		arg.Now,
+		arg.TownID,
+		arg.BeadID,
+	)
+	return err
+}
+
+const beadReopenAssignedTo = `-- name: BeadReopenAssignedTo :exec
+UPDATE beads SET status = 'open', assignee_agent_bead_id = NULL, updated_at = $1
+WHERE town_id = $2 AND assignee_agent_bead_id = $3 AND status NOT IN ('closed', 'failed')
+`
+
+type BeadReopenAssignedToParams struct {
+	Now      time.Time
+	TownID   string
+	Assignee *string
+}
+
+// BeadReopenAssignedTo gives an agent's live beads back: open and unassigned.
+func (q *Queries) BeadReopenAssignedTo(ctx context.Context, db DBTX, arg BeadReopenAssignedToParams) error {
+	_, err := db.Exec(ctx, beadReopenAssignedTo, arg.Now, arg.TownID, arg.Assignee)
+	return err
+}
+
+const beadResetDispatch = `-- name: BeadResetDispatch :exec
+UPDATE beads SET dispatch_attempts = 0, last_dispatch_attempt_at = NULL, updated_at = $1
+WHERE town_id = $2 AND bead_id = $3
+`
+
+type BeadResetDispatchParams struct {
+	Now    time.Time
+	TownID string
+	BeadID string
+}
+
+// BeadResetDispatch zeroes a bead's dispatch attempts and forgets the last attempt.
+func (q *Queries) BeadResetDispatch(ctx context.Context, db DBTX, arg BeadResetDispatchParams) error {
+	_, err := db.Exec(ctx, beadResetDispatch, arg.Now, arg.TownID, arg.BeadID)
 	return err
 }
 
@@ -385,5 +905,21 @@ func (q *Queries) BeadSetStatus(ctx context.Context, db DBTX, arg BeadSetStatusP
 		arg.TownID,
 		arg.BeadID,
 	)
+	return err
+}
+
+const beadTouch = `-- name: BeadTouch :exec
+UPDATE beads SET updated_at = $1 WHERE town_id = $2 AND bead_id = $3
+`
+
+type BeadTouchParams struct {
+	Now    time.Time
+	TownID string
+	BeadID string
+}
+
+// BeadTouch moves a bead's updated_at (staleness timers restart).
+func (q *Queries) BeadTouch(ctx context.Context, db DBTX, arg BeadTouchParams) error {
+	_, err := db.Exec(ctx, beadTouch, arg.Now, arg.TownID, arg.BeadID)
 	return err
 }

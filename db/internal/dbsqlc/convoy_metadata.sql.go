@@ -7,6 +7,7 @@ package dbsqlc
 
 import (
 	"context"
+	"time"
 )
 
 const convoyGet = `-- name: ConvoyGet :one
@@ -33,6 +34,33 @@ func (q *Queries) ConvoyGet(ctx context.Context, db DBTX, arg ConvoyGetParams) (
 		&i.Staged,
 	)
 	return i, err
+}
+
+const convoyInsert = `-- name: ConvoyInsert :exec
+INSERT INTO convoy_metadata (town_id, bead_id, total_beads, feature_branch, merge_mode, staged)
+VALUES ($1, $2, $3, $4, $5, $6)
+`
+
+type ConvoyInsertParams struct {
+	TownID        string
+	BeadID        string
+	TotalBeads    int32
+	FeatureBranch *string
+	MergeMode     *string
+	Staged        bool
+}
+
+// ConvoyInsert adds the metadata of a convoy bead.
+func (q *Queries) ConvoyInsert(ctx context.Context, db DBTX, arg ConvoyInsertParams) error {
+	_, err := db.Exec(ctx, convoyInsert,
+		arg.TownID,
+		arg.BeadID,
+		arg.TotalBeads,
+		arg.FeatureBranch,
+		arg.MergeMode,
+		arg.Staged,
+	)
+	return err
 }
 
 const convoyListByTown = `-- name: ConvoyListByTown :many
@@ -67,4 +95,84 @@ func (q *Queries) ConvoyListByTown(ctx context.Context, db DBTX, townID string) 
 		return nil, err
 	}
 	return items, nil
+}
+
+const convoyProgress = `-- name: ConvoyProgress :one
+SELECT count(*)::int AS total,
+       count(*) FILTER (WHERE t.status IN ('closed', 'failed') AND NOT EXISTS (
+           SELECT 1 FROM bead_dependencies md
+           JOIN beads mr ON mr.town_id = md.town_id AND mr.bead_id = md.bead_id
+           WHERE md.town_id = t.town_id AND md.depends_on_bead_id = t.bead_id AND md.dependency_type = 'tracks'
+             AND mr.type = 'merge_request' AND mr.status IN ('open', 'in_progress')))::int AS done
+FROM bead_dependencies d
+JOIN beads t ON t.town_id = d.town_id AND t.bead_id = d.bead_id
+WHERE d.town_id = $1 AND d.depends_on_bead_id = $2 AND d.dependency_type = 'tracks'
+  AND t.type <> 'merge_request'
+`
+
+type ConvoyProgressParams struct {
+	TownID   string
+	ConvoyID string
+}
+
+type ConvoyProgressRow struct {
+	Total int32
+	Done  int32
+}
+
+// ConvoyProgress counts a convoy's tracked beads, and those that are terminal with no open
+// or in_progress MR tracking them.
+func (q *Queries) ConvoyProgress(ctx context.Context, db DBTX, arg ConvoyProgressParams) (ConvoyProgressRow, error) {
+	row := db.QueryRow(ctx, convoyProgress, arg.TownID, arg.ConvoyID)
+	var i ConvoyProgressRow
+	err := row.Scan(&i.Total, &i.Done)
+	return i, err
+}
+
+const convoySetClosedBeads = `-- name: ConvoySetClosedBeads :exec
+UPDATE convoy_metadata SET closed_beads = $1 WHERE town_id = $2 AND bead_id = $3
+`
+
+type ConvoySetClosedBeadsParams struct {
+	ClosedBeads int32
+	TownID      string
+	BeadID      string
+}
+
+// ConvoySetClosedBeads records a convoy's progress.
+func (q *Queries) ConvoySetClosedBeads(ctx context.Context, db DBTX, arg ConvoySetClosedBeadsParams) error {
+	_, err := db.Exec(ctx, convoySetClosedBeads, arg.ClosedBeads, arg.TownID, arg.BeadID)
+	return err
+}
+
+const convoySetLanded = `-- name: ConvoySetLanded :exec
+UPDATE convoy_metadata SET landed_at = $1 WHERE town_id = $2 AND bead_id = $3
+`
+
+type ConvoySetLandedParams struct {
+	LandedAt *time.Time
+	TownID   string
+	BeadID   string
+}
+
+// ConvoySetLanded records when a convoy landed.
+func (q *Queries) ConvoySetLanded(ctx context.Context, db DBTX, arg ConvoySetLandedParams) error {
+	_, err := db.Exec(ctx, convoySetLanded, arg.LandedAt, arg.TownID, arg.BeadID)
+	return err
+}
+
+const convoySetStaged = `-- name: ConvoySetStaged :exec
+UPDATE convoy_metadata SET staged = $1 WHERE town_id = $2 AND bead_id = $3
+`
+
+type ConvoySetStagedParams struct {
+	Staged bool
+	TownID string
+	BeadID string
+}
+
+// ConvoySetStaged stages or starts a convoy.
+func (q *Queries) ConvoySetStaged(ctx context.Context, db DBTX, arg ConvoySetStagedParams) error {
+	_, err := db.Exec(ctx, convoySetStaged, arg.Staged, arg.TownID, arg.BeadID)
+	return err
 }

@@ -7,6 +7,7 @@ package dbsqlc
 
 import (
 	"context"
+	"time"
 )
 
 const reviewGet = `-- name: ReviewGet :one
@@ -94,6 +95,53 @@ func (q *Queries) ReviewListByTown(ctx context.Context, db DBTX, townID string) 
 		return nil, err
 	}
 	return items, nil
+}
+
+const reviewResetRetryCount = `-- name: ReviewResetRetryCount :exec
+UPDATE review_metadata SET retry_count = 0 WHERE town_id = $1 AND bead_id = $2
+`
+
+type ReviewResetRetryCountParams struct {
+	TownID string
+	BeadID string
+}
+
+// ReviewResetRetryCount zeroes an MR's retry count.
+func (q *Queries) ReviewResetRetryCount(ctx context.Context, db DBTX, arg ReviewResetRetryCountParams) error {
+	_, err := db.Exec(ctx, reviewResetRetryCount, arg.TownID, arg.BeadID)
+	return err
+}
+
+const reviewSetAutoMergeReadySince = `-- name: ReviewSetAutoMergeReadySince :exec
+UPDATE review_metadata SET auto_merge_ready_since = $1 WHERE town_id = $2 AND bead_id = $3
+`
+
+type ReviewSetAutoMergeReadySinceParams struct {
+	ReadySince *time.Time
+	TownID     string
+	BeadID     string
+}
+
+// ReviewSetAutoMergeReadySince starts (or with NULL clears) the all-green grace period.
+func (q *Queries) ReviewSetAutoMergeReadySince(ctx context.Context, db DBTX, arg ReviewSetAutoMergeReadySinceParams) error {
+	_, err := db.Exec(ctx, reviewSetAutoMergeReadySince, arg.ReadySince, arg.TownID, arg.BeadID)
+	return err
+}
+
+const reviewSetLastFeedbackCheck = `-- name: ReviewSetLastFeedbackCheck :exec
+UPDATE review_metadata SET last_feedback_check_at = $1 WHERE town_id = $2 AND bead_id = $3
+`
+
+type ReviewSetLastFeedbackCheckParams struct {
+	CheckedAt *time.Time
+	TownID    string
+	BeadID    string
+}
+
+// ReviewSetLastFeedbackCheck records when PR feedback was last looked at.
+func (q *Queries) ReviewSetLastFeedbackCheck(ctx context.Context, db DBTX, arg ReviewSetLastFeedbackCheckParams) error {
+	_, err := db.Exec(ctx, reviewSetLastFeedbackCheck, arg.CheckedAt, arg.TownID, arg.BeadID)
+	return err
 }
 
 const reviewSetPRURL = `-- name: ReviewSetPRURL :exec

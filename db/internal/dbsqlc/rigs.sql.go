@@ -10,6 +10,24 @@ import (
 	"time"
 )
 
+const rigDelete = `-- name: RigDelete :execrows
+DELETE FROM rigs WHERE town_id = $1 AND rig_id = $2
+`
+
+type RigDeleteParams struct {
+	TownID string
+	RigID  string
+}
+
+// RigDelete deletes a rig.
+func (q *Queries) RigDelete(ctx context.Context, db DBTX, arg RigDeleteParams) (int64, error) {
+	result, err := db.Exec(ctx, rigDelete, arg.TownID, arg.RigID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const rigGet = `-- name: RigGet :one
 SELECT town_id, rig_id, name, git_url, default_branch, config, created_at FROM rigs WHERE town_id = $1 AND rig_id = $2
 `
@@ -96,4 +114,31 @@ func (q *Queries) RigListByTown(ctx context.Context, db DBTX, townID string) ([]
 		return nil, err
 	}
 	return items, nil
+}
+
+const rigUpdate = `-- name: RigUpdate :exec
+UPDATE rigs SET name = $1, git_url = $2, default_branch = $3, config = $4
+WHERE town_id = $5 AND rig_id = $6
+`
+
+type RigUpdateParams struct {
+	Name          string
+	GitUrl        string
+	DefaultBranch string
+	Config        []byte
+	TownID        string
+	RigID         string
+}
+
+// RigUpdate replaces a rig's settings.
+func (q *Queries) RigUpdate(ctx context.Context, db DBTX, arg RigUpdateParams) error {
+	_, err := db.Exec(ctx, rigUpdate,
+		arg.Name,
+		arg.GitUrl,
+		arg.DefaultBranch,
+		arg.Config,
+		arg.TownID,
+		arg.RigID,
+	)
+	return err
 }

@@ -22,6 +22,21 @@ func (q *Queries) EventCountPending(ctx context.Context, db DBTX, townID string)
 	return column_1, err
 }
 
+const eventDeleteBySubject = `-- name: EventDeleteBySubject :exec
+DELETE FROM town_events WHERE town_id = $1 AND (bead_id = $2 OR agent_id = $2)
+`
+
+type EventDeleteBySubjectParams struct {
+	TownID    string
+	SubjectID *string
+}
+
+// EventDeleteBySubject deletes every event about a bead or agent (deleteBead cascade).
+func (q *Queries) EventDeleteBySubject(ctx context.Context, db DBTX, arg EventDeleteBySubjectParams) error {
+	_, err := db.Exec(ctx, eventDeleteBySubject, arg.TownID, arg.SubjectID)
+	return err
+}
+
 const eventGet = `-- name: EventGet :one
 SELECT seq, town_id, event_id, event_type, agent_id, bead_id, payload, state, attempts, last_error, idempotency_key, created_at, processed_at, processed_tick_id FROM town_events WHERE town_id = $1 AND event_id = $2
 `
@@ -242,6 +257,55 @@ func (q *Queries) EventMarkProcessed(ctx context.Context, db DBTX, arg EventMark
 		arg.Seq,
 	)
 	return err
+}
+
+const eventPendingContainerStatusExists = `-- name: EventPendingContainerStatusExists :one
+SELECT EXISTS (
+    SELECT 1 FROM town_events
+    WHERE town_id = $1 AND agent_id = $2 AND event_type = 'container_status'
+      AND state = 'pending' AND payload ->> 'status' = $3::text
+)
+`
+
+type EventPendingContainerStatusExistsParams struct {
+	TownID  string
+	AgentID *string
+	Status  string
+}
+
+// EventPendingContainerStatusExists reports whether a pending container_status event with
+// the same status already waits for the agent (at most one per agent and status).
+func (q *Queries) EventPendingContainerStatusExists(ctx context.Context, db DBTX, arg EventPendingContainerStatusExistsParams) (bool, error) {
+	row := db.QueryRow(ctx, eventPendingContainerStatusExists, arg.TownID, arg.AgentID, arg.Status)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
+const eventPruneProcessed = `-- name: EventPruneProcessed :execrows
+DELETE FROM town_events e
+WHERE e.town_id = $1 AND e.seq IN (
+    SELECT p.seq FROM town_events p
+    WHERE p.town_id = $1 AND p.state <> 'pending' AND p.created_at < $2
+    ORDER BY p.seq
+    LIMIT $3
+)
+`
+
+type EventPruneProcessedParams struct {
+	TownID  string
+	Before  time.Time
+	MaxRows int32
+}
+
+// EventPruneProcessed deletes at most @max_rows processed or dead events created before
+// @before (bounded batches keep locks short).
+func (q *Queries) EventPruneProcessed(ctx context.Context, db DBTX, arg EventPruneProcessedParams) (int64, error) {
+	result, err := db.Exec(ctx, eventPruneProcessed, arg.TownID, arg.Before, arg.MaxRows)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const eventRecordFailure = `-- name: EventRecordFailure :exec

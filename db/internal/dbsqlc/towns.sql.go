@@ -10,6 +10,22 @@ import (
 	"time"
 )
 
+const townClearDraining = `-- name: TownClearDraining :exec
+UPDATE towns SET draining = false, drain_nonce = NULL, drain_started_at = NULL, updated_at = $1
+WHERE town_id = $2
+`
+
+type TownClearDrainingParams struct {
+	Now    time.Time
+	TownID string
+}
+
+// TownClearDraining ends a drain.
+func (q *Queries) TownClearDraining(ctx context.Context, db DBTX, arg TownClearDrainingParams) error {
+	_, err := db.Exec(ctx, townClearDraining, arg.Now, arg.TownID)
+	return err
+}
+
 const townDelete = `-- name: TownDelete :execrows
 DELETE FROM towns WHERE town_id = $1
 `
@@ -232,4 +248,52 @@ func (q *Queries) TownLockForTickWait(ctx context.Context, db DBTX, townID strin
 		&i.UpdatedAt,
 	)
 	return i, err
+}
+
+const townSetConfig = `-- name: TownSetConfig :exec
+UPDATE towns SET config = $1, updated_at = $2 WHERE town_id = $3
+`
+
+type TownSetConfigParams struct {
+	Config []byte
+	Now    time.Time
+	TownID string
+}
+
+// TownSetConfig replaces a town's configuration.
+func (q *Queries) TownSetConfig(ctx context.Context, db DBTX, arg TownSetConfigParams) error {
+	_, err := db.Exec(ctx, townSetConfig, arg.Config, arg.Now, arg.TownID)
+	return err
+}
+
+const townSetContainerInstance = `-- name: TownSetContainerInstance :exec
+UPDATE towns SET container_instance_id = $1 WHERE town_id = $2
+`
+
+type TownSetContainerInstanceParams struct {
+	ContainerInstanceID *string
+	TownID              string
+}
+
+// TownSetContainerInstance records the container instance agents last reported from.
+func (q *Queries) TownSetContainerInstance(ctx context.Context, db DBTX, arg TownSetContainerInstanceParams) error {
+	_, err := db.Exec(ctx, townSetContainerInstance, arg.ContainerInstanceID, arg.TownID)
+	return err
+}
+
+const townSetDraining = `-- name: TownSetDraining :exec
+UPDATE towns SET draining = true, drain_nonce = $1, drain_started_at = $2, updated_at = $2
+WHERE town_id = $3
+`
+
+type TownSetDrainingParams struct {
+	DrainNonce *string
+	Now        *time.Time
+	TownID     string
+}
+
+// TownSetDraining starts a drain (container eviction) with a fresh nonce.
+func (q *Queries) TownSetDraining(ctx context.Context, db DBTX, arg TownSetDrainingParams) error {
+	_, err := db.Exec(ctx, townSetDraining, arg.DrainNonce, arg.Now, arg.TownID)
+	return err
 }

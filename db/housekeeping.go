@@ -1,0 +1,140 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gastown/db/internal/dbsqlc"
+	"gastown/reconciler"
+)
+
+// Housekeeping bounds.
+const (
+	mailPerTick = 50
+	// PruneBatch bounds how many old events one tick deletes.
+	PruneBatch = 500
+	// triageCooldown keeps a failed triage batch from being replaced at once.
+	triageCooldown   = 5 * time.Minute
+	reEscalationStep = 4 * time.Hour
+)
+
+// HousekeepingResult counts what housekeeping did.
+type HousekeepingResult struct {
+	MailRequested int
+	NudgesExpired int
+	ReEscalated   int
+	TriageBatch   bool
+	EventsPruned  int
+}
+
+// Housekeeping is SPEC.md §1.3 step 12, inside the tick: deliver mail to working agents,
+// expire nudges, re-escalate stale escalations, start a triage batch when triage requests
+// wait, and prune old processed events (a bounded batch per tick).
+func (t *TownTx) Housekeeping(ctx context.Context, retention time.Duration) (HousekeepingResult, error) {
+	var res HousekeepingResult
+	mail, err := t.q.BeadListUndeliveredMail(ctx, t.db, dbsqlc.BeadListUndeliveredMailParams{TownID: t.TownID, MaxRows: mailPerTick})
+	if err != nil {
+		return res, fmt.Errorf("list mail: %w", err)
+	}
+	for _, row := range mail {
+		m := beadFromInternal(row)
+		if err := t.mergeMetadata(ctx, m.ID, map[string]any{"delivery_requested_at": t.Now}); err != nil {
+			return res, err
+		}
+		t.addSideEffect(SendMessageEffect{AgentID: m.AssigneeID, Message: m.Title + "\n\n" + m.Body, MailBeadID: m.ID})
+		res.MailRequested++
+	}
+	n, err := t.q.NudgeDeleteExpired(ctx, t.db, dbsqlc.NudgeDeleteExpiredParams{TownID: t.TownID, Now: &t.Now})
+	if err != nil {
+		return res, fmt.Errorf("expire nudges: %w", err)
+	}
+	res.NudgesExpired = int(n)
+	if res.ReEscalated, err = t.reEscalate(ctx); err != nil {
+		return res, err
+	}
+	if res.TriageBatch, err = t.maybeStartTriage(ctx); err != nil {
+		return res, err
+	}
+	pruned, err := t.q.EventPruneProcessed(ctx, t.db, dbsqlc.EventPruneProcessedParams{TownID: t.TownID, Before: t.Now.Add(-retention), MaxRows: PruneBatch})
+	if err != nil {
+		return res, fmt.Errorf("prune events: %w", err)
+	}
+	res.EventsPruned = int(pruned)
+	return res, nil
+}
+
+var nextSeverity = map[string]reconciler.Priority{
+	"low": reconciler.PriorityMedium, "medium": reconciler.PriorityHigh,
+	"high": reconciler.PriorityCritical, "critical": reconciler.PriorityCritical,
+}
+
+// reEscalate bumps the severity of unacknowledged escalations every (n+1)×4 h, at most
+// MaxReEscalations times, and tells the mayor.
+func (t *TownTx) reEscalate(ctx context.Context) (int, error) {
+	rows, err := t.q.EscalationListUnacknowledged(ctx, t.db, dbsqlc.EscalationListUnacknowledgedParams{TownID: t.TownID, MaxCount: reconciler.MaxReEscalations})
+	if err != nil {
+		return 0, fmt.Errorf("list escalations: %w", err)
+	}
+	count := 0
+	for _, e := range rows {
+		due := time.Duration(e.ReEscalationCount+1) * reEscalationStep
+		if t.Now.Sub(e.BeadCreatedAt) <= due {
+			continue
+		}
+		sev := nextSeverity[e.Severity]
+		if err := t.q.EscalationBump(ctx, t.db, dbsqlc.EscalationBumpParams{TownID: t.TownID, BeadID: e.BeadID, Severity: string(sev)}); err != nil {
+			return count, fmt.Errorf("bump escalation %s: %w", e.BeadID, err)
+		}
+		if err := t.logBeadEvent(ctx, e.BeadID, "", "escalated", e.Severity, string(sev), map[string]any{"re_escalation": e.ReEscalationCount + 1}); err != nil {
+			return count, err
+		}
+		if sev != reconciler.PriorityLow {
+			if err := t.notifyMayor(ctx, fmt.Sprintf("Escalation %s is unacknowledged and now %s.", e.BeadID, sev)); err != nil {
+				return count, err
+			}
+		}
+		count++
+	}
+	return count, nil
+}
+
+// maybeStartTriage creates a triage batch bead when triage requests wait and no batch is
+// live (or failed within the cooldown). Rule B1 dispatches it like any issue of its rig;
+// the agent's gt_done closes it.
+func (t *TownTx) maybeStartTriage(ctx context.Context) (bool, error) {
+	reqs, err := t.q.BeadCountOpenAutoTriageRequests(ctx, t.db, t.TownID)
+	if err != nil {
+		return false, fmt.Errorf("count triage requests: %w", err)
+	}
+	if reqs == 0 {
+		// Escalation-type requests also wait for triage.
+		all, err := t.q.BeadListOpenTriageRequests(ctx, t.db, t.TownID)
+		if err != nil {
+			return false, fmt.Errorf("list triage requests: %w", err)
+		}
+		if len(all) == 0 {
+			return false, nil
+		}
+	}
+	live, err := t.q.BeadLiveTriageBatchExists(ctx, t.db, dbsqlc.BeadLiveTriageBatchExistsParams{TownID: t.TownID, FailedSince: t.Now.Add(-triageCooldown)})
+	if err != nil {
+		return false, fmt.Errorf("check triage batch: %w", err)
+	}
+	if live {
+		return false, nil
+	}
+	rigs, err := t.q.RigListByTown(ctx, t.db, t.TownID)
+	if err != nil {
+		return false, fmt.Errorf("list rigs: %w", err)
+	}
+	if len(rigs) == 0 {
+		return false, nil
+	}
+	_, err = t.insertBead(ctx, newBead{
+		Type: reconciler.BeadIssue, Title: "Triage pending requests", RigID: rigs[0].RigID,
+		Labels: []string{reconciler.LabelTriage}, CreatedBy: reconciler.CreatedByPatrol,
+		Body: "Resolve every open gt:triage-request with gt_triage_resolve, then call gt_done.",
+	})
+	return err == nil, err
+}
