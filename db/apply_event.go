@@ -46,7 +46,7 @@ func (t *TownTx) applyBeadCreated(ctx context.Context, beadID string, p reconcil
 	if err := t.q.BeadInsert(ctx, t.db, dbsqlc.BeadInsertParams{
 		TownID: t.TownID, BeadID: beadID, Type: string(p.Type), Status: string(reconciler.StatusOpen),
 		Title: p.Title, Body: ptr(p.Body), RigID: ptr(p.RigID), ParentBeadID: ptr(p.ParentID),
-		Priority: string(p.Priority), Labels: mustJSON(p.Labels), Metadata: mustJSON(p.Metadata),
+		AssigneeAgentBeadID: ptr(p.AssigneeID), Priority: string(p.Priority), Labels: mustJSON(p.Labels), Metadata: mustJSON(p.Metadata),
 		CreatedBy: ptr(p.CreatedBy), Now: t.Now,
 	}); err != nil {
 		return fmt.Errorf("insert bead %s: %w", beadID, err)
@@ -92,8 +92,16 @@ func (t *TownTx) agentDone(ctx context.Context, agentID string, p reconciler.Age
 		if a.Role == reconciler.RoleRefinery {
 			return t.unhookedRefineryDone(ctx, a, p)
 		}
-		t.logger.Warn("agent_done from an agent without a hook; ignored", "agent_id", a.ID, "role", a.Role)
-		return nil
+		// Its exit may have been applied first and unhooked it (SPEC.md §9 item 3): the
+		// bead it worked on still names it as assignee and is still in progress.
+		b, found, err := t.liveWorkOf(ctx, a.ID)
+		if err != nil || !found {
+			if err == nil {
+				t.logger.Warn("agent_done from an agent without a hook or live work; ignored", "agent_id", a.ID, "role", a.Role)
+			}
+			return err
+		}
+		return t.polecatDone(ctx, a, b, p)
 	}
 	b, err := t.bead(ctx, a.HookBeadID)
 	if err != nil {
@@ -125,18 +133,42 @@ func (t *TownTx) agentDone(ctx context.Context, agentID string, p reconciler.Age
 		}
 		return t.unhookBead(ctx, a) // also sets the refinery idle
 	default:
-		if strings.TrimSpace(p.Branch) == "" {
-			return errors.New("agent_done without a branch")
-		}
-		if _, err := t.submitToReviewQueue(ctx, a.ID, b, p); err != nil {
-			return err
-		}
-		if err := t.unhookBead(ctx, a); err != nil {
-			return err
-		}
-		_, err := t.updateBeadStatus(ctx, b, reconciler.StatusInReview, a.ID, "")
+		return t.polecatDone(ctx, a, b, p)
+	}
+}
+
+// polecatDone submits a polecat's finished bead to the review queue: the MR opens, the
+// agent is unhooked, the bead goes in_review.
+func (t *TownTx) polecatDone(ctx context.Context, a reconciler.Agent, b reconciler.Bead, p reconciler.AgentDonePayload) error {
+	if strings.TrimSpace(p.Branch) == "" {
+		return errors.New("agent_done without a branch")
+	}
+	if _, err := t.submitToReviewQueue(ctx, a.ID, b, p); err != nil {
 		return err
 	}
+	if err := t.unhookBead(ctx, a); err != nil {
+		return err
+	}
+	_, err := t.updateBeadStatus(ctx, b, reconciler.StatusInReview, a.ID, "")
+	return err
+}
+
+// liveWorkOf finds the one in_progress issue assigned to an agent.
+func (t *TownTx) liveWorkOf(ctx context.Context, agentID string) (reconciler.Bead, bool, error) {
+	rows, err := t.q.BeadListAssignedTo(ctx, t.db, dbsqlc.BeadListAssignedToParams{TownID: t.TownID, Assignee: &agentID})
+	if err != nil {
+		return reconciler.Bead{}, false, fmt.Errorf("list beads of agent %s: %w", agentID, err)
+	}
+	var found []reconciler.Bead
+	for _, r := range rows {
+		if b := beadFromInternal(r); b.Type == reconciler.BeadIssue && b.Status == reconciler.StatusInProgress {
+			found = append(found, b)
+		}
+	}
+	if len(found) != 1 {
+		return reconciler.Bead{}, false, nil
+	}
+	return found[0], true, nil
 }
 
 // agentCompleted applies agent_completed (SPEC.md §3.3): the agent's process exited.

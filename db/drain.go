@@ -181,7 +181,7 @@ func needsBead[P any](f func(t *TownTx, ctx context.Context, beadID string, p P)
 	})
 }
 
-func noop(*TownTx, context.Context, Event) error { return nil }
+func (*TownTx) noop(context.Context, Event) error { return nil }
 
 var eventHandlers map[reconciler.EventType]eventHandler
 
@@ -198,12 +198,12 @@ func init() {
 		reconciler.EventAgentDone:              needsAgent((*TownTx).agentDone),
 		reconciler.EventAgentCompleted:         needsAgent((*TownTx).agentCompleted),
 		reconciler.EventAgentDispatched:        handle((*TownTx).agentDispatched),
-		reconciler.EventAgentDispatchFailed:    noop, // recovery is the rules' (A1, B3, R6); the event is the record
-		reconciler.EventAgentStopped:           noop,
+		reconciler.EventAgentDispatchFailed:    (*TownTx).noop, // recovery is the rules' (A1, B3, R6); the event is the record
+		reconciler.EventAgentStopped:           (*TownTx).noop,
 		reconciler.EventContainerStatus:        needsAgent((*TownTx).containerStatus),
 		reconciler.EventContainerEviction:      handle((*TownTx).containerEviction),
 		reconciler.EventContainerReady:         handle((*TownTx).containerReady),
-		reconciler.EventNudgeTimeout:           noop,
+		reconciler.EventNudgeTimeout:           (*TownTx).noop,
 		reconciler.EventPRStatusChanged:        needsBead((*TownTx).prStatusChanged),
 		reconciler.EventBeadCancelled:          needsBead((*TownTx).beadCancelled),
 		reconciler.EventBeadStatusChanged:      needsBead((*TownTx).beadStatusChanged),
@@ -216,7 +216,7 @@ func init() {
 		reconciler.EventPRPollFailed:           handle((*TownTx).prPollFailed),
 		reconciler.EventPRMergeFailed:          handle((*TownTx).prMergeFailed),
 		reconciler.EventNudgeDelivered:         handle((*TownTx).nudgeDelivered),
-		reconciler.EventNudgeDeliveryFailed:    noop, // the nudge stays queued for the agent to pull
+		reconciler.EventNudgeDeliveryFailed:    (*TownTx).noop, // the nudge stays queued for the agent to pull
 		reconciler.EventMailDelivered:          handle((*TownTx).mailDelivered),
 		reconciler.EventMailDeliveryFailed:     handle((*TownTx).mailDeliveryFailed),
 		reconciler.EventEscalationAcknowledged: needsBead((*TownTx).escalationAcknowledged),

@@ -157,3 +157,23 @@ func (s *Store) HasPendingEventsAfter(ctx context.Context, townID string, seq in
 	}
 	return ok, nil
 }
+
+// RecordContainerStatus records a non-running container status observed for an agent
+// (SPEC.md §3.1): "running" is never stored (it was most of the reference's event
+// volume), and a status already pending for the agent is not stored twice. It reports
+// whether an event was appended; the caller wakes the town.
+func (s *Store) RecordContainerStatus(ctx context.Context, q Querier, townID, agentID, status, exitReason string) (bool, error) {
+	if status == "running" || status == "" {
+		return false, nil
+	}
+	dup, err := s.q.EventPendingContainerStatusExists(ctx, q, dbsqlc.EventPendingContainerStatusExistsParams{TownID: townID, AgentID: &agentID, Status: status})
+	if err != nil {
+		return false, fmt.Errorf("check pending container status: %w", err)
+	}
+	if dup {
+		return false, nil
+	}
+	_, err = s.AppendEvent(ctx, q, townID, NewEvent{Type: reconciler.EventContainerStatus, AgentID: agentID,
+		Payload: reconciler.ContainerStatusPayload{Status: status, ExitReason: exitReason}})
+	return err == nil, err
+}

@@ -52,6 +52,14 @@ func (t *TownTx) updateBeadStatus(ctx context.Context, b reconciler.Bead, to rec
 		if err := t.updateConvoyProgress(ctx, b.ID); err != nil {
 			return false, err
 		}
+		if b.Type == reconciler.BeadMergeRequest {
+			// A finished MR can finish its source's convoy too.
+			if src := b.MetaString("source_bead_id"); src != "" {
+				if err := t.updateConvoyProgress(ctx, src); err != nil {
+					return false, err
+				}
+			}
+		}
 	}
 	return true, nil
 }

@@ -156,10 +156,10 @@ type Bead struct {
 }
 
 // HasLabel reports whether the bead carries the label.
-func (b *Bead) HasLabel(label string) bool { return slices.Contains(b.Labels, label) }
+func (b Bead) HasLabel(label string) bool { return slices.Contains(b.Labels, label) }
 
 // MetaString returns a string metadata value, or "".
-func (b *Bead) MetaString(key string) string {
+func (b Bead) MetaString(key string) string {
 	s, _ := b.Metadata[key].(string)
 	return s
 }
@@ -167,7 +167,7 @@ func (b *Bead) MetaString(key string) string {
 // MetaTruthy reports whether a metadata value is set to something true-ish (true, a
 // non-zero number, a non-empty string other than "0"/"false"), as the reference's
 // SQLite-flavoured flags are.
-func (b *Bead) MetaTruthy(key string) bool {
+func (b Bead) MetaTruthy(key string) bool {
 	switch v := b.Metadata[key].(type) {
 	case bool:
 		return v

@@ -1,0 +1,115 @@
+package jobs
+
+import (
+	"context"
+	"testing"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"gastown/codehost"
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+func job[T river.JobArgs](id int64, args T) *river.Job[T] {
+	return &river.Job[T]{JobRow: &rivertype.JobRow{ID: id, Attempt: 1}, Args: args}
+}
+
+func TestRetriedSideEffectReportsItsOutcomeOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testOpts{})
+	ctx := context.Background()
+	townID, rigID := b.newTown(t)
+	ev := beadCreated(rigID, "w")
+	_, err := b.svc.Events.Append(ctx, townID, ev)
+	require.NoError(t, err)
+	res, err := b.tick(ctx, townID)
+	require.NoError(t, err)
+	require.Len(t, res.SideEffects, 1)
+	start := res.SideEffects[0].(db.StartAgent)
+	args := sideEffectJob(townID, res.TickID, start).Args.(StartAgentArgs)
+
+	w := &StartAgentWorker{svc: b.svc}
+	j := job(4242, args)
+	require.NoError(t, w.Work(ctx, j))
+	require.NoError(t, w.Work(ctx, j), "River retries the job (e.g. its worker died after reporting)")
+	evs, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, evs, 1, "one outcome per job, however often it runs")
+	require.Equal(t, string(reconciler.EventAgentDispatched), evs[0].Type)
+	require.Equal(t, 1, b.sim.Starts(), "a second start of a running agent is not a second agent")
+}
+
+func TestPollAndMergeThroughTheCodeHost(t *testing.T) {
+	t.Parallel()
+	host := codehost.NewSimulator()
+	b := setup(t, testOpts{})
+	b.svc.codeHost = host
+	ctx := context.Background()
+	townID, _ := b.newTown(t)
+	url := "https://github.com/o/r/pull/9"
+	mr := db.NewID()
+
+	poll := &PollPRWorker{svc: b.svc}
+	ev, err := b.svc.pollPR(ctx, PollPRArgs{TownID: townID, MRBeadID: mr, PRURL: url, WantFeedback: true})
+	require.NoError(t, err)
+	require.Equal(t, reconciler.EventPRPolled, ev.Type)
+	p := ev.Payload.(reconciler.PRPolledPayload)
+	require.Equal(t, "clean", p.MergeableState)
+	require.NotNil(t, p.Feedback)
+	require.True(t, p.Feedback.Green())
+	require.Equal(t, 9, p.PRNumber)
+	require.Equal(t, "o/r", p.Repo)
+
+	host.Set(url, codehost.SimPR{Status: codehost.PRStatus{State: "merged"}})
+	ev, err = b.svc.pollPR(ctx, PollPRArgs{TownID: townID, MRBeadID: mr, PRURL: url})
+	require.NoError(t, err)
+	require.Equal(t, reconciler.EventPRStatusChanged, ev.Type)
+	require.Equal(t, "merged", ev.Payload.(reconciler.PRStatusChangedPayload).PRState)
+
+	host.Set(url, codehost.SimPR{Err: &codehost.Error{Kind: codehost.KindHTTPError, HTTPStatus: 503, Transient: true, Msg: "unavailable"}})
+	ev, err = b.svc.pollPR(ctx, PollPRArgs{TownID: townID, MRBeadID: mr, PRURL: url})
+	require.NoError(t, err)
+	f := ev.Payload.(reconciler.PRPollFailedPayload)
+	require.Equal(t, "http_error", f.Kind)
+	require.True(t, f.Transient)
+	require.Equal(t, 503, f.HTTPStatus)
+
+	ev, err = b.svc.pollPR(ctx, PollPRArgs{TownID: townID, MRBeadID: mr, PRURL: "https://example.com/nope"})
+	require.NoError(t, err)
+	require.Equal(t, "unrecognized_url", ev.Payload.(reconciler.PRPollFailedPayload).Kind)
+	require.NoError(t, poll.Work(ctx, job(1, PollPRArgs{TownID: townID, MRBeadID: mr, PRURL: url})))
+
+	// merge_pr: a fresh red check stops the merge; a green PR merges.
+	merge := &MergePRWorker{svc: b.svc}
+	host.Set(url, codehost.SimPR{Status: codehost.PRStatus{State: "open", MergeableState: "clean"}, Feedback: reconciler.PRFeedback{AllChecksPass: true, HasUnresolvedComments: true}})
+	require.NoError(t, merge.Work(ctx, job(2, MergePRArgs{TownID: townID, MRBeadID: mr, PRURL: url})))
+	require.Zero(t, host.Merges())
+	host.Set(url, codehost.SimPR{Status: codehost.PRStatus{State: "open", MergeableState: "clean"}, Feedback: reconciler.PRFeedback{AllChecksPass: true}})
+	require.NoError(t, merge.Work(ctx, job(3, MergePRArgs{TownID: townID, MRBeadID: mr, PRURL: url})))
+	require.Equal(t, 1, host.Merges())
+	evs, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	var types []string
+	for _, e := range evs {
+		types = append(types, e.Type)
+	}
+	require.Equal(t, []string{"pr_status_changed", "pr_merge_failed", "pr_poll_failed"}, types[:3], "newest first")
+}
+
+func TestSendMessageReportsDelivery(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testOpts{})
+	ctx := context.Background()
+	townID, _ := b.newTown(t)
+	w := &SendMessageWorker{svc: b.svc}
+	// The simulated agent is not running: delivery fails and is reported as such.
+	require.NoError(t, w.Work(ctx, job(7, SendMessageArgs{TownID: townID, AgentID: db.NewID(), Message: "hi", NudgeID: db.NewID()})))
+	require.NoError(t, w.Work(ctx, job(8, SendMessageArgs{TownID: townID, AgentID: db.NewID(), Message: "hi", MailBeadID: db.NewID()})))
+	evs, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Equal(t, "mail_delivery_failed", evs[0].Type)
+	require.Equal(t, "nudge_delivery_failed", evs[1].Type)
+}
