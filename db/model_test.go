@@ -852,3 +852,55 @@ func TestReEscalation(t *testing.T) {
 	_, n = severity()
 	require.Equal(t, reconciler.MaxReEscalations, n, "at most three times")
 }
+
+func TestDeletingAnAgentRemovesItsPendingEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID := b.town(t)
+	issue := b.issue(t, townID, rigID, "w")
+	b.tick(t, townID, nil)
+	p := b.dispatch(t, townID, rigID, issue)
+	b.tick(t, townID, []reconciler.Action{reconciler.UnhookAgent{AgentID: p}, reconciler.TransitionAgent{AgentID: p, From: reconciler.AgentIdle, To: reconciler.AgentIdle}})
+	// An event about the agent waits; the agent is deleted in the same tick's actions.
+	b.append(t, townID, db.NewEvent{Type: reconciler.EventAgentStopped, AgentID: p})
+	tx, err := b.store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	tt, err := b.store.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	ar, err := tt.ApplyActions(ctx, []reconciler.Action{reconciler.DeleteAgent{AgentID: p, Reason: "GC"}})
+	require.NoError(t, err)
+	require.Equal(t, 1, ar.Applied)
+	require.NoError(t, tx.Commit(ctx))
+	pending, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Empty(t, pending, "deleteBead takes the agent's events with it")
+}
+
+func TestViolationEpisodesStartPersistAndResolve(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, _ := b.town(t)
+	v7 := reconciler.Violation{Invariant: 7, SubjectID: "a1", Message: "Working agent a1 has no hook"}
+	v4 := reconciler.Violation{Invariant: 4, SubjectID: "i1", Message: "x"}
+	record := func(found ...reconciler.Violation) []reconciler.Violation {
+		tx, err := b.store.Pool.Begin(ctx)
+		require.NoError(t, err)
+		tt, err := b.store.LockTown(ctx, tx, townID, b.now, false, quiet)
+		require.NoError(t, err)
+		started, err := tt.RecordViolations(ctx, found)
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit(ctx))
+		b.now = b.now.Add(5 * time.Second)
+		return started
+	}
+	require.Equal(t, []reconciler.Violation{v7}, record(v7))
+	require.Empty(t, record(v7), "a persisting violation is not reported again")
+	require.Equal(t, []reconciler.Violation{v4}, record(v7, v4))
+	require.Empty(t, record(v4))
+	require.Equal(t, []reconciler.Violation{v7}, record(v7, v4), "a new episode after it was resolved")
+	var ticks int
+	require.NoError(t, b.store.Pool.QueryRow(ctx, "SELECT ticks_seen FROM invariant_violations WHERE town_id = $1 AND invariant = 4 AND resolved_at IS NULL", townID).Scan(&ticks))
+	require.Equal(t, 3, ticks, "the count is kept current")
+}

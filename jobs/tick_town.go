@@ -114,7 +114,8 @@ func (s *Service) report(townID string, res TickResult) {
 		s.logger.Log(context.Background(), lvl, "event failed to apply", "town_id", townID,
 			"seq", f.Event.Seq, "type", f.Event.Type, "attempts", f.Event.Attempts+1, "dead", f.Dead, "error", f.Err)
 	}
-	for _, v := range res.Violations {
+	for _, v := range res.NewViolations {
+		s.logger.Error("invariant violated", "town_id", townID, "invariant", v.Invariant, "message", v.Message)
 		s.Ticker.reporter.InvariantViolated(townID, v)
 	}
 }

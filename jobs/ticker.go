@@ -61,6 +61,8 @@ type TickResult struct {
 	// Housekeeping is what SPEC.md §1.3 step 12 did in this tick.
 	Housekeeping db.HousekeepingResult
 	Violations   []reconciler.Violation
+	// NewViolations are the violations that started in this tick (reported once).
+	NewViolations []reconciler.Violation
 	// SideEffects are the jobs the tick inserted (or, in a dry run, would insert).
 	SideEffects       []db.SideEffect
 	PendingEventCount int
@@ -137,6 +139,9 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		return res, err
 	}
 	res.Violations = reconciler.CheckInvariants(after)
+	if res.NewViolations, err = tt.RecordViolations(ctx, res.Violations); err != nil {
+		return res, err
+	}
 	res.ActiveWork = reconciler.HasActiveWork(after, now)
 	if res.PendingEventCount, err = tt.PendingEventCount(ctx); err != nil {
 		return res, err

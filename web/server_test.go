@@ -221,3 +221,71 @@ func TestDryRunAnswers409WhenTheTownIsBusy(t *testing.T) {
 	require.Contains(t, body["error"], "busy")
 	require.Less(t, time.Since(start), 5*time.Second)
 }
+
+func TestIntentEndpoints(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, town := b.do(t, http.MethodPost, "/v1/towns", token, map[string]any{"name": "t"})
+	townID := town["town_id"].(string)
+	_, rig := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/rigs", token, map[string]any{"name": "repo"})
+	rigID := rig["rig_id"].(string)
+	b.tick(t, townID)
+
+	status, body := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/convoys", token, map[string]any{
+		"title": "feature", "staged": true,
+		"tasks": []map[string]any{{"title": "a", "rig_id": rigID}, {"title": "b", "rig_id": rigID, "blocked_by": []int{0}}},
+	})
+	require.Equal(t, http.StatusAccepted, status, body)
+	convoyID := body["convoy_id"].(string)
+	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/convoys", token, map[string]any{
+		"title": "bad", "tasks": []map[string]any{{"title": "a", "rig_id": rigID, "blocked_by": []int{0}}},
+	})
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Contains(t, body["error"], "tasks[0].blocked_by")
+	b.tick(t, townID)
+	status, got := b.do(t, http.MethodGet, "/v1/towns/"+townID+"/beads/"+convoyID, token, nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, "convoy", got["type"])
+	status, _ = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/convoys/"+convoyID+"/start", token, nil)
+	require.Equal(t, http.StatusAccepted, status)
+
+	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/container-eviction", token, nil)
+	require.Equal(t, http.StatusAccepted, status)
+	nonce := body["nonce"].(string)
+	b.tick(t, townID)
+	tw, err := b.store.GetTown(ctx, townID)
+	require.NoError(t, err)
+	require.True(t, tw.Draining)
+	status, _ = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/container-ready", token, map[string]any{"nonce": nonce})
+	require.Equal(t, http.StatusAccepted, status)
+	b.tick(t, townID)
+	tw, err = b.store.GetTown(ctx, townID)
+	require.NoError(t, err)
+	require.False(t, tw.Draining)
+
+	status, _ = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/config", token, map[string]any{"config": map[string]any{"merge_strategy": "pr"}})
+	require.Equal(t, http.StatusAccepted, status)
+	status, body = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/config", token, map[string]any{"config": map[string]any{"merge_strategy": "yolo"}})
+	require.Contains(t, body["error"], "merge_strategy")
+	require.Equal(t, http.StatusBadRequest, status)
+	b.tick(t, townID)
+	tw, err = b.store.GetTown(ctx, townID)
+	require.NoError(t, err)
+	require.Equal(t, "pr", tw.Config.MergeStrategy)
+
+	_, bead := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/beads", token, map[string]any{"title": "x", "labels": []string{"gt:held"}, "rig_id": rigID})
+	beadID := bead["bead_id"].(string)
+	b.tick(t, townID)
+	status, _ = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/beads/"+beadID, token, map[string]any{"status": "done"})
+	require.Equal(t, http.StatusBadRequest, status)
+	status, _ = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/beads/"+beadID, token, map[string]any{"status": "closed"})
+	require.Equal(t, http.StatusAccepted, status)
+	b.tick(t, townID)
+	status, got = b.do(t, http.MethodGet, "/v1/towns/"+townID+"/beads/"+beadID, token, nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, "closed", got["status"])
+	status, body = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/beads/"+beadID, token, map[string]any{"status": "open"})
+	require.Equal(t, http.StatusConflict, status)
+	require.Contains(t, body["error"], "do not change")
+}

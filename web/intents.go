@@ -1,0 +1,304 @@
+package web
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+// accepted appends one event and answers 202 with its id and extra fields.
+func (s *Server) accepted(c *gin.Context, townID string, ev db.NewEvent, extra gin.H) {
+	evs, err := s.svc.Events.Append(c, townID, ev)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if extra == nil {
+		extra = gin.H{}
+	}
+	extra["event_id"] = evs[0].ID
+	c.JSON(http.StatusAccepted, extra)
+}
+
+type configRequest struct {
+	Config *reconciler.TownConfig `json:"config"`
+}
+
+func (s *Server) updateTownConfig(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	var req configRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if req.Config == nil {
+		writeError(c, http.StatusBadRequest, "config is required")
+		return
+	}
+	if m := req.Config.MergeStrategy; m != "" && m != reconciler.MergeStrategyDirect && m != reconciler.MergeStrategyPR {
+		writeError(c, http.StatusBadRequest, "merge_strategy must be direct or pr")
+		return
+	}
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventTownConfigUpdated, Payload: reconciler.TownConfigPayload{Config: *req.Config}}, nil)
+}
+
+func (s *Server) updateRig(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	rigID, ok := idParam(c, "rigId")
+	if !ok {
+		return
+	}
+	var req createRigRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if _, err := s.store.GetRig(c, townID, rigID); err != nil {
+		s.fail(c, err)
+		return
+	}
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigCreatedPayload{
+		RigID: rigID, Name: req.Name, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, Config: req.Config,
+	}}, nil)
+}
+
+type beadStatusRequest struct {
+	Status reconciler.BeadStatus `json:"status"`
+}
+
+// updateBeadStatus records a status change asked by a user: a terminal status cancels the
+// bead (and stops its agent), another status moves it.
+func (s *Server) updateBeadStatus(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	beadID, ok := idParam(c, "beadId")
+	if !ok {
+		return
+	}
+	var req beadStatusRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if !req.Status.Valid() {
+		writeError(c, http.StatusBadRequest, "status must be open, in_progress, in_review, closed or failed")
+		return
+	}
+	b, err := s.store.GetBead(c, townID, beadID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if b.Status.Terminal() {
+		writeError(c, http.StatusConflict, "bead is "+string(b.Status)+"; closed and failed beads do not change")
+		return
+	}
+	ev := db.NewEvent{Type: reconciler.EventBeadStatusChanged, BeadID: beadID, Payload: reconciler.BeadStatusChangedPayload{Status: req.Status, Actor: "api"}}
+	if req.Status.Terminal() {
+		ev = db.NewEvent{Type: reconciler.EventBeadCancelled, BeadID: beadID, Payload: reconciler.BeadCancelledPayload{CancelStatus: req.Status}}
+	}
+	s.accepted(c, townID, ev, nil)
+}
+
+type convoyTaskRequest struct {
+	Title string `json:"title"`
+	Body  string `json:"body"`
+	RigID string `json:"rig_id"`
+	// BlockedBy lists indices of earlier tasks this one waits for.
+	BlockedBy []int `json:"blocked_by"`
+}
+
+type convoyRequest struct {
+	Title     string              `json:"title"`
+	MergeMode string              `json:"merge_mode"`
+	Staged    *bool               `json:"staged"`
+	Tasks     []convoyTaskRequest `json:"tasks"`
+}
+
+func (s *Server) createConvoy(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	var req convoyRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	switch {
+	case strings.TrimSpace(req.Title) == "":
+		writeError(c, http.StatusBadRequest, "title is required")
+		return
+	case len(req.Tasks) == 0:
+		writeError(c, http.StatusBadRequest, "tasks must list at least one task")
+		return
+	case req.MergeMode != "" && req.MergeMode != reconciler.MergeModeThenLand && req.MergeMode != reconciler.MergeModeAndMerge:
+		writeError(c, http.StatusBadRequest, "merge_mode must be review-then-land or review-and-merge")
+		return
+	}
+	town, err := s.store.GetTown(c, townID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	staged := town.Config.StagedConvoysDefault != nil && *town.Config.StagedConvoysDefault
+	if req.Staged != nil {
+		staged = *req.Staged
+	}
+	rigs := map[string]bool{}
+	tasks := make([]reconciler.ConvoyTask, len(req.Tasks))
+	for i, tr := range req.Tasks {
+		field := "tasks[" + strconv.Itoa(i) + "]"
+		if strings.TrimSpace(tr.Title) == "" {
+			writeError(c, http.StatusBadRequest, field+".title is required")
+			return
+		}
+		if !uuidRE.MatchString(tr.RigID) {
+			writeError(c, http.StatusBadRequest, field+".rig_id must be a UUID")
+			return
+		}
+		if !rigs[tr.RigID] {
+			if _, err := s.store.GetRig(c, townID, tr.RigID); err != nil {
+				if errors.Is(err, db.ErrNotFound) {
+					writeError(c, http.StatusNotFound, field+".rig_id: rig not found in this town")
+					return
+				}
+				s.fail(c, err)
+				return
+			}
+			rigs[tr.RigID] = true
+		}
+		tasks[i] = reconciler.ConvoyTask{BeadID: db.NewID(), Title: tr.Title, Body: tr.Body, RigID: tr.RigID}
+		for _, j := range tr.BlockedBy {
+			if j < 0 || j >= i {
+				writeError(c, http.StatusBadRequest, field+".blocked_by must name earlier tasks by index")
+				return
+			}
+			tasks[i].BlockedBy = append(tasks[i].BlockedBy, tasks[j].BeadID)
+		}
+	}
+	convoyID := db.NewID()
+	ids := make([]string, len(tasks))
+	for i, t := range tasks {
+		ids[i] = t.BeadID
+	}
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventConvoyCreated, BeadID: convoyID, Payload: reconciler.ConvoyCreatedPayload{
+		Title: req.Title, MergeMode: req.MergeMode, Staged: staged, Tasks: tasks,
+	}}, gin.H{"convoy_id": convoyID, "task_ids": ids, "staged": staged})
+}
+
+func (s *Server) startConvoy(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	convoyID, ok := idParam(c, "convoyId")
+	if !ok {
+		return
+	}
+	b, err := s.store.GetBead(c, townID, convoyID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if b.Type != reconciler.BeadConvoy {
+		writeError(c, http.StatusBadRequest, "bead "+convoyID+" is not a convoy")
+		return
+	}
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventConvoyStarted, BeadID: convoyID, Payload: reconciler.ConvoyStartedPayload{ConvoyID: convoyID}}, nil)
+}
+
+// containerEviction records that the town's container is being evicted: the town drains
+// until the container acknowledges the returned nonce, a new container heartbeats, or 7
+// minutes pass.
+func (s *Server) containerEviction(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	nonce := hex.EncodeToString(b[:])
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventContainerEviction, Payload: reconciler.ContainerEvictionPayload{Nonce: nonce}}, gin.H{"nonce": nonce})
+}
+
+func (s *Server) containerReady(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	var req reconciler.ContainerReadyPayload
+	if !bindJSON(c, &req) {
+		return
+	}
+	if req.Nonce == "" {
+		writeError(c, http.StatusBadRequest, "nonce is required")
+		return
+	}
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventContainerReady, Payload: req}, nil)
+}
+
+func (s *Server) acknowledgeEscalation(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	beadID, ok := idParam(c, "beadId")
+	if !ok {
+		return
+	}
+	b, err := s.store.GetBead(c, townID, beadID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if b.Type != reconciler.BeadEscalation {
+		writeError(c, http.StatusBadRequest, "bead "+beadID+" is not an escalation")
+		return
+	}
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventEscalationAcknowledged, BeadID: beadID, Payload: reconciler.EscalationAcknowledgedPayload{By: "api"}}, nil)
+}
+
+type mailRequest struct {
+	ToAgentID string `json:"to_agent_id"`
+	Subject   string `json:"subject"`
+	Body      string `json:"body"`
+}
+
+// sendMail addresses a message bead to an agent; housekeeping delivers it while the agent
+// works.
+func (s *Server) sendMail(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	var req mailRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if !uuidRE.MatchString(req.ToAgentID) || strings.TrimSpace(req.Subject) == "" {
+		writeError(c, http.StatusBadRequest, "to_agent_id (a UUID) and subject are required")
+		return
+	}
+	if _, err := s.store.GetAgent(c, townID, req.ToAgentID); err != nil {
+		s.fail(c, err)
+		return
+	}
+	beadID := db.NewID()
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: beadID, Payload: reconciler.BeadCreatedPayload{
+		Type: reconciler.BeadMessage, Title: req.Subject, Body: req.Body, AssigneeID: req.ToAgentID,
+		Labels: []string{reconciler.LabelMessage, "from:api"}, CreatedBy: "api",
+	}}, gin.H{"bead_id": beadID})
+}
