@@ -260,6 +260,21 @@ func (t *TownTx) LoadSnapshot(ctx context.Context) (*reconciler.Snapshot, error)
 	for i, c := range convoys {
 		s.Convoys[i] = convoyFromInternal(c)
 	}
+	nudges, err := t.q.NudgeListRecentBySource(ctx, t.db, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-reconciler.GUPPNudgeDedupe)})
+	if err != nil {
+		return nil, fmt.Errorf("load nudges: %w", err)
+	}
+	s.Nudges = make([]reconciler.NudgeRecord, len(nudges))
+	for i, n := range nudges {
+		s.Nudges[i] = reconciler.NudgeRecord{AgentID: n.AgentID, Source: n.Source, LastAt: n.LastAt}
+	}
+	failures, err := t.q.EventCountSince(ctx, t.db, dbsqlc.EventCountSinceParams{
+		TownID: t.TownID, EventType: string(reconciler.EventAgentDispatchFailed), Since: t.Now.Add(-reconciler.CircuitBreakerWindow),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count dispatch failures: %w", err)
+	}
+	s.DispatchFailures = int(failures)
 	return s, nil
 }
 

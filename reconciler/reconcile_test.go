@@ -125,18 +125,11 @@ func TestB1DrainingAndBreaker(t *testing.T) {
 	s.Beads = []Bead{issue("i1")}
 	require.Empty(t, Reconcile(s, Options{Draining: true}, now))
 
-	// 19 recently dispatched non-closed beads: the breaker stays closed.
-	mk := func(n int) *Snapshot {
+	// 19 failed starts in the window: the breaker stays closed; 20 open it.
+	mk := func(failures int) *Snapshot {
 		s := town()
 		s.Beads = []Bead{issue("i1")}
-		for i := range n {
-			s.Beads = append(s.Beads, issue(string(rune('a'+i)), func(b *Bead) {
-				b.Status = StatusInProgress
-				b.AssigneeID = "x"
-				b.DispatchAttempts = 1
-				b.LastDispatchAttemptAt = ago(10 * time.Minute)
-			}))
-		}
+		s.DispatchFailures = failures
 		return s
 	}
 	require.Len(t, dispatches(Reconcile(mk(19), Options{}, now)), 1)
@@ -149,6 +142,23 @@ func TestB1DrainingAndBreaker(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, notices)
+}
+
+// The reference counted every non-closed bead dispatched in the last 30 minutes, so 20
+// healthy beads in flight paused all dispatch (SPEC.md §9 item 14). We count failures.
+func TestBreakerIgnoresHealthyInFlightWork(t *testing.T) {
+	t.Parallel()
+	s := town()
+	s.Beads = []Bead{issue("new")}
+	for i := range 30 {
+		id := string(rune('A' + i))
+		s.Beads = append(s.Beads, issue(id, func(b *Bead) {
+			b.Status, b.AssigneeID = StatusInProgress, "p"+id
+			b.DispatchAttempts, b.LastDispatchAttemptAt, b.UpdatedAt = 1, ago(10*time.Minute), ago(time.Minute)
+		}))
+		s.Agents = append(s.Agents, Agent{ID: "p" + id, Role: RolePolecat, RigID: rig, Status: AgentWorking, HookBeadID: id, LastActivityAt: ago(10 * time.Second)})
+	}
+	require.Equal(t, []DispatchAgent{{BeadID: "new", RigID: rig}}, dispatches(Reconcile(s, Options{}, now)))
 }
 
 func TestA1HeartbeatLoss(t *testing.T) {
@@ -213,7 +223,7 @@ func TestR5HooksIdleRefinery(t *testing.T) {
 	s.Agents[0].LastActivityAt = now
 	require.Empty(t, dispatches(Reconcile(s, Options{}, now)))
 	s.Agents[0] = Agent{ID: "ref", Role: RoleRefinery, RigID: rig, Status: AgentIdle}
-	s.Beads = append(s.Beads, mr("flying", ago(2*time.Hour), func(b *Bead) { b.Status = StatusInProgress }))
+	s.Beads = append(s.Beads, mr("flying", ago(time.Minute), func(b *Bead) { b.Status = StatusInProgress }))
 	s.Reviews = append(s.Reviews, Review{BeadID: "flying", Branch: "f"})
 	require.Empty(t, dispatches(Reconcile(s, Options{}, now)))
 	// A PR-strategy MR in flight does not block the queue.

@@ -1,10 +1,17 @@
 package reconciler
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // beads is the Beads pass (SPEC.md §4.2).
 func (r *run) beads() {
 	r.dispatchUnassigned()
+	r.clearStaleAssignees()
+	r.dispatchIdleHooked()
+	r.recoverInProgress()
+	r.resolveInReview()
 	if r.breakerOpen {
 		r.emit(NotifyMayor{Message: breakerMessage(r.breakerCount)})
 	}
@@ -22,14 +29,12 @@ func (r *run) dispatchUnassigned() {
 		b := &r.s.Beads[i]
 		if b.Type != BeadIssue || b.Status != StatusOpen || b.AssigneeID != "" || b.RigID == "" ||
 			b.HasLabel(LabelTriageRequest) || b.HasLabel(LabelHeld) ||
-			r.s.HasOpenBlocker(b.ID) || r.s.InStagedConvoy(b.ID) {
+			r.s.HasOpenBlocker(b.ID) || r.s.InStagedConvoy(b.ID) || !r.beadFree(b.ID) {
 			continue
 		}
-		maxAttempts := EffectiveMaxDispatchAttempts(r.s.Config, r.s.Rig(b.RigID))
 		switch {
-		case b.DispatchAttempts >= maxAttempts:
-			r.emit(TransitionBead{BeadID: b.ID, From: StatusOpen, To: StatusFailed,
-				Reason: fmt.Sprintf("max dispatch attempts exceeded (%d)", b.DispatchAttempts), Actor: CreatedBySystem})
+		case b.DispatchAttempts >= r.maxAttempts(b.RigID):
+			r.transition(b, StatusFailed, fmt.Sprintf("max dispatch attempts exceeded (%d)", b.DispatchAttempts))
 		case r.inBackoff(b):
 		case r.breakerOpen:
 		default:
@@ -38,10 +43,99 @@ func (r *run) dispatchUnassigned() {
 	}
 }
 
-// inBackoff reports whether the bead's last dispatch attempt is too recent for another.
-func (r *run) inBackoff(b *Bead) bool {
-	if b.LastDispatchAttemptAt.IsZero() {
-		return false
+// clearStaleAssignees is rule B1b: an open issue of a rig assigned to an agent that is not
+// hooked to it loses the assignee (B1 dispatches it on the next tick). System-owned beads
+// and triage requests keep theirs.
+func (r *run) clearStaleAssignees() {
+	for i := range r.s.Beads {
+		b := &r.s.Beads[i]
+		if b.Type != BeadIssue || b.Status != StatusOpen || b.AssigneeID == "" || b.RigID == "" ||
+			b.AssigneeID == AssigneeSystem || b.HasLabel(LabelTriageRequest) || !r.beadFree(b.ID) {
+			continue
+		}
+		if a := r.s.Agent(b.AssigneeID); a != nil && a.HookBeadID == b.ID {
+			continue
+		}
+		r.emit(ClearBeadAssignee{BeadID: b.ID})
 	}
-	return r.now.Sub(b.LastDispatchAttemptAt) < DispatchBackoff(b.DispatchAttempts)
+}
+
+// dispatchIdleHooked is rule B2: an idle non-refinery agent hooked to an open bead is
+// (re)dispatched, within the backoff, blockers, draining and breaker; at the attempt cap
+// the bead fails and the agent is unhooked (this check runs even while draining).
+func (r *run) dispatchIdleHooked() {
+	for i := range r.s.Agents {
+		a := &r.s.Agents[i]
+		if a.Status != AgentIdle || a.HookBeadID == "" || a.Role == RoleRefinery || !r.agentFree(a.ID) {
+			continue
+		}
+		b := r.s.Bead(a.HookBeadID)
+		if b == nil || b.Status != StatusOpen || !r.beadFree(b.ID) {
+			continue
+		}
+		rig := b.RigID
+		if rig == "" {
+			rig = a.RigID
+		}
+		switch {
+		case b.DispatchAttempts >= r.maxAttempts(rig):
+			r.transition(b, StatusFailed, "max dispatch attempts exceeded")
+			r.emit(UnhookAgent{AgentID: a.ID, ExpectHook: b.ID, Reason: "max dispatch attempts"})
+		case r.inBackoff(b), r.s.HasOpenBlocker(b.ID), r.opts.Draining, r.breakerOpen:
+		default:
+			r.emit(DispatchAgent{AgentID: a.ID, BeadID: b.ID, RigID: rig})
+		}
+	}
+}
+
+// recoverInProgress is rule B3: an issue in progress for StaleInProgress with no live
+// agent (hooked and working/stalled, or with a fresh heartbeat) goes back to open, or
+// fails at the attempt cap. Not gated by draining.
+func (r *run) recoverInProgress() {
+	for i := range r.s.Beads {
+		b := &r.s.Beads[i]
+		if b.Type != BeadIssue || b.Status != StatusInProgress || !r.stale(b.UpdatedAt, StaleInProgress) {
+			continue
+		}
+		alive := slices.ContainsFunc(r.s.AgentsHookedTo(b.ID), func(a *Agent) bool {
+			return a.Status == AgentWorking || a.Status == AgentStalled || r.fresh(a.LastActivityAt, HeartbeatStale)
+		})
+		if alive {
+			continue
+		}
+		to, reason := StatusOpen, "agent lost"
+		if b.DispatchAttempts >= r.maxAttempts(b.RigID) {
+			to, reason = StatusFailed, "agent lost, max dispatch attempts exhausted"
+		}
+		if r.transition(b, to, reason) {
+			r.emit(ClearBeadAssignee{BeadID: b.ID})
+		}
+	}
+}
+
+// resolveInReview is rule B4: an issue in review for OrphanedSource whose MRs are all
+// finished closes if one merged, else goes back to open for rework.
+func (r *run) resolveInReview() {
+	for i := range r.s.Beads {
+		b := &r.s.Beads[i]
+		if b.Type != BeadIssue || b.Status != StatusInReview || !r.stale(b.UpdatedAt, OrphanedSource) {
+			continue
+		}
+		var mrs []*Bead
+		for _, id := range r.s.TrackedBy(b.ID) {
+			if m := r.s.Bead(id); m != nil && m.Type == BeadMergeRequest {
+				mrs = append(mrs, m)
+			}
+		}
+		if len(mrs) == 0 || slices.ContainsFunc(mrs, func(m *Bead) bool { return !m.Status.Terminal() }) {
+			continue
+		}
+		if slices.ContainsFunc(mrs, func(m *Bead) bool { return m.Status == StatusClosed }) {
+			r.transition(b, StatusClosed, "MR merged (reconciler safety net)")
+			continue
+		}
+		if r.transition(b, StatusOpen, "all reviews failed") {
+			r.emit(ClearBeadAssignee{BeadID: b.ID})
+		}
+	}
 }

@@ -18,6 +18,12 @@ type Snapshot struct {
 	Dependencies   []Dependency
 	Reviews        []Review
 	Convoys        []Convoy
+	// Nudges are the newest reconciler nudge per agent and source within GUPPNudgeDedupe
+	// (the GUPP dedupe record).
+	Nudges []NudgeRecord
+	// DispatchFailures counts agent starts that failed within CircuitBreakerWindow: what
+	// the circuit breaker counts (the reference counted healthy in-flight work too).
+	DispatchFailures int
 
 	beadByID      map[string]*Bead
 	agentByID     map[string]*Agent
@@ -29,6 +35,14 @@ type Snapshot struct {
 	tracks        map[string][]string // bead → beads it tracks (depends_on of a tracks edge)
 	trackedBy     map[string][]string // bead → beads that track it
 	refineryByRig map[string]*Agent
+	lastNudge     map[string]time.Time // agent + "/" + source → newest
+}
+
+// NudgeRecord is the newest nudge of one source to one agent.
+type NudgeRecord struct {
+	AgentID string    `json:"agent_id"`
+	Source  string    `json:"source"`
+	LastAt  time.Time `json:"last_at"`
 }
 
 // Index builds the lookup tables. It must be called after the slices are filled and
@@ -64,6 +78,12 @@ func (s *Snapshot) Index() {
 	s.convoyByID = make(map[string]*Convoy, len(s.Convoys))
 	for i := range s.Convoys {
 		s.convoyByID[s.Convoys[i].BeadID] = &s.Convoys[i]
+	}
+	s.lastNudge = make(map[string]time.Time, len(s.Nudges))
+	for _, n := range s.Nudges {
+		if k := n.AgentID + "/" + n.Source; n.LastAt.After(s.lastNudge[k]) {
+			s.lastNudge[k] = n.LastAt
+		}
 	}
 	s.blockersOf = make(map[string][]string)
 	s.tracks = make(map[string][]string)
@@ -122,3 +142,12 @@ func (s *Snapshot) InStagedConvoy(beadID string) bool {
 		return c != nil && c.Staged
 	})
 }
+
+// LastNudge returns when the agent last got a nudge from the source (zero: never).
+func (s *Snapshot) LastNudge(agentID, source string) time.Time {
+	return s.lastNudge[agentID+"/"+source]
+}
+
+// HasLiveBlocker is HasOpenBlocker: some non-terminal bead blocks the bead (for an MR:
+// rework, feedback or conflict fix-ups).
+func (s *Snapshot) HasLiveBlocker(beadID string) bool { return s.HasOpenBlocker(beadID) }

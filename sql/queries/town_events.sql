@@ -75,3 +75,8 @@ SELECT EXISTS (
     WHERE town_id = @town_id AND agent_id = @agent_id AND event_type = 'container_status'
       AND state = 'pending' AND payload ->> 'status' = @status::text
 );
+
+-- name: EventCountSince :one
+-- EventCountSince counts a town's events of one type created since @since.
+SELECT count(*)::int FROM town_events
+WHERE town_id = @town_id AND event_type = @event_type AND created_at >= @since;

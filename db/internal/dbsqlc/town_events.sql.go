@@ -22,6 +22,25 @@ func (q *Queries) EventCountPending(ctx context.Context, db DBTX, townID string)
 	return column_1, err
 }
 
+const eventCountSince = `-- name: EventCountSince :one
+SELECT count(*)::int FROM town_events
+WHERE town_id = $1 AND event_type = $2 AND created_at >= $3
+`
+
+type EventCountSinceParams struct {
+	TownID    string
+	EventType string
+	Since     time.Time
+}
+
+// EventCountSince counts a town's events of one type created since @since.
+func (q *Queries) EventCountSince(ctx context.Context, db DBTX, arg EventCountSinceParams) (int32, error) {
+	row := db.QueryRow(ctx, eventCountSince, arg.TownID, arg.EventType, arg.Since)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const eventDeleteBySubject = `-- name: EventDeleteBySubject :exec
 DELETE FROM town_events WHERE town_id = $1 AND (bead_id = $2 OR agent_id = $2)
 `
