@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"fmt"
 	"slices"
 )
 
@@ -138,6 +139,16 @@ func (r *run) popReviewQueue() {
 		}
 		mr := r.oldestPoppable(rigID, openByRig[rigID])
 		if mr == nil {
+			continue
+		}
+		// The reference popped an MR however often its review had failed to start, so a
+		// refinery that never came up was dispatched forever; the attempt cap and backoff
+		// of B1 apply here too.
+		if mr.DispatchAttempts >= r.maxAttempts(rigID) {
+			r.transition(mr, StatusFailed, fmt.Sprintf("max dispatch attempts exceeded (%d)", mr.DispatchAttempts))
+			continue
+		}
+		if r.inBackoff(mr) {
 			continue
 		}
 		refinery := r.s.Refinery(rigID)

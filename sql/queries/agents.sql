@@ -66,10 +66,12 @@ UPDATE agents SET dispatch_attempts = 0 WHERE town_id = @town_id AND agent_id = 
 
 -- name: AgentApplyHeartbeat :exec
 -- AgentApplyHeartbeat is touchAgent: fresh activity, idle → working (proof of life,
--- #1358), attempts reset, SDK watermark and active tools updated when given.
+-- #1358) for a hooked agent, attempts reset, SDK watermark and active tools updated when
+-- given. (The reference also turned an unhooked idle agent working, breaking invariant #7
+-- until A1 undid it.)
 UPDATE agents
 SET last_activity_at = @received_at,
-    status = CASE WHEN status = 'idle' THEN 'working' ELSE status END,
+    status = CASE WHEN status = 'idle' AND current_hook_bead_id IS NOT NULL THEN 'working' ELSE status END,
     dispatch_attempts = 0,
     last_event_type = coalesce(sqlc.narg(last_event_type), last_event_type),
     last_event_at = coalesce(sqlc.narg(last_event_at), last_event_at),

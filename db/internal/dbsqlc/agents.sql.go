@@ -13,7 +13,7 @@ import (
 const agentApplyHeartbeat = `-- name: AgentApplyHeartbeat :exec
 UPDATE agents
 SET last_activity_at = $1,
-    status = CASE WHEN status = 'idle' THEN 'working' ELSE status END,
+    status = CASE WHEN status = 'idle' AND current_hook_bead_id IS NOT NULL THEN 'working' ELSE status END,
     dispatch_attempts = 0,
     last_event_type = coalesce($2, last_event_type),
     last_event_at = coalesce($3, last_event_at),
@@ -31,7 +31,9 @@ type AgentApplyHeartbeatParams struct {
 }
 
 // AgentApplyHeartbeat is touchAgent: fresh activity, idle → working (proof of life,
-// #1358), attempts reset, SDK watermark and active tools updated when given.
+// #1358) for a hooked agent, attempts reset, SDK watermark and active tools updated when
+// given. (The reference also turned an unhooked idle agent working, breaking invariant #7
+// until A1 undid it.)
 func (q *Queries) AgentApplyHeartbeat(ctx context.Context, db DBTX, arg AgentApplyHeartbeatParams) error {
 	_, err := db.Exec(ctx, agentApplyHeartbeat,
 		arg.ReceivedAt,
