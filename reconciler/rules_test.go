@@ -161,7 +161,7 @@ func TestB4ResolvesInReview(t *testing.T) {
 	t.Parallel()
 	mk := func(statuses ...BeadStatus) *Snapshot {
 		s := town()
-		s.Beads = []Bead{issue("i", func(b *Bead) { b.Status, b.UpdatedAt = StatusInReview, ago(6 * time.Minute) })}
+		s.Beads = []Bead{issue("i", func(b *Bead) { b.Status, b.UpdatedAt = StatusInReview, ago(6*time.Minute) })}
 		for n, st := range statuses {
 			id := "m" + string(rune('0'+n))
 			s.Beads = append(s.Beads, mr(id, ago(time.Hour), func(b *Bead) { b.Status = st }))
@@ -237,7 +237,10 @@ func TestR2R3R4(t *testing.T) {
 	}
 	// R4: an unpolled PR review fails after 30 min, unless it awaits approval.
 	s = town()
-	b, rev := prMR("p", func(b *Bead) { b.UpdatedAt = ago(31 * time.Minute); b.Metadata = map[string]any{"last_poll_at": now.Format(time.RFC3339Nano)} })
+	b, rev := prMR("p", func(b *Bead) {
+		b.UpdatedAt = ago(31 * time.Minute)
+		b.Metadata = map[string]any{"last_poll_at": now.Format(time.RFC3339Nano)}
+	})
 	s.Beads, s.Reviews = []Bead{b}, []Review{rev}
 	require.Equal(t, "PR review orphaned", ofType[TransitionBead](Reconcile(s, Options{}, now))[0].Reason)
 	s.Beads[0].Metadata["awaiting_approval"] = 1
@@ -445,7 +448,9 @@ func TestMaxDispatchAttemptsOverrideEverywhere(t *testing.T) {
 	s.Beads = []Bead{
 		issue("b1", func(b *Bead) { b.DispatchAttempts = 2 }),
 		issue("b2", func(b *Bead) { b.AssigneeID = "p"; b.DispatchAttempts = 2 }),
-		issue("b3", func(b *Bead) { b.Status, b.AssigneeID, b.DispatchAttempts, b.UpdatedAt = StatusInProgress, "q", 2, ago(time.Hour) }),
+		issue("b3", func(b *Bead) {
+			b.Status, b.AssigneeID, b.DispatchAttempts, b.UpdatedAt = StatusInProgress, "q", 2, ago(time.Hour)
+		}),
 	}
 	s.Agents = []Agent{polecat("p", "b2", AgentIdle, 10*time.Second)} // b3's agent is gone
 	failed := map[string]bool{}
