@@ -207,18 +207,21 @@ func (t *TownTx) rig(ctx context.Context, id string) (reconciler.Rig, error) {
 
 // LoadSnapshot reads everything the rules need about the town.
 func (t *TownTx) LoadSnapshot(ctx context.Context) (*reconciler.Snapshot, error) {
+	return t.loadSnapshot(ctx, true)
+}
+
+// LoadState reads what the invariants and HasActiveWork need after the actions applied:
+// beads, agents, edges and reviews (not the rules' extra inputs).
+func (t *TownTx) LoadState(ctx context.Context) (*reconciler.Snapshot, error) {
+	return t.loadSnapshot(ctx, false)
+}
+
+func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.Snapshot, error) {
 	s := &reconciler.Snapshot{
 		TownID:         t.TownID,
 		Draining:       t.Town.Draining,
 		DrainStartedAt: timeOrZero(t.Town.DrainStartedAt),
 		Config:         townConfig(t.Town.Config),
-	}
-	rigs, err := t.q.RigListByTown(ctx, t.db, t.TownID)
-	if err != nil {
-		return nil, fmt.Errorf("load rigs: %w", err)
-	}
-	for _, r := range rigs {
-		s.Rigs = append(s.Rigs, rigFromInternal(r))
 	}
 	beads, err := t.q.BeadListForSnapshot(ctx, t.db, t.TownID)
 	if err != nil {
@@ -251,6 +254,16 @@ func (t *TownTx) LoadSnapshot(ctx context.Context) (*reconciler.Snapshot, error)
 	s.Reviews = make([]reconciler.Review, len(reviews))
 	for i, r := range reviews {
 		s.Reviews[i] = reviewFromInternal(r)
+	}
+	if !forRules {
+		return s, nil
+	}
+	rigs, err := t.q.RigListByTown(ctx, t.db, t.TownID)
+	if err != nil {
+		return nil, fmt.Errorf("load rigs: %w", err)
+	}
+	for _, r := range rigs {
+		s.Rigs = append(s.Rigs, rigFromInternal(r))
 	}
 	convoys, err := t.q.ConvoyListByTown(ctx, t.db, t.TownID)
 	if err != nil {

@@ -134,7 +134,7 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	}
 
 	// Invariants and the next tick, over the state the actions left.
-	after, err := tt.LoadSnapshot(ctx)
+	after, err := tt.LoadState(ctx)
 	if err != nil {
 		return res, err
 	}
