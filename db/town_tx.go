@@ -205,13 +205,14 @@ func (t *TownTx) rig(ctx context.Context, id string) (reconciler.Rig, error) {
 	return rigFromInternal(r), nil
 }
 
-// LoadSnapshot reads everything the rules need about the town.
+// LoadSnapshot reads everything the rules need about the town, in one round trip (the
+// queries are pipelined).
 func (t *TownTx) LoadSnapshot(ctx context.Context) (*reconciler.Snapshot, error) {
 	return t.loadSnapshot(ctx, true)
 }
 
 // LoadState reads what the invariants and HasActiveWork need after the actions applied:
-// beads, agents, edges and reviews (not the rules' extra inputs).
+// beads, agents, edges and reviews, in one round trip.
 func (t *TownTx) LoadState(ctx context.Context) (*reconciler.Snapshot, error) {
 	return t.loadSnapshot(ctx, false)
 }
@@ -223,69 +224,64 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		DrainStartedAt: timeOrZero(t.Town.DrainStartedAt),
 		Config:         townConfig(t.Town.Config),
 	}
-	beads, err := t.q.BeadListForSnapshot(ctx, t.db, t.TownID)
-	if err != nil {
-		return nil, fmt.Errorf("load beads: %w", err)
+	var (
+		p        pipeline
+		beads    []dbsqlc.Bead
+		agents   []dbsqlc.Agent
+		deps     []dbsqlc.DependencyListByTownRow
+		reviews  []dbsqlc.ReviewMetadatum
+		rigs     []dbsqlc.Rig
+		convoys  []dbsqlc.ConvoyMetadatum
+		nudges   []dbsqlc.NudgeListRecentBySourceRow
+		failures int32
+	)
+	p.add(func(q Querier) (err error) { beads, err = t.q.BeadListForSnapshot(ctx, q, t.TownID); return })
+	p.add(func(q Querier) (err error) { agents, err = t.q.AgentListByTown(ctx, q, t.TownID); return })
+	p.add(func(q Querier) (err error) { deps, err = t.q.DependencyListByTown(ctx, q, t.TownID); return })
+	p.add(func(q Querier) (err error) { reviews, err = t.q.ReviewListByTown(ctx, q, t.TownID); return })
+	if forRules {
+		p.add(func(q Querier) (err error) { rigs, err = t.q.RigListByTown(ctx, q, t.TownID); return })
+		p.add(func(q Querier) (err error) { convoys, err = t.q.ConvoyListByTown(ctx, q, t.TownID); return })
+		p.add(func(q Querier) (err error) {
+			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-reconciler.GUPPNudgeDedupe)})
+			return
+		})
+		p.add(func(q Querier) (err error) {
+			failures, err = t.q.EventCountSince(ctx, q, dbsqlc.EventCountSinceParams{
+				TownID: t.TownID, EventType: string(reconciler.EventAgentDispatchFailed), Since: t.Now.Add(-reconciler.CircuitBreakerWindow),
+			})
+			return
+		})
+	}
+	if err := p.run(ctx, t.db); err != nil {
+		return nil, fmt.Errorf("load snapshot: %w", err)
 	}
 	s.Beads = make([]reconciler.Bead, len(beads))
 	for i, b := range beads {
 		s.Beads[i] = beadFromInternal(b)
 	}
-	agents, err := t.q.AgentListByTown(ctx, t.db, t.TownID)
-	if err != nil {
-		return nil, fmt.Errorf("load agents: %w", err)
-	}
 	s.Agents = make([]reconciler.Agent, len(agents))
 	for i, a := range agents {
 		s.Agents[i] = agentFromInternal(a)
-	}
-	deps, err := t.q.DependencyListByTown(ctx, t.db, t.TownID)
-	if err != nil {
-		return nil, fmt.Errorf("load dependencies: %w", err)
 	}
 	s.Dependencies = make([]reconciler.Dependency, len(deps))
 	for i, d := range deps {
 		s.Dependencies[i] = reconciler.Dependency{BeadID: d.BeadID, DependsOnID: d.DependsOnBeadID, Type: reconciler.DependencyType(d.DependencyType)}
 	}
-	reviews, err := t.q.ReviewListByTown(ctx, t.db, t.TownID)
-	if err != nil {
-		return nil, fmt.Errorf("load reviews: %w", err)
-	}
 	s.Reviews = make([]reconciler.Review, len(reviews))
 	for i, r := range reviews {
 		s.Reviews[i] = reviewFromInternal(r)
 	}
-	if !forRules {
-		return s, nil
-	}
-	rigs, err := t.q.RigListByTown(ctx, t.db, t.TownID)
-	if err != nil {
-		return nil, fmt.Errorf("load rigs: %w", err)
-	}
 	for _, r := range rigs {
 		s.Rigs = append(s.Rigs, rigFromInternal(r))
-	}
-	convoys, err := t.q.ConvoyListByTown(ctx, t.db, t.TownID)
-	if err != nil {
-		return nil, fmt.Errorf("load convoys: %w", err)
 	}
 	s.Convoys = make([]reconciler.Convoy, len(convoys))
 	for i, c := range convoys {
 		s.Convoys[i] = convoyFromInternal(c)
 	}
-	nudges, err := t.q.NudgeListRecentBySource(ctx, t.db, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-reconciler.GUPPNudgeDedupe)})
-	if err != nil {
-		return nil, fmt.Errorf("load nudges: %w", err)
-	}
 	s.Nudges = make([]reconciler.NudgeRecord, len(nudges))
 	for i, n := range nudges {
 		s.Nudges[i] = reconciler.NudgeRecord{AgentID: n.AgentID, Source: n.Source, LastAt: n.LastAt}
-	}
-	failures, err := t.q.EventCountSince(ctx, t.db, dbsqlc.EventCountSinceParams{
-		TownID: t.TownID, EventType: string(reconciler.EventAgentDispatchFailed), Since: t.Now.Add(-reconciler.CircuitBreakerWindow),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("count dispatch failures: %w", err)
 	}
 	s.DispatchFailures = int(failures)
 	return s, nil

@@ -26,4 +26,5 @@ ORDER BY (priority = 'urgent') DESC, created_at, nudge_id;
 -- @since (the GUPP dedupe window).
 SELECT agent_id, source, max(created_at)::timestamptz AS last_at FROM agent_nudges
 WHERE town_id = @town_id AND source LIKE 'reconciler:%' AND created_at >= @since
-GROUP BY agent_id, source;
+GROUP BY agent_id, source
+ORDER BY agent_id, source;

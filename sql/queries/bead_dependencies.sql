@@ -6,7 +6,8 @@ ON CONFLICT DO NOTHING;
 
 -- name: DependencyListByTown :many
 -- DependencyListByTown lists every edge of a town.
-SELECT bead_id, depends_on_bead_id, dependency_type FROM bead_dependencies WHERE town_id = @town_id;
+SELECT bead_id, depends_on_bead_id, dependency_type FROM bead_dependencies WHERE town_id = @town_id
+ORDER BY bead_id, depends_on_bead_id;
 
 -- name: DependencyListOfBead :many
 -- DependencyListOfBead lists the edges that start or end at a bead.

@@ -14,8 +14,8 @@ SELECT * FROM beads WHERE town_id = @town_id AND bead_id = @bead_id;
 SELECT EXISTS (SELECT 1 FROM beads WHERE town_id = @town_id AND bead_id = @bead_id);
 
 -- name: BeadListForSnapshot :many
--- BeadListForSnapshot lists every bead of a town except agent beads.
-SELECT * FROM beads WHERE town_id = @town_id AND type <> 'agent';
+-- BeadListForSnapshot lists every bead of a town except agent beads, in a stable order.
+SELECT * FROM beads WHERE town_id = @town_id AND type <> 'agent' ORDER BY created_at, bead_id;
 
 -- name: BeadList :many
 -- BeadList lists a town's beads with optional filters, newest first.

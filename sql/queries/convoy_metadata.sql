@@ -1,6 +1,6 @@
 -- name: ConvoyListByTown :many
 -- ConvoyListByTown lists the convoy metadata of a town.
-SELECT * FROM convoy_metadata WHERE town_id = @town_id;
+SELECT * FROM convoy_metadata WHERE town_id = @town_id ORDER BY bead_id;
 
 -- name: ConvoyGet :one
 -- ConvoyGet reads the metadata of one convoy.

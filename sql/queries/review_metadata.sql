@@ -9,7 +9,7 @@ SELECT * FROM review_metadata WHERE town_id = @town_id AND bead_id = @bead_id;
 
 -- name: ReviewListByTown :many
 -- ReviewListByTown lists the review metadata of a town.
-SELECT * FROM review_metadata WHERE town_id = @town_id;
+SELECT * FROM review_metadata WHERE town_id = @town_id ORDER BY bead_id;
 
 -- name: ReviewSetPRURL :exec
 -- ReviewSetPRURL records the PR of an MR.

@@ -112,6 +112,7 @@ const nudgeListRecentBySource = `-- name: NudgeListRecentBySource :many
 SELECT agent_id, source, max(created_at)::timestamptz AS last_at FROM agent_nudges
 WHERE town_id = $1 AND source LIKE 'reconciler:%' AND created_at >= $2
 GROUP BY agent_id, source
+ORDER BY agent_id, source
 `
 
 type NudgeListRecentBySourceParams struct {

@@ -38,6 +38,7 @@ func (q *Queries) DependencyInsert(ctx context.Context, db DBTX, arg DependencyI
 
 const dependencyListByTown = `-- name: DependencyListByTown :many
 SELECT bead_id, depends_on_bead_id, dependency_type FROM bead_dependencies WHERE town_id = $1
+ORDER BY bead_id, depends_on_bead_id
 `
 
 type DependencyListByTownRow struct {

@@ -64,7 +64,7 @@ func (q *Queries) ConvoyInsert(ctx context.Context, db DBTX, arg ConvoyInsertPar
 }
 
 const convoyListByTown = `-- name: ConvoyListByTown :many
-SELECT town_id, bead_id, total_beads, closed_beads, landed_at, feature_branch, merge_mode, staged FROM convoy_metadata WHERE town_id = $1
+SELECT town_id, bead_id, total_beads, closed_beads, landed_at, feature_branch, merge_mode, staged FROM convoy_metadata WHERE town_id = $1 ORDER BY bead_id
 `
 
 // ConvoyListByTown lists the convoy metadata of a town.

@@ -63,7 +63,7 @@ func (q *Queries) ReviewInsert(ctx context.Context, db DBTX, arg ReviewInsertPar
 }
 
 const reviewListByTown = `-- name: ReviewListByTown :many
-SELECT town_id, bead_id, branch, target_branch, merge_commit, pr_url, retry_count, auto_merge_ready_since, last_feedback_check_at FROM review_metadata WHERE town_id = $1
+SELECT town_id, bead_id, branch, target_branch, merge_commit, pr_url, retry_count, auto_merge_ready_since, last_feedback_check_at FROM review_metadata WHERE town_id = $1 ORDER BY bead_id
 `
 
 // ReviewListByTown lists the review metadata of a town.
