@@ -29,6 +29,9 @@ type StartRequest struct {
 	ReviewMode    string               `json:"review_mode,omitempty"`
 	SourceAgentID string               `json:"source_agent_id,omitempty"`
 	Prompt        string               `json:"prompt,omitempty"`
+	// Token is the agent's own bearer token for its callbacks (heartbeat, done,
+	// completed): it names this town and this agent only, and expires.
+	Token string `json:"token,omitempty"`
 }
 
 // Runtime starts and stops agents. A start of an agent that is already running counts

@@ -36,6 +36,8 @@ type Config struct {
 	TickTimeout time.Duration
 	// RescueStuckJobsAfter is when River rescues a job whose worker died (default 1 min).
 	RescueStuckJobsAfter time.Duration
+	// AgentTokenTTL is how long an agent's callback token is valid (default 24 h).
+	AgentTokenTTL time.Duration
 	// EventRetention is how long processed events are kept (default 7 days).
 	EventRetention time.Duration
 	// WorkerID names this process in reconciler_ticks.
@@ -82,6 +84,7 @@ func (c Config) withDefaults() Config {
 	def(&c.TickTimeout, 30*time.Second)
 	def(&c.RescueStuckJobsAfter, time.Minute)
 	def(&c.EventRetention, reconciler.EventRetention)
+	def(&c.AgentTokenTTL, 24*time.Hour)
 	if c.RescueStuckJobsAfter <= c.TickTimeout {
 		c.RescueStuckJobsAfter = c.TickTimeout + 10*time.Second
 	}

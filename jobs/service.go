@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"gastown/agentrt"
+	"gastown/agenttoken"
 	"gastown/codehost"
 	"gastown/db"
 )
@@ -23,7 +24,9 @@ type Deps struct {
 	Runtime agentrt.Runtime // required when workers run
 	// CodeHost is where PRs are polled and merged (default: a simulator).
 	CodeHost codehost.Host
-	Logger   *slog.Logger
+	// Tokens signs the per-agent callback tokens handed to started agents (nil: none).
+	Tokens *agenttoken.Signer
+	Logger *slog.Logger
 	// Clock is the time ticks reconcile with (default time.Now).
 	Clock func() time.Time
 	// Reporter hears about dead events and invariant violations (default: nobody).
@@ -41,6 +44,7 @@ type Service struct {
 	store    *db.Store
 	runtime  agentrt.Runtime
 	codeHost codehost.Host
+	tokens   *agenttoken.Signer
 	cfg      Config
 	logger   *slog.Logger
 }
@@ -75,7 +79,7 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 	if deps.CodeHost == nil {
 		deps.CodeHost = codehost.NewSimulator()
 	}
-	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, cfg: cfg, logger: deps.Logger}
+	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, cfg: cfg, logger: deps.Logger}
 	svc.Ticker = &Ticker{
 		store: deps.Store, cfg: cfg, clock: deps.Clock, logger: deps.Logger, reporter: deps.Reporter,
 		failEvent: hooks.failEvent, failpoint: hooks.failpoint,

@@ -49,6 +49,10 @@ func (w *StartAgentWorker) Timeout(*river.Job[StartAgentArgs]) time.Duration {
 // Work implements river.Worker.
 func (w *StartAgentWorker) Work(ctx context.Context, job *river.Job[StartAgentArgs]) error {
 	req := job.Args.Request
+	if w.svc.tokens != nil {
+		// Minted when the start runs, so no credential rests in the job table.
+		req.Token = w.svc.tokens.Issue(req.TownID, req.AgentID, time.Now().Add(w.svc.cfg.AgentTokenTTL))
+	}
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	err := w.svc.runtime.StartAgent(startCtx, req)
 	cancel()

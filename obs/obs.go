@@ -67,6 +67,11 @@ func (s *Sentry) capture(level sentry.Level, msg string, tags map[string]string)
 	})
 }
 
+// Panicked reports a recovered panic of an HTTP handler.
+func (s *Sentry) Panicked(method, path string, value any) {
+	s.capture(sentry.LevelFatal, fmt.Sprintf("HTTP %s %s panicked: %v", method, path, value), map[string]string{"route": path})
+}
+
 // HandleError implements river.ErrorHandler: job errors are logged by River; only errors
 // that exhausted their attempts go to Sentry.
 func (s *Sentry) HandleError(_ context.Context, job *rivertype.JobRow, err error) *river.ErrorHandlerResult {

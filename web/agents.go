@@ -75,12 +75,7 @@ func (s *Server) agentDone(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, "pr_url must be an https:// URL")
 		return
 	}
-	evs, err := s.svc.Events.Append(c, townID, db.NewEvent{Type: reconciler.EventAgentDone, AgentID: agentID, Payload: req})
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusAccepted, gin.H{"event_id": evs[0].ID})
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventAgentDone, AgentID: agentID, Payload: req}, nil)
 }
 
 func (s *Server) agentCompleted(c *gin.Context) {
@@ -96,10 +91,5 @@ func (s *Server) agentCompleted(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, "status must be completed or failed")
 		return
 	}
-	evs, err := s.svc.Events.Append(c, townID, db.NewEvent{Type: reconciler.EventAgentCompleted, AgentID: agentID, Payload: req})
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusAccepted, gin.H{"event_id": evs[0].ID})
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventAgentCompleted, AgentID: agentID, Payload: req}, nil)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -34,12 +35,8 @@ func (s *Server) reconcileDryRun(c *gin.Context) {
 		return
 	}
 	res, err := s.svc.Ticker.Tick(c, tx, townID, jobs.TickOptions{DryRun: true})
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
-		err = db.ErrTownBusy
-	}
 	if err != nil {
-		s.fail(c, err)
+		s.fail(c, busyOr(err))
 		return
 	}
 	actions, err := reconciler.EncodeActions(res.Actions)
@@ -60,4 +57,193 @@ func (s *Server) reconcileDryRun(c *gin.Context) {
 		},
 		"clock": res.ClockAt,
 	})
+}
+
+// townStatus answers the shape of SPEC.md §8.1.
+func (s *Server) townStatus(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	now := s.clock()
+	st, err := s.store.TownStatus(c, townID, now)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	agents := gin.H{"working": 0, "waiting": 0, "idle": 0, "stalled": 0, "dead": 0, "total": len(st.Agents)}
+	orphaned := 0
+	agentMeta := make([]gin.H, 0, len(st.Agents))
+	for _, a := range st.Agents {
+		agents[string(a.Status)] = agents[string(a.Status)].(int) + 1
+		if a.Status == reconciler.AgentIdle && a.HookBeadID != "" && (a.LastActivityAt.IsZero() || now.Sub(a.LastActivityAt) > 5*time.Minute) {
+			orphaned++
+		}
+		agentMeta = append(agentMeta, gin.H{"bead_id": a.ID, "name": a.Name, "role": a.Role, "status": a.Status,
+			"current_hook_bead_id": nullable(a.HookBeadID), "dispatch_attempts": a.DispatchAttempts, "last_activity_at": nullableTime(a.LastActivityAt)})
+	}
+	triage := 0
+	summary := make([]gin.H, 0, len(st.LiveBeads))
+	for _, b := range st.LiveBeads {
+		if b.Type == reconciler.BeadIssue && b.Status == reconciler.StatusOpen && b.HasLabel(reconciler.LabelTriageRequest) {
+			triage++
+		}
+		if b.Type == reconciler.BeadMessage {
+			continue
+		}
+		summary = append(summary, gin.H{"bead_id": b.ID, "type": b.Type, "status": b.Status, "title": b.Title,
+			"assignee": nullable(b.AssigneeID), "rig_id": nullable(b.RigID), "created_by": b.CreatedBy,
+			"labels": b.Labels, "metadata": b.Metadata, "updated_at": b.UpdatedAt})
+	}
+	interval, label := time.Duration(0), "idle"
+	var reconcilerMetrics any
+	if st.LastTick != nil {
+		lt := st.LastTick
+		if lt.NextTickAt != nil {
+			interval = lt.NextTickAt.Sub(lt.ClockAt)
+		}
+		reconcilerMetrics = gin.H{
+			"eventsDrained": lt.EventsDrained, "actionsEmitted": lt.ActionsEmitted, "actionsByType": lt.ActionsByType,
+			"actionsSkipped": lt.ActionsSkipped, "sideEffectsAttempted": lt.SideEffectsAttempted,
+			"sideEffectsSucceeded": lt.SideEffectsSucceeded, "sideEffectsFailed": lt.SideEffectsFailed,
+			"invariantViolations": lt.InvariantViolations, "wallClockMs": float64(lt.WallClockUS) / 1000,
+			"pendingEventCount": lt.PendingEventCount, "tickId": lt.ID, "at": lt.StartedAt,
+		}
+	}
+	if interval > 0 && interval < time.Minute {
+		label = "active"
+	}
+	recent := make([]gin.H, 0, len(st.RecentEvents))
+	for _, e := range st.RecentEvents {
+		msg := e.Type + " " + e.BeadID
+		if e.OldValue != "" || e.NewValue != "" {
+			msg += ": " + e.OldValue + " → " + e.NewValue
+		}
+		recent = append(recent, gin.H{"time": e.Time, "type": e.Type, "message": msg})
+	}
+	alarm := gin.H{
+		"alarm": gin.H{"nextFireAt": st.Town.NextTickAt, "intervalMs": interval.Milliseconds(),
+			"intervalLabel": fmt.Sprintf("%s (%s)", label, interval.Round(time.Second))},
+		"agents": agents,
+		"beads": gin.H{"open": st.BeadCounts["open"], "inProgress": st.BeadCounts["in_progress"], "inReview": st.BeadCounts["in_review"],
+			"failed": st.BeadCounts["failed"], "triageRequests": triage},
+		"patrol": gin.H{"guppWarnings": st.RecentNudges[reconciler.NudgeSourceWarn], "guppEscalations": st.RecentNudges[reconciler.NudgeSourceEscalate],
+			"stalledAgents": agents["stalled"], "orphanedHooks": orphaned},
+		"reconciler":        reconcilerMetrics,
+		"recentEvents":      recent,
+		"pendingEventCount": st.Pending,
+	}
+	if st.Town.Draining {
+		alarm["draining"] = true
+		alarm["drainStartedAt"] = st.Town.DrainStartedAt
+	}
+	c.JSON(http.StatusOK, gin.H{"alarmStatus": alarm, "agentMeta": agentMeta, "beadSummary": summary})
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullableTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+// replayCaveat is returned with every reference-style replay (SPEC.md §8.3).
+const replayCaveat = "Events are re-applied on top of the CURRENT live state, not a snapshot taken before the window; " +
+	"non-idempotent handlers (agent_done, review completion) may act on different beads than they originally did, " +
+	"and events older than the retention or of deleted beads are gone. Use this to debug event flow, not to reconstruct history."
+
+type replayRequest struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// replayEvents re-applies the events of a window on the current state and reconciles, in a
+// transaction that is always rolled back (SPEC.md §8.3 reference behaviour, with its caveat).
+func (s *Server) replayEvents(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	var req replayRequest
+	if !bindJSON(c, &req) {
+		return
+	}
+	if req.From == "" || req.To == "" {
+		writeError(c, http.StatusBadRequest, "from and to are required (RFC 3339 timestamps)")
+		return
+	}
+	from, err := time.Parse(time.RFC3339Nano, req.From)
+	if err != nil {
+		writeError(c, http.StatusBadRequest, "from is not an RFC 3339 timestamp: "+req.From)
+		return
+	}
+	to, err := time.Parse(time.RFC3339Nano, req.To)
+	if err != nil {
+		writeError(c, http.StatusBadRequest, "to is not an RFC 3339 timestamp: "+req.To)
+		return
+	}
+	if from.After(to) {
+		writeError(c, http.StatusBadRequest, "from must not be after to")
+		return
+	}
+	tx, err := s.store.Pool.Begin(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(c)) }()
+	if _, err := tx.Exec(c, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", s.cfg.DryRunLockTimeout.Milliseconds())); err != nil {
+		s.fail(c, err)
+		return
+	}
+	tt, err := s.store.LockTown(c, tx, townID, s.clock().UTC(), true, s.logger)
+	if err != nil {
+		s.fail(c, busyOr(err))
+		return
+	}
+	replayed, err := tt.ReplayWindow(c, from, to, 10000)
+	if err != nil {
+		s.fail(c, busyOr(err))
+		return
+	}
+	snap, err := tt.LoadSnapshot(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	actions, err := reconciler.EncodeActions(reconciler.Reconcile(snap, reconciler.Options{Draining: tt.Draining()}, tt.Now))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	agents := make([]gin.H, 0, len(snap.Agents))
+	for _, a := range snap.Agents {
+		agents = append(agents, gin.H{"bead_id": a.ID, "role": a.Role, "status": a.Status, "current_hook_bead_id": nullable(a.HookBeadID),
+			"dispatch_attempts": a.DispatchAttempts, "last_activity_at": nullableTime(a.LastActivityAt)})
+	}
+	beads := make([]gin.H, 0)
+	for _, b := range snap.Beads {
+		if !b.Status.Terminal() {
+			beads = append(beads, gin.H{"bead_id": b.ID, "type": b.Type, "status": b.Status, "title": b.Title,
+				"assignee": nullable(b.AssigneeID), "updated_at": b.UpdatedAt})
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"caveat": replayCaveat, "eventsReplayed": len(replayed), "events": replayed,
+		"actions": actions, "stateSnapshot": gin.H{"agents": agents, "nonTerminalBeads": beads}})
+}
+
+// busyOr maps a lock timeout to ErrTownBusy.
+func busyOr(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+		return db.ErrTownBusy
+	}
+	return err
 }

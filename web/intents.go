@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -14,8 +15,19 @@ import (
 	"gastown/reconciler"
 )
 
-// accepted appends one event and answers 202 with its id and extra fields.
+// accepted appends one event and answers 202 with its id and extra fields. With ?wait=
+// (a duration, at most MaxWait) it first waits for the tick that applies the event and
+// says whether it did ("state": processed or dead), else "state": pending.
 func (s *Server) accepted(c *gin.Context, townID string, ev db.NewEvent, extra gin.H) {
+	var wait time.Duration
+	if w := c.Query("wait"); w != "" {
+		d, err := time.ParseDuration(w)
+		if err != nil || d < 0 {
+			writeError(c, http.StatusBadRequest, "wait must be a duration such as 2s")
+			return
+		}
+		wait = min(d, s.cfg.MaxWait)
+	}
 	evs, err := s.svc.Events.Append(c, townID, ev)
 	if err != nil {
 		s.fail(c, err)
@@ -25,7 +37,34 @@ func (s *Server) accepted(c *gin.Context, townID string, ev db.NewEvent, extra g
 		extra = gin.H{}
 	}
 	extra["event_id"] = evs[0].ID
+	if wait > 0 {
+		state, err := s.waitApplied(c, townID, evs[0].ID, wait)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		extra["state"] = state
+	}
 	c.JSON(http.StatusAccepted, extra)
+}
+
+// waitApplied polls an event until a tick took it or the wait ends.
+func (s *Server) waitApplied(c *gin.Context, townID, eventID string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		ev, err := s.store.GetEvent(c, townID, eventID)
+		if err != nil {
+			return "", err
+		}
+		if ev.State != "pending" || time.Now().After(deadline) {
+			return ev.State, nil
+		}
+		select {
+		case <-c.Request.Context().Done():
+			return ev.State, nil
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 type configRequest struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"gastown/agenttoken"
 	"gastown/db"
 	"gastown/jobs"
 )
@@ -23,6 +24,19 @@ type Config struct {
 	AdminTokens []string
 	// DryRunLockTimeout bounds how long a dry-run waits for a town's lock (default 2 s).
 	DryRunLockTimeout time.Duration
+	// AgentTokens verifies the per-agent tokens of the agent callbacks. Required.
+	AgentTokens *agenttoken.Signer
+	// MaxBodyBytes bounds a request body (default 1 MiB).
+	MaxBodyBytes int64
+	// MaxWait bounds ?wait= on writes (default 30 s).
+	MaxWait time.Duration
+	// Reporter hears about recovered panics (may be nil).
+	Reporter PanicReporter
+}
+
+// PanicReporter hears about a handler's panic.
+type PanicReporter interface {
+	Panicked(method, path string, value any)
 }
 
 // Server is the HTTP API.
@@ -39,8 +53,17 @@ func New(cfg Config, store *db.Store, svc *jobs.Service, logger *slog.Logger) (*
 	if len(cfg.AdminTokens) == 0 {
 		return nil, errors.New("the admin API needs at least one token (ADMIN_TOKEN)")
 	}
+	if cfg.AgentTokens == nil {
+		return nil, errors.New("the agent API needs an agent token signer (GASTOWN_AGENT_TOKEN_SECRET)")
+	}
 	if cfg.DryRunLockTimeout <= 0 {
 		cfg.DryRunLockTimeout = 2 * time.Second
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 30 * time.Second
 	}
 	return &Server{cfg: cfg, store: store, svc: svc, logger: logger, clock: time.Now}, nil
 }
@@ -49,7 +72,17 @@ func New(cfg Config, store *db.Store, svc *jobs.Service, logger *slog.Logger) (*
 func (s *Server) Handler() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(gin.Recovery())
+	r.Use(gin.CustomRecovery(func(c *gin.Context, v any) {
+		s.logger.Error("handler panicked", "method", c.Request.Method, "path", c.FullPath(), "panic", v)
+		if s.cfg.Reporter != nil {
+			s.cfg.Reporter.Panicked(c.Request.Method, c.FullPath(), v)
+		}
+		writeError(c, http.StatusInternalServerError, "internal error")
+	}))
+	r.Use(func(c *gin.Context) {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
+		c.Next()
+	})
 	r.HandleMethodNotAllowed = true
 	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, "no such route") })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
@@ -77,13 +110,17 @@ func (s *Server) Handler() http.Handler {
 	v1.POST("/towns/:townId/mail", s.sendMail)
 	v1.POST("/towns/:townId/container-eviction", s.containerEviction)
 	v1.POST("/towns/:townId/container-ready", s.containerReady)
-	// Agent callbacks. Until per-agent tokens exist they take an admin token.
-	v1.POST("/towns/:townId/agents/:agentId/heartbeat", s.agentHeartbeat)
-	v1.POST("/towns/:townId/agents/:agentId/done", s.agentDone)
-	v1.POST("/towns/:townId/agents/:agentId/completed", s.agentCompleted)
+
+	// Agent callbacks take the agent's own token, not an admin token.
+	agent := r.Group("/v1/agent/towns/:townId/agents/:agentId", s.requireAgent)
+	agent.POST("/heartbeat", s.agentHeartbeat)
+	agent.POST("/done", s.agentDone)
+	agent.POST("/completed", s.agentCompleted)
 
 	debug := admin.Group("/debug")
+	debug.GET("/towns/:townId/status", s.townStatus)
 	debug.POST("/towns/:townId/reconcile-dry-run", s.reconcileDryRun)
+	debug.POST("/towns/:townId/replay-events", s.replayEvents)
 	return r
 }
 
@@ -101,6 +138,26 @@ func (s *Server) requireAdmin(c *gin.Context) {
 	}
 	if valid != 1 {
 		writeError(c, http.StatusUnauthorized, "invalid token")
+		return
+	}
+	c.Next()
+}
+
+// requireAgent accepts a request bearing the agent token of exactly the town and agent in
+// the path: 401 without a valid token, 403 with a valid token of another agent or town.
+func (s *Server) requireAgent(c *gin.Context) {
+	token, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		writeError(c, http.StatusUnauthorized, "missing bearer token (the agent token given at start)")
+		return
+	}
+	claims, err := s.cfg.AgentTokens.Verify(token, s.clock())
+	if err != nil {
+		writeError(c, http.StatusUnauthorized, "invalid agent token: "+err.Error())
+		return
+	}
+	if !strings.EqualFold(claims.TownID, c.Param("townId")) || !strings.EqualFold(claims.AgentID, c.Param("agentId")) {
+		writeError(c, http.StatusForbidden, "this token belongs to another agent or town; an agent reports only for itself")
 		return
 	}
 	c.Next()

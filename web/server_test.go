@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"gastown/agentrt"
+	"gastown/agenttoken"
 	"gastown/db"
 	"gastown/db/dbtest"
 	"gastown/jobs"
@@ -26,6 +27,7 @@ type testBundle struct {
 	store  *db.Store
 	svc    *jobs.Service
 	server *httptest.Server
+	signer *agenttoken.Signer
 }
 
 type nopReporter struct{}
@@ -47,11 +49,13 @@ func setup(t *testing.T) *testBundle {
 	// No workers: nothing ticks unless the test says so.
 	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: sim, Logger: logger}, jobs.Config{}, false)
 	require.NoError(t, err)
-	api, err := New(Config{AdminTokens: []string{"old-token", token}}, store, svc, logger)
+	signer, err := agenttoken.NewSigner("test-agent-token-secret")
+	require.NoError(t, err)
+	api, err := New(Config{AdminTokens: []string{"old-token", token}, AgentTokens: signer, MaxBodyBytes: 64 << 10}, store, svc, logger)
 	require.NoError(t, err)
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	return &testBundle{store: store, svc: svc, server: srv}
+	return &testBundle{store: store, svc: svc, server: srv, signer: signer}
 }
 
 func (b *testBundle) do(t *testing.T, method, path, auth string, body any) (int, map[string]any) {
@@ -289,3 +293,5 @@ func TestIntentEndpoints(t *testing.T) {
 	require.Equal(t, http.StatusConflict, status)
 	require.Contains(t, body["error"], "do not change")
 }
+
+func jobsTickOptions() jobs.TickOptions { return jobs.TickOptions{} }

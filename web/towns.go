@@ -28,6 +28,11 @@ func idParam(c *gin.Context, name string) (string, bool) {
 // bindJSON decodes the body, answering 400 with the decoder's complaint.
 func bindJSON(c *gin.Context, v any) bool {
 	if err := c.ShouldBindJSON(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(c, http.StatusRequestEntityTooLarge, "request body is larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")
+			return false
+		}
 		writeError(c, http.StatusBadRequest, "invalid JSON body: "+err.Error())
 		return false
 	}
@@ -134,14 +139,9 @@ func (s *Server) createRig(c *gin.Context) {
 		return
 	}
 	rigID := db.NewID()
-	evs, err := s.svc.Events.Append(c, townID, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{
 		RigID: rigID, Name: req.Name, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, Config: req.Config,
-	}})
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusAccepted, gin.H{"rig_id": rigID, "event_id": evs[0].ID})
+	}}, gin.H{"rig_id": rigID})
 }
 
 func (s *Server) listRigs(c *gin.Context) {
@@ -215,16 +215,11 @@ func (s *Server) createBead(c *gin.Context) {
 		}
 	}
 	beadID := db.NewID()
-	evs, err := s.svc.Events.Append(c, townID, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: beadID,
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: beadID,
 		Payload: reconciler.BeadCreatedPayload{
 			Type: req.Type, Title: req.Title, Body: req.Body, RigID: req.RigID, Priority: req.Priority,
 			Labels: req.Labels, Metadata: req.Metadata, CreatedBy: "api", BlockedBy: req.BlockedBy,
-		}})
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusAccepted, gin.H{"bead_id": beadID, "event_id": evs[0].ID})
+		}}, gin.H{"bead_id": beadID})
 }
 
 func (s *Server) listBeads(c *gin.Context) {

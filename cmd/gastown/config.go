@@ -25,6 +25,9 @@ type config struct {
 	AdminTokens []string
 	// SentryDSN enables Sentry reporting (SENTRY_DSN).
 	SentryDSN string
+	// AgentTokenSecret signs the per-agent callback tokens (GASTOWN_AGENT_TOKEN_SECRET);
+	// every process of a fleet needs the same one.
+	AgentTokenSecret string
 	// Jobs tunes the workers.
 	Jobs jobs.Config
 	// MaxConns sizes the connection pool (GASTOWN_MAX_CONNS).
@@ -72,6 +75,7 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string) {
 	f.IntVar(&c.Port, "port", envInt("PORT", 8080), "HTTP port of the API (env PORT)")
 	f.StringVar(tokens, "admin-token", envString("ADMIN_TOKEN", ""), "admin API bearer tokens, comma-separated for rotation (env ADMIN_TOKEN)")
 	f.StringVar(&c.SentryDSN, "sentry-dsn", envString("SENTRY_DSN", ""), "Sentry DSN; empty disables reporting (env SENTRY_DSN)")
+	f.StringVar(&c.AgentTokenSecret, "agent-token-secret", envString("GASTOWN_AGENT_TOKEN_SECRET", ""), "secret (16+ characters) that signs agent callback tokens; the same on every process (env GASTOWN_AGENT_TOKEN_SECRET)")
 	f.IntVar(&c.Jobs.TickWorkers, "tick-workers", envInt("GASTOWN_TICK_WORKERS", 32), "ticks run at once by this process (env GASTOWN_TICK_WORKERS)")
 	f.IntVar(&c.Jobs.SideEffectWorkers, "side-effect-workers", envInt("GASTOWN_SIDE_EFFECT_WORKERS", 32), "side-effect jobs run at once (env GASTOWN_SIDE_EFFECT_WORKERS)")
 	f.DurationVar(&c.Jobs.ActiveInterval, "active-interval", envDuration("GASTOWN_ACTIVE_INTERVAL", 5*time.Second), "tick cadence of a town with active work (env GASTOWN_ACTIVE_INTERVAL)")

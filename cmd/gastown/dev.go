@@ -50,6 +50,9 @@ func newDevCommand() *cobra.Command {
 			if len(c.AdminTokens) == 0 {
 				c.AdminTokens = []string{randomToken()}
 			}
+			if c.AgentTokenSecret == "" {
+				c.AgentTokenSecret = randomToken()
+			}
 			if err := c.validate(); err != nil {
 				return err
 			}

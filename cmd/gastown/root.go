@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"gastown/agentrt"
+	"gastown/agenttoken"
 	"gastown/db"
 	"gastown/jobs"
 	"gastown/obs"
@@ -84,6 +85,9 @@ func newServeCommand() *cobra.Command {
 			if !noAPI && len(c.AdminTokens) == 0 {
 				return errors.New("the API needs ADMIN_TOKEN (or --admin-token); set one, or run with --no-api")
 			}
+			if len(c.AgentTokenSecret) < 16 {
+				return errors.New("set GASTOWN_AGENT_TOKEN_SECRET (or --agent-token-secret) to a secret of 16+ characters, the same on every process: it signs the agents' callback tokens")
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return run(ctx, c, runOptions{api: !noAPI, workers: !noWorkers,
@@ -143,7 +147,11 @@ func run(ctx context.Context, c config, opts runOptions) error {
 	var reportTo agentrt.Reporter
 	sim := agentrt.NewSimulator(opts.sim, reporterFunc(func() agentrt.Reporter { return reportTo }), logger)
 	defer sim.Close()
-	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: sim, Logger: logger, Reporter: reporter, ErrorHandler: reporter}, c.Jobs, opts.workers)
+	signer, err := agenttoken.NewSigner(c.AgentTokenSecret)
+	if err != nil {
+		return err
+	}
+	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: sim, Logger: logger, Reporter: reporter, ErrorHandler: reporter, Tokens: signer}, c.Jobs, opts.workers)
 	if err != nil {
 		return err
 	}
@@ -152,7 +160,7 @@ func run(ctx context.Context, c config, opts runOptions) error {
 	var srv *http.Server
 	a := &app{store: store, svc: svc, logger: logger}
 	if opts.api {
-		api, err := web.New(web.Config{AdminTokens: c.AdminTokens}, store, svc, logger)
+		api, err := web.New(web.Config{AdminTokens: c.AdminTokens, AgentTokens: signer, Reporter: reporter}, store, svc, logger)
 		if err != nil {
 			return err
 		}

@@ -184,3 +184,10 @@ WHERE b.town_id = @town_id AND b.type = 'message' AND b.status = 'open' AND a.st
   AND NOT (b.metadata ? 'delivery_requested_at')
 ORDER BY b.created_at, b.bead_id
 LIMIT @max_rows;
+
+-- name: BeadListLive :many
+-- BeadListLive lists a town's non-terminal beads other than agents, newest first.
+SELECT * FROM beads
+WHERE town_id = @town_id AND type <> 'agent' AND status NOT IN ('closed', 'failed')
+ORDER BY updated_at DESC, bead_id
+LIMIT @max_rows;

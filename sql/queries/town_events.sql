@@ -80,3 +80,11 @@ SELECT EXISTS (
 -- EventCountSince counts a town's events of one type created since @since.
 SELECT count(*)::int FROM town_events
 WHERE town_id = @town_id AND event_type = @event_type AND created_at >= @since;
+
+-- name: EventListWindow :many
+-- EventListWindow lists a town's events created in [@from, @to], whatever their state, in
+-- drain order (the reference-style replay).
+SELECT * FROM town_events
+WHERE town_id = @town_id AND created_at >= @from_at AND created_at <= @to_at
+ORDER BY seq
+LIMIT @max_rows;

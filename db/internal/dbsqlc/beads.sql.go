@@ -446,6 +446,58 @@ func (q *Queries) BeadListForSnapshot(ctx context.Context, db DBTX, townID strin
 	return items, nil
 }
 
+const beadListLive = `-- name: BeadListLive :many
+SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads
+WHERE town_id = $1 AND type <> 'agent' AND status NOT IN ('closed', 'failed')
+ORDER BY updated_at DESC, bead_id
+LIMIT $2
+`
+
+type BeadListLiveParams struct {
+	TownID  string
+	MaxRows int32
+}
+
+// BeadListLive lists a town's non-terminal beads other than agents, newest first.
+func (q *Queries) BeadListLive(ctx context.Context, db DBTX, arg BeadListLiveParams) ([]Bead, error) {
+	rows, err := db.Query(ctx, beadListLive, arg.TownID, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Bead{}
+	for rows.Next() {
+		var i Bead
+		if err := rows.Scan(
+			&i.TownID,
+			&i.BeadID,
+			&i.Type,
+			&i.Status,
+			&i.Title,
+			&i.Body,
+			&i.RigID,
+			&i.ParentBeadID,
+			&i.AssigneeAgentBeadID,
+			&i.Priority,
+			&i.Labels,
+			&i.Metadata,
+			&i.DispatchAttempts,
+			&i.LastDispatchAttemptAt,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.ClosedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const beadListOpenTriageRequests = `-- name: BeadListOpenTriageRequests :many
 SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads
 WHERE town_id = $1 AND type = 'issue' AND status = 'open' AND labels ? 'gt:triage-request'

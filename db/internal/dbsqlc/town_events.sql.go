@@ -254,6 +254,62 @@ func (q *Queries) EventListPending(ctx context.Context, db DBTX, arg EventListPe
 	return items, nil
 }
 
+const eventListWindow = `-- name: EventListWindow :many
+SELECT seq, town_id, event_id, event_type, agent_id, bead_id, payload, state, attempts, last_error, idempotency_key, created_at, processed_at, processed_tick_id FROM town_events
+WHERE town_id = $1 AND created_at >= $2 AND created_at <= $3
+ORDER BY seq
+LIMIT $4
+`
+
+type EventListWindowParams struct {
+	TownID  string
+	FromAt  time.Time
+	ToAt    time.Time
+	MaxRows int32
+}
+
+// EventListWindow lists a town's events created in [@from, @to], whatever their state, in
+// drain order (the reference-style replay).
+func (q *Queries) EventListWindow(ctx context.Context, db DBTX, arg EventListWindowParams) ([]TownEvent, error) {
+	rows, err := db.Query(ctx, eventListWindow,
+		arg.TownID,
+		arg.FromAt,
+		arg.ToAt,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []TownEvent{}
+	for rows.Next() {
+		var i TownEvent
+		if err := rows.Scan(
+			&i.Seq,
+			&i.TownID,
+			&i.EventID,
+			&i.EventType,
+			&i.AgentID,
+			&i.BeadID,
+			&i.Payload,
+			&i.State,
+			&i.Attempts,
+			&i.LastError,
+			&i.IdempotencyKey,
+			&i.CreatedAt,
+			&i.ProcessedAt,
+			&i.ProcessedTickID,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const eventMarkProcessed = `-- name: EventMarkProcessed :exec
 UPDATE town_events
 SET state = 'processed', processed_at = $1, processed_tick_id = $2, attempts = attempts + 1
