@@ -3,14 +3,18 @@
 package web
 
 import (
+	"context"
 	"crypto/subtle"
+	_ "embed"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"riverqueue.com/riverui"
 
 	"gastown/agenttoken"
 	"gastown/db"
@@ -41,17 +45,29 @@ type PanicReporter interface {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg    Config
-	store  *db.Store
-	svc    *jobs.Service
-	logger *slog.Logger
-	clock  func() time.Time
+	cfg     Config
+	store   *db.Store
+	svc     *jobs.Service
+	logger  *slog.Logger
+	clock   func() time.Time
+	riverUI *riverui.Handler
 }
+
+// openAPI is the OpenAPI 3 document of every route (a test keeps it true).
+//
+//go:embed openapi.json
+var openAPI []byte
+
+// RiverUIPrefix is where River's UI is mounted, behind the admin authentication.
+const RiverUIPrefix = "/riverui"
 
 // New builds the API.
 func New(cfg Config, store *db.Store, svc *jobs.Service, logger *slog.Logger) (*Server, error) {
 	if len(cfg.AdminTokens) == 0 {
 		return nil, errors.New("the admin API needs at least one token (ADMIN_TOKEN)")
+	}
+	if logger == nil {
+		logger = slog.Default()
 	}
 	if cfg.AgentTokens == nil {
 		return nil, errors.New("the agent API needs an agent token signer (GASTOWN_AGENT_TOKEN_SECRET)")
@@ -65,8 +81,19 @@ func New(cfg Config, store *db.Store, svc *jobs.Service, logger *slog.Logger) (*
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 30 * time.Second
 	}
-	return &Server{cfg: cfg, store: store, svc: svc, logger: logger, clock: time.Now}, nil
+	ui, err := riverui.NewHandler(&riverui.HandlerOpts{
+		Endpoints: riverui.NewEndpoints(svc.Client, nil),
+		Logger:    logger.With("component", "riverui"),
+		Prefix:    RiverUIPrefix,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river UI: %w", err)
+	}
+	return &Server{cfg: cfg, store: store, svc: svc, logger: logger, clock: time.Now, riverUI: ui}, nil
 }
+
+// Start starts the background services of the River UI; they stop with ctx.
+func (s *Server) Start(ctx context.Context) error { return s.riverUI.Start(ctx) }
 
 // Handler returns the routes.
 func (s *Server) Handler() http.Handler {
@@ -86,6 +113,7 @@ func (s *Server) Handler() http.Handler {
 	r.HandleMethodNotAllowed = true
 	r.NoRoute(func(c *gin.Context) { writeError(c, http.StatusNotFound, "no such route") })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
+	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
 
 	admin := r.Group("/", s.requireAdmin)
 	v1 := admin.Group("/v1")
@@ -117,6 +145,10 @@ func (s *Server) Handler() http.Handler {
 	agent.POST("/done", s.agentDone)
 	agent.POST("/completed", s.agentCompleted)
 
+	ui := gin.WrapH(s.riverUI)
+	admin.Any(RiverUIPrefix, ui)
+	admin.Any(RiverUIPrefix+"/*path", ui)
+
 	debug := admin.Group("/debug")
 	debug.GET("/towns/:townId/status", s.townStatus)
 	debug.POST("/towns/:townId/reconcile-dry-run", s.reconcileDryRun)
@@ -124,11 +156,17 @@ func (s *Server) Handler() http.Handler {
 	return r
 }
 
-// requireAdmin accepts a request bearing one of the admin tokens (constant-time).
+// requireAdmin accepts a request bearing one of the admin tokens (constant-time), as a
+// bearer token or as the password of HTTP basic auth (so a browser can open the River UI).
 func (s *Server) requireAdmin(c *gin.Context) {
-	h := c.GetHeader("Authorization")
-	token, ok := strings.CutPrefix(h, "Bearer ")
+	token, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if !ok {
+		_, token, ok = c.Request.BasicAuth()
+	}
 	if !ok || token == "" {
+		if strings.HasPrefix(c.Request.URL.Path, RiverUIPrefix) {
+			c.Header("WWW-Authenticate", `Basic realm="gastown admin (password: ADMIN_TOKEN)"`)
+		}
 		writeError(c, http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <ADMIN_TOKEN>)")
 		return
 	}

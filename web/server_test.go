@@ -53,6 +53,9 @@ func setup(t *testing.T) *testBundle {
 	require.NoError(t, err)
 	api, err := New(Config{AdminTokens: []string{"old-token", token}, AgentTokens: signer, MaxBodyBytes: 64 << 10}, store, svc, logger)
 	require.NoError(t, err)
+	uiCtx, stopUI := context.WithCancel(context.Background())
+	t.Cleanup(stopUI)
+	require.NoError(t, api.Start(uiCtx))
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	return &testBundle{store: store, svc: svc, server: srv, signer: signer}
@@ -295,3 +298,26 @@ func TestIntentEndpoints(t *testing.T) {
 }
 
 func jobsTickOptions() jobs.TickOptions { return jobs.TickOptions{} }
+
+func TestRiverUIBehindAdminAuth(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	resp, err := http.Get(b.server.URL + "/riverui/")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("WWW-Authenticate"), "Basic")
+
+	req, err := http.NewRequest(http.MethodGet, b.server.URL+"/riverui/", nil)
+	require.NoError(t, err)
+	req.SetBasicAuth("admin", token)
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	page, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(page), "<html")
+
+	status, body := b.do(t, http.MethodGet, "/riverui/api/queues", token, nil)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+}

@@ -164,6 +164,9 @@ func run(ctx context.Context, c config, opts runOptions) error {
 		if err != nil {
 			return err
 		}
+		if err := api.Start(ctx); err != nil {
+			return fmt.Errorf("start River UI: %w", err)
+		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(c.Port)))
 		if err != nil {
 			return fmt.Errorf("listen on port %d: %w (set PORT to a free port)", c.Port, err)
