@@ -37,6 +37,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newMigrateCommand(), newServeCommand(), newDevCommand())
+	root.AddCommand(newOpsCommands()...)
 	return root
 }
 

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// apiClient is the operator's view of a running gastown API.
+type apiClient struct {
+	url   string
+	token string
+	http  *http.Client
+}
+
+type opsFlags struct {
+	url, token string
+	asJSON     bool
+}
+
+func bindOps(cmd *cobra.Command, f *opsFlags) {
+	cmd.Flags().StringVar(&f.url, "url", envString("GASTOWN_URL", "http://127.0.0.1:8080"), "base URL of the gastown API (env GASTOWN_URL)")
+	cmd.Flags().StringVar(&f.token, "admin-token", envString("ADMIN_TOKEN", ""), "admin token (env ADMIN_TOKEN)")
+	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the API's JSON instead of a table")
+}
+
+func (f *opsFlags) client() (*apiClient, error) {
+	if f.token == "" {
+		return nil, errors.New("set ADMIN_TOKEN (or --admin-token) to the API's admin token")
+	}
+	return &apiClient{url: strings.TrimRight(f.url, "/"), token: f.token, http: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// call sends a request and decodes the JSON answer; a 4xx/5xx becomes an error with the
+// API's message.
+func (c *apiClient) call(ctx context.Context, method, path string, body any) (map[string]any, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return nil, nil, err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url+path, rd)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach the gastown API at %s (is `gastown serve` running? set GASTOWN_URL): %w", c.url, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := map[string]any{}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			return nil, raw, fmt.Errorf("the API answered %s with something that is not JSON", resp.Status)
+		}
+	}
+	if resp.StatusCode >= 400 {
+		msg, _ := out["error"].(string)
+		return out, raw, fmt.Errorf("%s %s: %s (%s)", method, path, msg, resp.Status)
+	}
+	return out, raw, nil
+}
+
+func newOpsCommands() []*cobra.Command {
+	var f opsFlags
+	towns := &cobra.Command{
+		Use:   "towns",
+		Short: "List the towns of a running gastown",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			out, raw, err := c.call(cmd.Context(), http.MethodGet, "/v1/towns?limit=1000", nil)
+			if err != nil || f.asJSON {
+				return printRaw(cmd, raw, err)
+			}
+			w := table(cmd, "TOWN", "NAME", "TICKS", "LAST TICK", "NEXT TICK", "DRAINING")
+			for _, t := range list(out, "towns") {
+				fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%v\n", t["town_id"], t["name"], t["tick_count"], ago(t["last_tick_at"]), ago(t["next_tick_at"]), t["draining"])
+			}
+			return w.Flush()
+		},
+	}
+	bindOps(towns, &f)
+
+	var fs opsFlags
+	status := &cobra.Command{
+		Use:   "status TOWN",
+		Short: "Show a town at a glance: cadence, agents, beads, last tick",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := fs.client()
+			if err != nil {
+				return err
+			}
+			out, raw, err := c.call(cmd.Context(), http.MethodGet, "/debug/towns/"+args[0]+"/status", nil)
+			if err != nil || fs.asJSON {
+				return printRaw(cmd, raw, err)
+			}
+			a, _ := out["alarmStatus"].(map[string]any)
+			alarm, _ := a["alarm"].(map[string]any)
+			p := cmd.OutOrStdout()
+			fmt.Fprintf(p, "cadence   %v, next tick %s\n", alarm["intervalLabel"], ago(alarm["nextFireAt"]))
+			fmt.Fprintf(p, "agents    %s\n", counts(a["agents"]))
+			fmt.Fprintf(p, "beads     %s\n", counts(a["beads"]))
+			fmt.Fprintf(p, "patrol    %s\n", counts(a["patrol"]))
+			fmt.Fprintf(p, "pending   %v events\n", a["pendingEventCount"])
+			if r, ok := a["reconciler"].(map[string]any); ok {
+				fmt.Fprintf(p, "last tick %v ms, %v events drained, %v actions (%v skipped), %v violations\n",
+					r["wallClockMs"], r["eventsDrained"], r["actionsEmitted"], r["actionsSkipped"], r["invariantViolations"])
+			}
+			fmt.Fprintln(p)
+			w := table(cmd, "AGENT", "ROLE", "STATUS", "HOOK", "ATTEMPTS", "LAST ACTIVITY")
+			for _, ag := range list(out, "agentMeta") {
+				fmt.Fprintf(w, "%v\t%v\t%v\t%v\t%v\t%s\n", ag["name"], ag["role"], ag["status"], orDash(ag["current_hook_bead_id"]), ag["dispatch_attempts"], ago(ag["last_activity_at"]))
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(p)
+			w = table(cmd, "BEAD", "TYPE", "STATUS", "TITLE")
+			for _, b := range list(out, "beadSummary") {
+				fmt.Fprintf(w, "%v\t%v\t%v\t%.50v\n", b["bead_id"], b["type"], b["status"], b["title"])
+			}
+			return w.Flush()
+		},
+	}
+	bindOps(status, &fs)
+
+	var fd opsFlags
+	dryRun := &cobra.Command{
+		Use:   "dry-run TOWN",
+		Short: "Show what the town's next tick would do (computed and rolled back)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := fd.client()
+			if err != nil {
+				return err
+			}
+			out, raw, err := c.call(cmd.Context(), http.MethodPost, "/debug/towns/"+args[0]+"/reconcile-dry-run", nil)
+			if err != nil || fd.asJSON {
+				return printRaw(cmd, raw, err)
+			}
+			m, _ := out["metrics"].(map[string]any)
+			fmt.Fprintf(cmd.OutOrStdout(), "%v events would drain, %v actions, %v pending after\n\n", m["eventsDrained"], m["actionsEmitted"], m["pendingEventCount"])
+			return printActions(cmd, list(out, "actions"))
+		},
+	}
+	bindOps(dryRun, &fd)
+
+	var fr opsFlags
+	var from, to string
+	replay := &cobra.Command{
+		Use:   "replay TOWN --from TIME --to TIME",
+		Short: "Re-apply a window of events on the current state and show the result (rolled back)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := fr.client()
+			if err != nil {
+				return err
+			}
+			out, raw, err := c.call(cmd.Context(), http.MethodPost, "/debug/towns/"+args[0]+"/replay-events", map[string]string{"from": from, "to": to})
+			if err != nil || fr.asJSON {
+				return printRaw(cmd, raw, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%v events replayed\nnote: %v\n\n", out["eventsReplayed"], out["caveat"])
+			return printActions(cmd, list(out, "actions"))
+		},
+	}
+	bindOps(replay, &fr)
+	replay.Flags().StringVar(&from, "from", "", "start of the window (RFC 3339)")
+	replay.Flags().StringVar(&to, "to", "", "end of the window (RFC 3339)")
+	return []*cobra.Command{towns, status, dryRun, replay}
+}
+
+func printRaw(cmd *cobra.Command, raw []byte, err error) error {
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if json.Indent(&buf, raw, "", "  ") == nil {
+		raw = buf.Bytes()
+	}
+	_, err = fmt.Fprintln(cmd.OutOrStdout(), string(raw))
+	return err
+}
+
+func printActions(cmd *cobra.Command, actions []map[string]any) error {
+	w := table(cmd, "#", "ACTION", "FIELDS")
+	for i, a := range actions {
+		fields, _ := json.Marshal(a["fields"])
+		fmt.Fprintf(w, "%d\t%v\t%s\n", i+1, a["type"], fields)
+	}
+	return w.Flush()
+}
+
+func table(cmd *cobra.Command, cols ...string) *tabwriter.Writer {
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, strings.Join(cols, "\t"))
+	return w
+}
+
+func list(out map[string]any, key string) []map[string]any {
+	raw, _ := out[key].([]any)
+	res := make([]map[string]any, 0, len(raw))
+	for _, r := range raw {
+		if m, ok := r.(map[string]any); ok {
+			res = append(res, m)
+		}
+	}
+	return res
+}
+
+func counts(v any) string {
+	m, _ := v.(map[string]any)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %v", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func orDash(v any) any {
+	if v == nil {
+		return "-"
+	}
+	return v
+}
+
+// ago renders an RFC 3339 time relative to now.
+func ago(v any) string {
+	s, _ := v.(string)
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return "-"
+	}
+	d := time.Until(t).Round(time.Second)
+	if d >= 0 {
+		return "in " + d.String()
+	}
+	return (-d).String() + " ago"
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"gastown/agenttoken"
+	"gastown/agentrt"
+	"gastown/db"
+	"gastown/db/dbtest"
+	"gastown/jobs"
+	"gastown/reconciler"
+	"gastown/web"
+)
+
+func TestOperatorCommands(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store := dbtest.NewStore(t)
+	sim := agentrt.NewSimulator(agentrt.SimConfig{}, nil, logger)
+	t.Cleanup(sim.Close)
+	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: sim, Logger: logger}, jobs.Config{}, false)
+	require.NoError(t, err)
+	signer, err := agenttoken.NewSigner("0123456789abcdef")
+	require.NoError(t, err)
+	api, err := web.New(web.Config{AdminTokens: []string{"tok"}, AgentTokens: signer}, store, svc, logger)
+	require.NoError(t, err)
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+
+	town, err := store.CreateTown(ctx, db.NewID(), "ops-town", reconciler.TownConfig{}, time.Now())
+	require.NoError(t, err)
+	rig := db.NewID()
+	_, err = svc.Events.Append(ctx, town.ID,
+		db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{RigID: rig, Name: "r"}},
+		db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(), Payload: reconciler.BeadCreatedPayload{Type: reconciler.BeadIssue, Title: "do it", RigID: rig}})
+	require.NoError(t, err)
+
+	args := func(a ...string) []string { return append(a, "--url", srv.URL, "--admin-token", "tok") }
+	out, err := execute(ctx, args("towns")...)
+	require.NoError(t, err)
+	require.Contains(t, out, "TOWN")
+	require.Contains(t, out, "ops-town")
+
+	out, err = execute(ctx, args("dry-run", town.ID)...)
+	require.NoError(t, err)
+	require.Contains(t, out, "2 events would drain")
+
+	out, err = execute(ctx, args("dry-run", town.ID, "--json")...)
+	require.NoError(t, err)
+	var dry map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &dry))
+	require.Contains(t, dry, "actions")
+
+	out, err = execute(ctx, args("status", town.ID)...)
+	require.NoError(t, err)
+	require.Contains(t, out, "pending   2 events")
+
+	from, to := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	out, err = execute(ctx, args("replay", town.ID, "--from", from, "--to", to)...)
+	require.NoError(t, err)
+	require.Contains(t, out, "2 events replayed")
+	require.Contains(t, out, "dispatch_agent")
+
+	_, err = execute(ctx, args("replay", town.ID, "--from", to, "--to", from)...)
+	require.ErrorContains(t, err, "from must not be after to")
+	_, err = execute(ctx, "towns", "--url", srv.URL, "--admin-token", "wrong")
+	require.ErrorContains(t, err, "invalid token")
+	_, err = execute(ctx, "towns", "--url", "http://127.0.0.1:1", "--admin-token", "tok")
+	require.ErrorContains(t, err, "cannot reach the gastown API")
+}
