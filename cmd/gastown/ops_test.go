@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"gastown/agenttoken"
 	"gastown/agentrt"
+	"gastown/agenttoken"
 	"gastown/db"
 	"gastown/db/dbtest"
 	"gastown/jobs"
