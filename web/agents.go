@@ -93,3 +93,57 @@ func (s *Server) agentCompleted(c *gin.Context) {
 	}
 	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventAgentCompleted, AgentID: agentID, Payload: req}, nil)
 }
+
+// checkMail hands an agent its open mail and records the delivery (the next tick closes the
+// message beads).
+func (s *Server) checkMail(c *gin.Context) {
+	townID, agentID, ok := s.agentIDs(c)
+	if !ok {
+		return
+	}
+	mail, err := s.store.OpenMailFor(c, townID, agentID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	out := make([]gin.H, 0, len(mail))
+	evs := make([]db.NewEvent, 0, len(mail))
+	for _, m := range mail {
+		out = append(out, gin.H{"bead_id": m.ID, "subject": m.Title, "body": m.Body, "from": m.CreatedBy, "created_at": m.CreatedAt})
+		evs = append(evs, db.NewEvent{Type: reconciler.EventMailDelivered, AgentID: agentID,
+			Payload: reconciler.DeliveryPayload{BeadID: m.ID}, IdempotencyKey: "mail-delivered:" + m.ID})
+	}
+	if len(evs) > 0 {
+		if _, err := s.svc.Events.Append(c, townID, evs...); err != nil {
+			s.fail(c, err)
+			return
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"mail": out})
+}
+
+// pendingNudges hands an agent its pending nudges (urgent first) and records them as
+// delivered.
+func (s *Server) pendingNudges(c *gin.Context) {
+	townID, agentID, ok := s.agentIDs(c)
+	if !ok {
+		return
+	}
+	nudges, err := s.store.PendingNudges(c, townID, agentID, s.clock())
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	evs := make([]db.NewEvent, 0, len(nudges))
+	for _, n := range nudges {
+		evs = append(evs, db.NewEvent{Type: reconciler.EventNudgeDelivered, AgentID: agentID,
+			Payload: reconciler.DeliveryPayload{NudgeID: n.ID}, IdempotencyKey: "nudge-delivered:" + n.ID})
+	}
+	if len(evs) > 0 {
+		if _, err := s.svc.Events.Append(c, townID, evs...); err != nil {
+			s.fail(c, err)
+			return
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"nudges": nudges})
+}

@@ -144,6 +144,8 @@ func (s *Server) Handler() http.Handler {
 	agent.POST("/heartbeat", s.agentHeartbeat)
 	agent.POST("/done", s.agentDone)
 	agent.POST("/completed", s.agentCompleted)
+	agent.POST("/mail/check", s.checkMail)
+	agent.GET("/nudges", s.pendingNudges)
 
 	ui := gin.WrapH(s.riverUI)
 	admin.Any(RiverUIPrefix, ui)

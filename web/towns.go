@@ -261,12 +261,12 @@ func (s *Server) getBead(c *gin.Context) {
 	if !ok {
 		return
 	}
-	b, err := s.store.GetBead(c, townID, beadID)
+	d, err := s.store.GetBeadDetail(c, townID, beadID)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, b)
+	c.JSON(http.StatusOK, d)
 }
 
 func (s *Server) listAgents(c *gin.Context) {

@@ -12,4 +12,5 @@ ORDER BY bead_id, depends_on_bead_id;
 -- name: DependencyListOfBead :many
 -- DependencyListOfBead lists the edges that start or end at a bead.
 SELECT bead_id, depends_on_bead_id, dependency_type FROM bead_dependencies
-WHERE town_id = @town_id AND (bead_id = @bead_id OR depends_on_bead_id = @bead_id);
+WHERE town_id = @town_id AND (bead_id = @bead_id OR depends_on_bead_id = @bead_id)
+ORDER BY bead_id, depends_on_bead_id;

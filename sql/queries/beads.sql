@@ -191,3 +191,9 @@ SELECT * FROM beads
 WHERE town_id = @town_id AND type <> 'agent' AND status NOT IN ('closed', 'failed')
 ORDER BY updated_at DESC, bead_id
 LIMIT @max_rows;
+
+-- name: BeadListOpenMailFor :many
+-- BeadListOpenMailFor lists the open message beads addressed to an agent, oldest first.
+SELECT * FROM beads
+WHERE town_id = @town_id AND type = 'message' AND status = 'open' AND assignee_agent_bead_id = @assignee
+ORDER BY created_at, bead_id;

@@ -71,6 +71,7 @@ func (q *Queries) DependencyListByTown(ctx context.Context, db DBTX, townID stri
 const dependencyListOfBead = `-- name: DependencyListOfBead :many
 SELECT bead_id, depends_on_bead_id, dependency_type FROM bead_dependencies
 WHERE town_id = $1 AND (bead_id = $2 OR depends_on_bead_id = $2)
+ORDER BY bead_id, depends_on_bead_id
 `
 
 type DependencyListOfBeadParams struct {

@@ -498,6 +498,57 @@ func (q *Queries) BeadListLive(ctx context.Context, db DBTX, arg BeadListLivePar
 	return items, nil
 }
 
+const beadListOpenMailFor = `-- name: BeadListOpenMailFor :many
+SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads
+WHERE town_id = $1 AND type = 'message' AND status = 'open' AND assignee_agent_bead_id = $2
+ORDER BY created_at, bead_id
+`
+
+type BeadListOpenMailForParams struct {
+	TownID   string
+	Assignee *string
+}
+
+// BeadListOpenMailFor lists the open message beads addressed to an agent, oldest first.
+func (q *Queries) BeadListOpenMailFor(ctx context.Context, db DBTX, arg BeadListOpenMailForParams) ([]Bead, error) {
+	rows, err := db.Query(ctx, beadListOpenMailFor, arg.TownID, arg.Assignee)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Bead{}
+	for rows.Next() {
+		var i Bead
+		if err := rows.Scan(
+			&i.TownID,
+			&i.BeadID,
+			&i.Type,
+			&i.Status,
+			&i.Title,
+			&i.Body,
+			&i.RigID,
+			&i.ParentBeadID,
+			&i.AssigneeAgentBeadID,
+			&i.Priority,
+			&i.Labels,
+			&i.Metadata,
+			&i.DispatchAttempts,
+			&i.LastDispatchAttemptAt,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.ClosedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const beadListOpenTriageRequests = `-- name: BeadListOpenTriageRequests :many
 SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads
 WHERE town_id = $1 AND type = 'issue' AND status = 'open' AND labels ? 'gt:triage-request'
