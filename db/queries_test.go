@@ -13,11 +13,16 @@ import (
 // fleetQueries are the queries that are about the fleet or a tenant as a whole, not about
 // one town's state.
 var fleetQueries = map[string]string{
-	"TownInsert":           "creates a tenant",
-	"TownList":             "lists tenants",
-	"TownListDue":          "the sweep: towns due for a tick",
-	"TickNextID":           "a sequence",
-	"TickEnsurePartitions": "partition maintenance",
+	"TownInsert":               "creates a tenant",
+	"TownList":                 "lists tenants",
+	"TownListDue":              "the sweep: towns due for a tick",
+	"TickNextID":               "a sequence",
+	"TickEnsurePartitions":     "partition maintenance",
+	"TickDropPartitionsBefore": "partition retention",
+	"RollupWatermark":          "fleet-wide rollup",
+	"RollupTicksMinutely":      "fleet-wide rollup",
+	"RollupSetWatermark":       "fleet-wide rollup",
+	"RollupPrune":              "rollup retention",
 }
 
 // TestEveryQueryFiltersByTown checks the rule "every query on town state filters by

@@ -181,6 +181,25 @@ type ReconcilerTicksDefault struct {
 	WorkerID             *string
 }
 
+type ReconcilerTicksMinutely struct {
+	TownID               string
+	Minute               time.Time
+	Ticks                int32
+	EventsDrained        int32
+	EventsDead           int32
+	ActionsEmitted       int32
+	ActionsSkipped       int32
+	ActionsByType        []byte
+	SideEffectsAttempted int32
+	SideEffectsSucceeded int32
+	SideEffectsFailed    int32
+	InvariantViolations  int32
+	WallClockUsSum       int64
+	WallClockUsMax       int32
+	PendingMax           int32
+	PendingLast          int32
+}
+
 type ReviewMetadatum struct {
 	TownID              string
 	BeadID              string
@@ -201,6 +220,11 @@ type Rig struct {
 	DefaultBranch string
 	Config        []byte
 	CreatedAt     time.Time
+}
+
+type RollupWatermark struct {
+	Name  string
+	Until time.Time
 }
 
 type TickInput struct {
