@@ -26,7 +26,9 @@ type Deps struct {
 	CodeHost codehost.Host
 	// Tokens signs the per-agent callback tokens handed to started agents (nil: none).
 	Tokens *agenttoken.Signer
-	Logger *slog.Logger
+	// Observer hears about ticks and side effects (default: nobody).
+	Observer Observer
+	Logger   *slog.Logger
 	// Clock is the time ticks reconcile with (default time.Now).
 	Clock func() time.Time
 	// Reporter hears about dead events and invariant violations (default: nobody).
@@ -45,6 +47,7 @@ type Service struct {
 	runtime  agentrt.Runtime
 	codeHost codehost.Host
 	tokens   *agenttoken.Signer
+	observer Observer
 	cfg      Config
 	logger   *slog.Logger
 }
@@ -76,10 +79,13 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
+	if deps.Observer == nil {
+		deps.Observer = nopObserver{}
+	}
 	if deps.CodeHost == nil {
 		deps.CodeHost = codehost.NewSimulator()
 	}
-	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, cfg: cfg, logger: deps.Logger}
+	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, observer: deps.Observer, cfg: cfg, logger: deps.Logger}
 	svc.Ticker = &Ticker{
 		store: deps.Store, cfg: cfg, clock: deps.Clock, logger: deps.Logger, reporter: deps.Reporter,
 		failEvent: hooks.failEvent, failpoint: hooks.failpoint,

@@ -48,8 +48,15 @@ func sideEffectJob(townID string, tickID int64, se db.SideEffect) river.InsertMa
 
 // report appends a side effect's outcome, keyed by the job so that a retried job reports
 // it at most once.
-func (s *Service) reportOutcome(ctx context.Context, townID string, jobID int64, ev db.NewEvent) error {
+func (s *Service) reportOutcome(ctx context.Context, kind, townID string, jobID int64, ev db.NewEvent) error {
 	ev.IdempotencyKey = fmt.Sprintf("job:%d", jobID)
+	outcome := "succeeded"
+	switch ev.Type {
+	case reconciler.EventAgentDispatchFailed, reconciler.EventNudgeDeliveryFailed, reconciler.EventMailDeliveryFailed,
+		reconciler.EventPRPollFailed, reconciler.EventPRMergeFailed:
+		outcome = "failed"
+	}
+	s.observer.SideEffect(kind, outcome)
 	_, err := s.Events.Append(ctx, townID, ev)
 	if errors.Is(err, db.ErrTownNotFound) {
 		return nil // the town is gone; nothing to report to
@@ -86,7 +93,7 @@ func (w *StopAgentWorker) Work(ctx context.Context, job *river.Job[StopAgentArgs
 	if err := w.svc.runtime.StopAgent(stopCtx, job.Args.TownID, job.Args.AgentID); err != nil {
 		return fmt.Errorf("stop agent %s: %w", job.Args.AgentID, err)
 	}
-	return w.svc.reportOutcome(ctx, job.Args.TownID, job.ID, db.NewEvent{
+	return w.svc.reportOutcome(ctx, job.Kind, job.Args.TownID, job.ID, db.NewEvent{
 		Type: reconciler.EventAgentStopped, AgentID: job.Args.AgentID, Payload: map[string]string{"reason": job.Args.Reason},
 	})
 }
@@ -136,7 +143,7 @@ func (w *SendMessageWorker) Work(ctx context.Context, job *river.Job[SendMessage
 	default:
 		ev.Type, p.Error = reconciler.EventMailDeliveryFailed, err.Error()
 	}
-	return w.svc.reportOutcome(ctx, a.TownID, job.ID, ev)
+	return w.svc.reportOutcome(ctx, job.Kind, a.TownID, job.ID, ev)
 }
 
 // PollPRArgs polls an MR's PR and reports what it saw.
@@ -169,7 +176,7 @@ func (w *PollPRWorker) Work(ctx context.Context, job *river.Job[PollPRArgs]) err
 	if err != nil {
 		return err
 	}
-	return w.svc.reportOutcome(ctx, a.TownID, job.ID, ev)
+	return w.svc.reportOutcome(ctx, job.Kind, a.TownID, job.ID, ev)
 }
 
 func (s *Service) pollPR(ctx context.Context, a PollPRArgs) (db.NewEvent, error) {
@@ -248,7 +255,7 @@ func (w *MergePRWorker) Work(ctx context.Context, job *river.Job[MergePRArgs]) e
 	hostCtx, cancel := context.WithTimeout(ctx, codeHostTimeout)
 	defer cancel()
 	failed := func(reason string) error {
-		return w.svc.reportOutcome(ctx, a.TownID, job.ID, db.NewEvent{Type: reconciler.EventPRMergeFailed, BeadID: a.MRBeadID,
+		return w.svc.reportOutcome(ctx, job.Kind, a.TownID, job.ID, db.NewEvent{Type: reconciler.EventPRMergeFailed, BeadID: a.MRBeadID,
 			Payload: reconciler.PRMergeFailedPayload{MRBeadID: a.MRBeadID, Reason: reason}})
 	}
 	f, err := w.svc.codeHost.PRFeedback(hostCtx, a.PRURL)
@@ -261,6 +268,6 @@ func (w *MergePRWorker) Work(ctx context.Context, job *river.Job[MergePRArgs]) e
 	if err := w.svc.codeHost.MergePR(hostCtx, a.PRURL); err != nil {
 		return failed("merge refused: " + err.Error())
 	}
-	return w.svc.reportOutcome(ctx, a.TownID, job.ID, db.NewEvent{Type: reconciler.EventPRStatusChanged, BeadID: a.MRBeadID,
+	return w.svc.reportOutcome(ctx, job.Kind, a.TownID, job.ID, db.NewEvent{Type: reconciler.EventPRStatusChanged, BeadID: a.MRBeadID,
 		Payload: reconciler.PRStatusChangedPayload{PRURL: a.PRURL, PRState: "merged"}})
 }

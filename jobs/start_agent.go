@@ -68,7 +68,7 @@ func (w *StartAgentWorker) Work(ctx context.Context, job *river.Job[StartAgentAr
 		ev.Payload = reconciler.AgentDispatchedPayload{BeadID: req.BeadID, Error: err.Error(), Permanent: agentrt.IsPermanent(err)}
 		w.svc.logger.Warn("agent start failed", "town_id", job.Args.TownID, "agent_id", req.AgentID, "error", err)
 	}
-	if err := w.svc.reportOutcome(ctx, job.Args.TownID, job.ID, ev); err != nil {
+	if err := w.svc.reportOutcome(ctx, job.Kind, job.Args.TownID, job.ID, ev); err != nil {
 		return fmt.Errorf("report start of agent %s: %w", req.AgentID, err)
 	}
 	return nil

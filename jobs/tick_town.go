@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
 	"gastown/db"
+	"gastown/reconciler"
 )
 
 // TickTownArgs is the job of one town tick.
@@ -58,11 +60,14 @@ func (w *TickTownWorker) Work(ctx context.Context, job *river.Job[TickTownArgs])
 	res, err := w.svc.tickAndComplete(ctx, job)
 	switch {
 	case errors.Is(err, db.ErrTownBusy):
+		w.svc.observer.TickOutcome("busy")
 		return river.JobSnooze(w.svc.cfg.BusyRetry)
 	case errors.Is(err, db.ErrNotFound):
+		w.svc.observer.TickOutcome("gone")
 		w.svc.logger.Info("tick for a town that no longer exists", "town_id", townID)
 		return nil
 	case err != nil:
+		w.svc.observer.TickOutcome("error")
 		return err
 	}
 	// The tick and the job completion are committed. Events that arrived while it ran
@@ -103,8 +108,27 @@ func (s *Service) tickAndComplete(ctx context.Context, job *river.Job[TickTownAr
 	return res, nil
 }
 
-// report tells the logs and the reporter what operators must know about a tick.
+// report tells the metrics, the logs and the reporter what operators must know about a
+// committed tick.
 func (s *Service) report(townID string, res TickResult) {
+	o := s.observer
+	o.TickObserved(res.WallClock, res.DrainTime, res.SnapshotTime, res.ReconcileTime, res.ApplyTime)
+	o.EventsDrained(res.Drain.Applied, res.Drain.Failed, res.Drain.Dead)
+	emitted := map[string]int{}
+	for t, n := range reconciler.CountByType(res.Actions) {
+		emitted[string(t)] = n
+	}
+	skipped := map[string]int{}
+	for t, n := range res.Apply.SkippedByType {
+		skipped[string(t)] = n
+	}
+	o.Actions(emitted, skipped)
+	for _, se := range res.SideEffects {
+		o.SideEffect(sideEffectJob(townID, res.TickID, se).Args.Kind(), "requested")
+	}
+	for _, v := range res.NewViolations {
+		o.ViolationStarted(strconv.Itoa(v.Invariant))
+	}
 	for _, f := range res.Drain.Failures {
 		lvl := slog.LevelWarn
 		if f.Dead {

@@ -38,6 +38,25 @@ type Reporter interface {
 	InvariantViolated(townID string, v reconciler.Violation)
 }
 
+// Observer hears about every tick and side effect (Prometheus metrics).
+type Observer interface {
+	TickObserved(total, drain, snapshot, reconcile, apply time.Duration)
+	TickOutcome(outcome string)
+	EventsDrained(applied, failed, dead int)
+	Actions(emitted, skipped map[string]int)
+	SideEffect(kind, outcome string)
+	ViolationStarted(invariant string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) TickObserved(_, _, _, _, _ time.Duration) {}
+func (nopObserver) TickOutcome(string)                       {}
+func (nopObserver) EventsDrained(_, _, _ int)                {}
+func (nopObserver) Actions(_, _ map[string]int)              {}
+func (nopObserver) SideEffect(_, _ string)                   {}
+func (nopObserver) ViolationStarted(string)                  {}
+
 type nopReporter struct{}
 
 func (nopReporter) EventDead(string, db.EventFailure)              {}
@@ -69,6 +88,8 @@ type TickResult struct {
 	ActiveWork        bool
 	NextTickAt        time.Time
 	WallClock         time.Duration
+	// Phase timings of the tick.
+	DrainTime, SnapshotTime, ReconcileTime, ApplyTime time.Duration
 	// LastSeq is the sequence number of the last event the tick drained (0: none).
 	LastSeq int64
 }
@@ -156,6 +177,8 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	}
 	res.LastSeq = tt.LastDrainedSeq()
 	res.WallClock = time.Since(started)
+	res.DrainTime, res.SnapshotTime = drained.Sub(started), loaded.Sub(drained)
+	res.ReconcileTime, res.ApplyTime = reconciled.Sub(loaded), applied.Sub(reconciled)
 	if err := tt.Finish(ctx, db.TickRecord{
 		StartedAt: started.UTC(), WallClock: res.WallClock,
 		Drain: drained.Sub(started), Snapshot: loaded.Sub(drained), Reconcile: reconciled.Sub(loaded), Apply: applied.Sub(reconciled),

@@ -23,13 +23,14 @@ type Sentry struct {
 	logger *slog.Logger
 }
 
-// NewSentry initialises a client for dsn; an empty dsn gives a reporter that only logs.
-func NewSentry(dsn, environment string, logger *slog.Logger) (*Sentry, error) {
+// NewSentry initialises a client for dsn; an empty dsn gives a reporter that only logs
+// (and costs nothing).
+func NewSentry(dsn, environment, release string, logger *slog.Logger) (*Sentry, error) {
 	s := &Sentry{logger: logger}
 	if dsn == "" {
 		return s, nil
 	}
-	client, err := sentry.NewClient(sentry.ClientOptions{Dsn: dsn, Environment: environment})
+	client, err := sentry.NewClient(sentry.ClientOptions{Dsn: dsn, Environment: environment, Release: release})
 	if err != nil {
 		return nil, fmt.Errorf("sentry client: %w", err)
 	}

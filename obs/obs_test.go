@@ -43,7 +43,7 @@ func TestReportsReachSentryOverHTTP(t *testing.T) {
 	srv := httptest.NewServer(fake)
 	t.Cleanup(srv.Close)
 	dsn := "http://publickey@" + strings.TrimPrefix(srv.URL, "http://") + "/42"
-	s, err := NewSentry(dsn, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := NewSentry(dsn, "test-env", "gastown@abc", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 
 	s.InvariantViolated("town-1", reconciler.Violation{Invariant: 7, SubjectID: "a", Message: "Working agent a has no hook"})
@@ -57,11 +57,13 @@ func TestReportsReachSentryOverHTTP(t *testing.T) {
 	require.Contains(t, got, `"level":"error"`)
 	require.Contains(t, got, "Town event agent_done (seq 9) is dead: boom")
 	require.Contains(t, got, `"town_id":"town-2"`)
+	require.Contains(t, got, `"environment":"test-env"`)
+	require.Contains(t, got, `"release":"gastown@abc"`)
 }
 
 func TestNoDSNOnlyLogs(t *testing.T) {
 	t.Parallel()
-	s, err := NewSentry("", "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := NewSentry("", "test", "r", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	s.InvariantViolated("t", reconciler.Violation{Invariant: 3})
 	s.Flush(time.Millisecond)

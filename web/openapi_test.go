@@ -32,7 +32,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	}
 	param := regexp.MustCompile(`[:*](\w+)`)
 	routed := map[string]bool{}
-	api, err := New(Config{AdminTokens: []string{"x"}, AgentTokens: b.signer}, b.store, b.svc, nil)
+	api, err := New(Config{AdminTokens: []string{"x"}, AgentTokens: b.signer, Metrics: http.NotFoundHandler()}, b.store, b.svc, nil)
 	require.NoError(t, err)
 	for _, r := range api.Handler().(*gin.Engine).Routes() {
 		p := param.ReplaceAllString(r.Path, "{$1}")

@@ -36,6 +36,9 @@ type Config struct {
 	MaxWait time.Duration
 	// Reporter hears about recovered panics (may be nil).
 	Reporter PanicReporter
+	// Metrics serves Prometheus metrics at /metrics, behind the admin authentication
+	// (nil: no route).
+	Metrics http.Handler
 }
 
 // PanicReporter hears about a handler's panic.
@@ -147,6 +150,9 @@ func (s *Server) Handler() http.Handler {
 	agent.POST("/mail/check", s.checkMail)
 	agent.GET("/nudges", s.pendingNudges)
 
+	if s.cfg.Metrics != nil {
+		admin.GET("/metrics", gin.WrapH(s.cfg.Metrics))
+	}
 	ui := gin.WrapH(s.riverUI)
 	admin.Any(RiverUIPrefix, ui)
 	admin.Any(RiverUIPrefix+"/*path", ui)

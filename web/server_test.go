@@ -51,7 +51,8 @@ func setup(t *testing.T) *testBundle {
 	require.NoError(t, err)
 	signer, err := agenttoken.NewSigner("test-agent-token-secret")
 	require.NoError(t, err)
-	api, err := New(Config{AdminTokens: []string{"old-token", token}, AgentTokens: signer, MaxBodyBytes: 64 << 10}, store, svc, logger)
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("# metrics\n")) })
+	api, err := New(Config{AdminTokens: []string{"old-token", token}, AgentTokens: signer, MaxBodyBytes: 64 << 10, Metrics: metrics}, store, svc, logger)
 	require.NoError(t, err)
 	uiCtx, stopUI := context.WithCancel(context.Background())
 	t.Cleanup(stopUI)
@@ -109,6 +110,10 @@ func TestAdminAuth(t *testing.T) {
 		status, _ = b.do(t, http.MethodGet, "/v1/towns", tok, nil)
 		require.Equal(t, http.StatusOK, status)
 	}
+	resp, err := http.Get(b.server.URL + "/metrics")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "metrics are behind the admin token")
 }
 
 func TestBadInputIsA4xxAndChangesNothing(t *testing.T) {

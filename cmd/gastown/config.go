@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,10 @@ type config struct {
 	MaxConns int
 	// LogLevel is debug, info, warn or error (GASTOWN_LOG_LEVEL).
 	LogLevel string
+	// LogFormat is text or json (GASTOWN_LOG_FORMAT).
+	LogFormat string
+	// SentryEnvironment names the deployment in Sentry (SENTRY_ENVIRONMENT).
+	SentryEnvironment string
 }
 
 func envString(name, def string) string {
@@ -67,6 +72,7 @@ func bindCommon(cmd *cobra.Command, c *config) {
 	f.StringVar(&c.DatabaseURL, "database-url", envString("DATABASE_URL", db.DefaultURL), "Postgres connection string (env DATABASE_URL)")
 	f.StringVar(&c.LogLevel, "log-level", envString("GASTOWN_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env GASTOWN_LOG_LEVEL)")
 	f.IntVar(&c.MaxConns, "max-conns", envInt("GASTOWN_MAX_CONNS", 40), "connection pool size (env GASTOWN_MAX_CONNS)")
+	f.StringVar(&c.LogFormat, "log-format", envString("GASTOWN_LOG_FORMAT", "text"), "log format: text or json (env GASTOWN_LOG_FORMAT)")
 }
 
 // bindServe registers the flags of the commands that run the API and workers.
@@ -75,6 +81,7 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string) {
 	f.IntVar(&c.Port, "port", envInt("PORT", 8080), "HTTP port of the API (env PORT)")
 	f.StringVar(tokens, "admin-token", envString("ADMIN_TOKEN", ""), "admin API bearer tokens, comma-separated for rotation (env ADMIN_TOKEN)")
 	f.StringVar(&c.SentryDSN, "sentry-dsn", envString("SENTRY_DSN", ""), "Sentry DSN; empty disables reporting (env SENTRY_DSN)")
+	f.StringVar(&c.SentryEnvironment, "sentry-environment", envString("SENTRY_ENVIRONMENT", "production"), "environment reported to Sentry (env SENTRY_ENVIRONMENT)")
 	f.StringVar(&c.AgentTokenSecret, "agent-token-secret", envString("GASTOWN_AGENT_TOKEN_SECRET", ""), "secret (16+ characters) that signs agent callback tokens; the same on every process (env GASTOWN_AGENT_TOKEN_SECRET)")
 	f.IntVar(&c.Jobs.TickWorkers, "tick-workers", envInt("GASTOWN_TICK_WORKERS", 32), "ticks run at once by this process (env GASTOWN_TICK_WORKERS)")
 	f.IntVar(&c.Jobs.SideEffectWorkers, "side-effect-workers", envInt("GASTOWN_SIDE_EFFECT_WORKERS", 32), "side-effect jobs run at once (env GASTOWN_SIDE_EFFECT_WORKERS)")
@@ -98,6 +105,9 @@ func (c *config) validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		problems = append(problems, err.Error())
+	}
+	if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
+		problems = append(problems, fmt.Sprintf("GASTOWN_LOG_FORMAT %q is not text or json", c.LogFormat))
 	}
 	if err := c.Jobs.Validate(); err != nil {
 		problems = append(problems, err.Error())
@@ -126,7 +136,23 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-func newLogger(level string) *slog.Logger {
+func newLogger(level, format string) *slog.Logger {
 	l, _ := parseLevel(level)
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// release names this build for Sentry: the VCS revision the binary was built from.
+func release() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				return "gastown@" + s.Value
+			}
+		}
+	}
+	return "gastown@dev"
 }

@@ -97,6 +97,7 @@ func newDevCommand() *cobra.Command {
 	// Dev-friendly cadence: a town with work ticks every second.
 	_ = f.Set("active-interval", "1s")
 	_ = f.Set("sweep-interval", "250ms")
+	_ = f.Set("sentry-environment", "dev")
 	return cmd
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"gastown/agentrt"
@@ -51,7 +52,7 @@ func newMigrateCommand() *cobra.Command {
 			if err := c.validate(); err != nil {
 				return err
 			}
-			logger := newLogger(c.LogLevel)
+			logger := newLogger(c.LogLevel, c.LogFormat)
 			pool, err := db.Connect(cmd.Context(), c.DatabaseURL, 2)
 			if err != nil {
 				return err
@@ -123,7 +124,7 @@ type app struct {
 // run connects, migrates, starts the API and workers, and stops them in order (HTTP,
 // River, simulated agents, pool) when ctx ends or ready returns.
 func run(ctx context.Context, c config, opts runOptions) error {
-	logger := newLogger(c.LogLevel)
+	logger := newLogger(c.LogLevel, c.LogFormat)
 	pool, err := db.Connect(ctx, c.DatabaseURL, int32(c.MaxConns))
 	if err != nil {
 		return err
@@ -133,7 +134,7 @@ func run(ctx context.Context, c config, opts runOptions) error {
 		return err
 	}
 	store := db.NewStore(pool)
-	reporter, err := obs.NewSentry(c.SentryDSN, "gastown", logger)
+	reporter, err := obs.NewSentry(c.SentryDSN, c.SentryEnvironment, release(), logger)
 	if err != nil {
 		return err
 	}
@@ -152,7 +153,9 @@ func run(ctx context.Context, c config, opts runOptions) error {
 	if err != nil {
 		return err
 	}
-	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: sim, Logger: logger, Reporter: reporter, ErrorHandler: reporter, Tokens: signer}, c.Jobs, opts.workers)
+	metrics := obs.NewMetrics(pool)
+	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: sim, Logger: logger, Reporter: reporter, ErrorHandler: reporter,
+		Tokens: signer, Observer: metrics}, c.Jobs, opts.workers)
 	if err != nil {
 		return err
 	}
@@ -161,7 +164,8 @@ func run(ctx context.Context, c config, opts runOptions) error {
 	var srv *http.Server
 	a := &app{store: store, svc: svc, logger: logger}
 	if opts.api {
-		api, err := web.New(web.Config{AdminTokens: c.AdminTokens, AgentTokens: signer, Reporter: reporter}, store, svc, logger)
+		api, err := web.New(web.Config{AdminTokens: c.AdminTokens, AgentTokens: signer, Reporter: reporter,
+			Metrics: promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})}, store, svc, logger)
 		if err != nil {
 			return err
 		}
