@@ -69,8 +69,8 @@ func buildGrafanaDashboard(t *testing.T) map[string]any {
 	}
 	return map[string]any{
 		"uid": "gastown-reconciler", "title": "gastown reconciler", "schemaVersion": 39, "refresh": "10s",
-		"time":   map[string]any{"from": "now-1h", "to": "now"},
-		"panels": panels,
+		"time":       map[string]any{"from": "now-1h", "to": "now"},
+		"panels":     panels,
 		"templating": map[string]any{"list": []any{map[string]any{"name": "town", "label": "town id (empty: fleet)", "type": "textbox", "query": ""}}},
 	}
 }

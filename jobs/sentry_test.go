@@ -21,7 +21,7 @@ func TestPersistingViolationIsReportedOnce(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var envelopes []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		envelopes = append(envelopes, string(b))
