@@ -25,6 +25,11 @@ test: ## Run every test against the local PostgreSQL (GASTOWN_TEST_DATABASE_URL 
 test/race: ## Run the tests with the race detector
 	go test -race $(GO_TEST_FLAGS) ./...
 
+.PHONY: check/dashboard
+check/dashboard: ## Render the built-in dashboard in headless Chromium (apt-get install chromium) and save screenshots/dashboard.png
+	mkdir -p screenshots
+	GASTOWN_CHROMIUM=1 GASTOWN_SCREENSHOT_DIR=$(CURDIR)/screenshots go test -count=1 -run TestDashboardInHeadlessChromium -v ./web
+
 .PHONY: bench
 bench: ## Run the Go benchmarks
 	go test -run '^$$' -bench . -benchmem ./...

@@ -150,6 +150,7 @@ func (s *Server) Handler() http.Handler {
 	agent.POST("/mail/check", s.checkMail)
 	agent.GET("/nudges", s.pendingNudges)
 
+	admin.GET("/dashboard", s.dashboardPage)
 	if s.cfg.Metrics != nil {
 		admin.GET("/metrics", gin.WrapH(s.cfg.Metrics))
 	}
