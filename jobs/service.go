@@ -91,7 +91,7 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 		failEvent: hooks.failEvent, failpoint: hooks.failpoint,
 	}
 	rc := &river.Config{
-		Logger:                      deps.Logger.With("component", "river"),
+		Logger:                      quietRiver(deps.Logger),
 		ErrorHandler:                deps.ErrorHandler,
 		CompletedJobRetentionPeriod: time.Minute, // a completed tick is worth nothing
 		JobTimeout:                  cfg.TickTimeout,
@@ -154,3 +154,21 @@ func (s *Service) Start(ctx context.Context) error { return s.Client.Start(ctx) 
 
 // Stop stops the River client: running jobs finish first, until ctx expires.
 func (s *Service) Stop(ctx context.Context) error { return s.Client.Stop(ctx) }
+
+// quietRiver gives River a logger that keeps its periodic informational lines (producer
+// job counts every few seconds) out of a steady-state log, unless debug is on.
+func quietRiver(l *slog.Logger) *slog.Logger {
+	return slog.New(minLevel{h: l.Handler(), min: slog.LevelWarn}).With("component", "river")
+}
+
+type minLevel struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return (l >= m.min || m.h.Enabled(ctx, slog.LevelDebug)) && m.h.Enabled(ctx, l)
+}
+func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
+func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler            { return minLevel{m.h.WithAttrs(a), m.min} }
+func (m minLevel) WithGroup(n string) slog.Handler                 { return minLevel{m.h.WithGroup(n), m.min} }

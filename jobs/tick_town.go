@@ -135,11 +135,11 @@ func (s *Service) report(townID string, res TickResult) {
 			lvl = slog.LevelError
 			s.Ticker.reporter.EventDead(townID, f)
 		}
-		s.logger.Log(context.Background(), lvl, "event failed to apply", "town_id", townID,
+		s.logger.Log(context.Background(), lvl, "event failed to apply", "town_id", townID, "tick_id", res.TickID,
 			"seq", f.Event.Seq, "type", f.Event.Type, "attempts", f.Event.Attempts+1, "dead", f.Dead, "error", f.Err)
 	}
 	for _, v := range res.NewViolations {
-		s.logger.Error("invariant violated", "town_id", townID, "invariant", v.Invariant, "message", v.Message)
+		s.logger.Error("invariant violated", "town_id", townID, "tick_id", res.TickID, "invariant", v.Invariant, "message", v.Message)
 		s.Ticker.reporter.InvariantViolated(townID, v)
 	}
 }
