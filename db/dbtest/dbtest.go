@@ -124,6 +124,18 @@ func ensureTemplate(ctx context.Context) (string, error) {
 		if exists {
 			return nil
 		}
+		// Templates of earlier migrations are not needed any more.
+		rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE datname LIKE 'gastown_test_tpl_%' AND datname <> $1", name)
+		if err != nil {
+			return err
+		}
+		olds, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, old := range olds {
+			_, _ = conn.Exec(ctx, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{old}.Sanitize()))
+		}
 		building := name + "_building"
 		if _, err := conn.Exec(ctx, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{building}.Sanitize())); err != nil {
 			return err
