@@ -29,6 +29,8 @@ type StartRequest struct {
 	ReviewMode    string               `json:"review_mode,omitempty"`
 	SourceAgentID string               `json:"source_agent_id,omitempty"`
 	Prompt        string               `json:"prompt,omitempty"`
+	// CallbackURL is the base URL of the gastown API the agent reports to.
+	CallbackURL string `json:"callback_url,omitempty"`
 	// Token is the agent's own bearer token for its callbacks (heartbeat, done,
 	// completed): it names this town and this agent only, and expires.
 	Token string `json:"token,omitempty"`
@@ -41,6 +43,9 @@ type Runtime interface {
 	StopAgent(ctx context.Context, townID, agentID string) error
 	// SendMessage delivers a message (a nudge or mail) to a running agent.
 	SendMessage(ctx context.Context, townID, agentID, message string) error
+	// Status reports an agent's container status: running, starting, exited, not_found,
+	// unknown, …
+	Status(ctx context.Context, townID, agentID string) string
 }
 
 // Reporter is how agents report back to gastown: the same facts an agent's HTTP callbacks

@@ -121,6 +121,16 @@ func (s *Simulator) SendMessage(_ context.Context, townID, agentID, _ string) er
 	return nil
 }
 
+// Status implements Runtime: running while the simulated agent runs, else exited.
+func (s *Simulator) Status(_ context.Context, townID, agentID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.running[townID+"/"+agentID]; ok {
+		return "running"
+	}
+	return "exited"
+}
+
 // Messages counts delivered messages.
 func (s *Simulator) Messages() int {
 	s.mu.Lock()

@@ -177,3 +177,21 @@ func (s *Store) RecordContainerStatus(ctx context.Context, q Querier, townID, ag
 		Payload: reconciler.ContainerStatusPayload{Status: status, ExitReason: exitReason}})
 	return err == nil, err
 }
+
+// ObservableAgent names an agent whose container status is observed.
+type ObservableAgent struct {
+	TownID, AgentID string
+}
+
+// ListObservableAgents lists the fleet's working and stalled agents.
+func (s *Store) ListObservableAgents(ctx context.Context, limit int) ([]ObservableAgent, error) {
+	rows, err := s.q.AgentListObservable(ctx, s.Pool, int32(limit))
+	if err != nil {
+		return nil, fmt.Errorf("list observable agents: %w", err)
+	}
+	out := make([]ObservableAgent, len(rows))
+	for i, r := range rows {
+		out[i] = ObservableAgent{TownID: r.TownID, AgentID: r.AgentID}
+	}
+	return out, nil
+}

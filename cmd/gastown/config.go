@@ -35,6 +35,14 @@ type config struct {
 	MaxConns int
 	// LogLevel is debug, info, warn or error (GASTOWN_LOG_LEVEL).
 	LogLevel string
+	// Runtime is the agent runtime: sim (built-in simulator) or http (GASTOWN_RUNTIME).
+	Runtime string
+	// RuntimeURL and RuntimeToken reach an HTTP agent runtime (GASTOWN_RUNTIME_URL,
+	// GASTOWN_RUNTIME_TOKEN).
+	RuntimeURL, RuntimeToken string
+	// PublicURL is the API's base URL as agents reach it, for their callbacks
+	// (GASTOWN_PUBLIC_URL).
+	PublicURL string
 	// LogFormat is text or json (GASTOWN_LOG_FORMAT).
 	LogFormat string
 	// SentryEnvironment names the deployment in Sentry (SENTRY_ENVIRONMENT).
@@ -83,6 +91,10 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string) {
 	f.StringVar(&c.SentryDSN, "sentry-dsn", envString("SENTRY_DSN", ""), "Sentry DSN; empty disables reporting (env SENTRY_DSN)")
 	f.StringVar(&c.SentryEnvironment, "sentry-environment", envString("SENTRY_ENVIRONMENT", "production"), "environment reported to Sentry (env SENTRY_ENVIRONMENT)")
 	f.StringVar(&c.AgentTokenSecret, "agent-token-secret", envString("GASTOWN_AGENT_TOKEN_SECRET", ""), "secret (16+ characters) that signs agent callback tokens; the same on every process (env GASTOWN_AGENT_TOKEN_SECRET)")
+	f.StringVar(&c.Runtime, "runtime", envString("GASTOWN_RUNTIME", "sim"), "agent runtime: sim (built-in simulator) or http (env GASTOWN_RUNTIME)")
+	f.StringVar(&c.RuntimeURL, "runtime-url", envString("GASTOWN_RUNTIME_URL", ""), "base URL of the HTTP agent runtime, see docs/agent-runtime.md (env GASTOWN_RUNTIME_URL)")
+	f.StringVar(&c.RuntimeToken, "runtime-token", envString("GASTOWN_RUNTIME_TOKEN", ""), "bearer token for the HTTP agent runtime (env GASTOWN_RUNTIME_TOKEN)")
+	f.StringVar(&c.PublicURL, "public-url", envString("GASTOWN_PUBLIC_URL", ""), "the API's base URL as agents reach it, for their callbacks (env GASTOWN_PUBLIC_URL)")
 	f.IntVar(&c.Jobs.TickWorkers, "tick-workers", envInt("GASTOWN_TICK_WORKERS", 32), "ticks run at once by this process (env GASTOWN_TICK_WORKERS)")
 	f.IntVar(&c.Jobs.SideEffectWorkers, "side-effect-workers", envInt("GASTOWN_SIDE_EFFECT_WORKERS", 32), "side-effect jobs run at once (env GASTOWN_SIDE_EFFECT_WORKERS)")
 	f.DurationVar(&c.Jobs.ActiveInterval, "active-interval", envDuration("GASTOWN_ACTIVE_INTERVAL", 5*time.Second), "tick cadence of a town with active work (env GASTOWN_ACTIVE_INTERVAL)")
@@ -105,6 +117,12 @@ func (c *config) validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		problems = append(problems, err.Error())
+	}
+	switch {
+	case c.Runtime != "" && c.Runtime != "sim" && c.Runtime != "http":
+		problems = append(problems, fmt.Sprintf("GASTOWN_RUNTIME %q is not sim or http", c.Runtime))
+	case c.Runtime == "http" && c.RuntimeURL == "":
+		problems = append(problems, "GASTOWN_RUNTIME=http needs GASTOWN_RUNTIME_URL (the agent runtime's base URL)")
 	}
 	if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
 		problems = append(problems, fmt.Sprintf("GASTOWN_LOG_FORMAT %q is not text or json", c.LogFormat))

@@ -149,12 +149,18 @@ func run(ctx context.Context, c config, opts runOptions) error {
 	var reportTo agentrt.Reporter
 	sim := agentrt.NewSimulator(opts.sim, reporterFunc(func() agentrt.Reporter { return reportTo }), logger)
 	defer sim.Close()
+	var runtime agentrt.Runtime = sim
+	if c.Runtime == "http" {
+		if runtime, err = agentrt.NewHTTP(c.RuntimeURL, c.RuntimeToken, c.PublicURL); err != nil {
+			return err
+		}
+	}
 	signer, err := agenttoken.NewSigner(c.AgentTokenSecret)
 	if err != nil {
 		return err
 	}
 	metrics := obs.NewMetrics(pool)
-	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: sim, Logger: logger, Reporter: reporter, ErrorHandler: reporter,
+	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: runtime, Logger: logger, Reporter: reporter, ErrorHandler: reporter,
 		Tokens: signer, Observer: metrics}, c.Jobs, opts.workers)
 	if err != nil {
 		return err

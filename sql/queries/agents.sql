@@ -85,3 +85,10 @@ SELECT * FROM agents WHERE town_id = @town_id AND role = 'mayor';
 -- name: AgentClearCheckpoint :exec
 -- AgentClearCheckpoint clears an agent's resume data.
 UPDATE agents SET checkpoint = NULL WHERE town_id = @town_id AND agent_id = @agent_id;
+
+-- name: AgentListObservable :many
+-- AgentListObservable lists, across the fleet, the agents whose container status is
+-- observed: working or stalled (SPEC.md §1.3 step 3).
+SELECT town_id, agent_id FROM agents WHERE status IN ('working', 'stalled')
+ORDER BY town_id, agent_id
+LIMIT @max_rows;

@@ -357,6 +357,39 @@ func (q *Queries) AgentListHookedTo(ctx context.Context, db DBTX, arg AgentListH
 	return items, nil
 }
 
+const agentListObservable = `-- name: AgentListObservable :many
+SELECT town_id, agent_id FROM agents WHERE status IN ('working', 'stalled')
+ORDER BY town_id, agent_id
+LIMIT $1
+`
+
+type AgentListObservableRow struct {
+	TownID  string
+	AgentID string
+}
+
+// AgentListObservable lists, across the fleet, the agents whose container status is
+// observed: working or stalled (SPEC.md §1.3 step 3).
+func (q *Queries) AgentListObservable(ctx context.Context, db DBTX, maxRows int32) ([]AgentListObservableRow, error) {
+	rows, err := db.Query(ctx, agentListObservable, maxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []AgentListObservableRow{}
+	for rows.Next() {
+		var i AgentListObservableRow
+		if err := rows.Scan(&i.TownID, &i.AgentID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const agentListPolecatNames = `-- name: AgentListPolecatNames :many
 SELECT name FROM agents WHERE town_id = $1 AND role = 'polecat'
 `
