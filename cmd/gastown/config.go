@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"gastown/codehost"
 	"gastown/db"
 	"gastown/jobs"
 )
@@ -43,6 +45,13 @@ type config struct {
 	// PublicURL is the API's base URL as agents reach it, for their callbacks
 	// (GASTOWN_PUBLIC_URL).
 	PublicURL string
+	// CodeHost is where PRs live: sim or github (GASTOWN_CODE_HOST).
+	CodeHost string
+	// GitHubToken is the default GitHub token (GITHUB_TOKEN); GitHubTokens overrides it per
+	// owner or owner/repo ("acme=tok1,acme/web=tok2", GASTOWN_GITHUB_TOKENS).
+	GitHubToken, GitHubTokens string
+	// GitHubAPIURL is the REST base (GITHUB_API_URL; GitHub Enterprise: https://host/api/v3).
+	GitHubAPIURL string
 	// LogFormat is text or json (GASTOWN_LOG_FORMAT).
 	LogFormat string
 	// SentryEnvironment names the deployment in Sentry (SENTRY_ENVIRONMENT).
@@ -95,6 +104,10 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string) {
 	f.StringVar(&c.RuntimeURL, "runtime-url", envString("GASTOWN_RUNTIME_URL", ""), "base URL of the HTTP agent runtime, see docs/agent-runtime.md (env GASTOWN_RUNTIME_URL)")
 	f.StringVar(&c.RuntimeToken, "runtime-token", envString("GASTOWN_RUNTIME_TOKEN", ""), "bearer token for the HTTP agent runtime (env GASTOWN_RUNTIME_TOKEN)")
 	f.StringVar(&c.PublicURL, "public-url", envString("GASTOWN_PUBLIC_URL", ""), "the API's base URL as agents reach it, for their callbacks (env GASTOWN_PUBLIC_URL)")
+	f.StringVar(&c.CodeHost, "code-host", envString("GASTOWN_CODE_HOST", "sim"), "code host: sim (built-in simulator) or github (env GASTOWN_CODE_HOST)")
+	f.StringVar(&c.GitHubToken, "github-token", envString("GITHUB_TOKEN", ""), "default GitHub token (env GITHUB_TOKEN)")
+	f.StringVar(&c.GitHubTokens, "github-tokens", envString("GASTOWN_GITHUB_TOKENS", ""), "GitHub tokens per owner or owner/repo, e.g. acme=tok1,acme/web=tok2 (env GASTOWN_GITHUB_TOKENS)")
+	f.StringVar(&c.GitHubAPIURL, "github-api-url", envString("GITHUB_API_URL", "https://api.github.com"), "GitHub REST API base (env GITHUB_API_URL)")
 	f.IntVar(&c.Jobs.TickWorkers, "tick-workers", envInt("GASTOWN_TICK_WORKERS", 32), "ticks run at once by this process (env GASTOWN_TICK_WORKERS)")
 	f.IntVar(&c.Jobs.SideEffectWorkers, "side-effect-workers", envInt("GASTOWN_SIDE_EFFECT_WORKERS", 32), "side-effect jobs run at once (env GASTOWN_SIDE_EFFECT_WORKERS)")
 	f.DurationVar(&c.Jobs.ActiveInterval, "active-interval", envDuration("GASTOWN_ACTIVE_INTERVAL", 5*time.Second), "tick cadence of a town with active work (env GASTOWN_ACTIVE_INTERVAL)")
@@ -123,6 +136,9 @@ func (c *config) validate() error {
 		problems = append(problems, fmt.Sprintf("GASTOWN_RUNTIME %q is not sim or http", c.Runtime))
 	case c.Runtime == "http" && c.RuntimeURL == "":
 		problems = append(problems, "GASTOWN_RUNTIME=http needs GASTOWN_RUNTIME_URL (the agent runtime's base URL)")
+	}
+	if c.CodeHost != "" && c.CodeHost != "sim" && c.CodeHost != "github" {
+		problems = append(problems, fmt.Sprintf("GASTOWN_CODE_HOST %q is not sim or github", c.CodeHost))
 	}
 	if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
 		problems = append(problems, fmt.Sprintf("GASTOWN_LOG_FORMAT %q is not text or json", c.LogFormat))
@@ -173,4 +189,34 @@ func release() string {
 		}
 	}
 	return "gastown@dev"
+}
+
+// gitHub builds the GitHub code host: per-repository tokens, then per-owner, then the
+// default.
+func (c *config) gitHub() *codehost.GitHub {
+	g := codehost.NewGitHub(c.GitHubToken)
+	api := strings.TrimRight(c.GitHubAPIURL, "/")
+	g.APIURL = api
+	if api != "https://api.github.com" {
+		g.GraphQLURL = strings.TrimSuffix(api, "/v3") + "/graphql"
+		if u, err := url.Parse(api); err == nil {
+			g.Host = u.Host
+		}
+	}
+	tokens := map[string]string{}
+	for _, kv := range strings.Split(c.GitHubTokens, ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && k != "" && v != "" {
+			tokens[strings.ToLower(k)] = v
+		}
+	}
+	g.TokenFor = func(owner, repo string) string {
+		if t := tokens[strings.ToLower(owner+"/"+repo)]; t != "" {
+			return t
+		}
+		if t := tokens[strings.ToLower(owner)]; t != "" {
+			return t
+		}
+		return c.GitHubToken
+	}
+	return g
 }

@@ -65,3 +65,14 @@ func TestDevClosesTheDemoBeads(t *testing.T) {
 	require.Contains(t, out, "all 2 demo issues closed")
 	require.Equal(t, 2, strings.Count(out, "in_review → closed"), out)
 }
+
+func TestGitHubTokensPerRepositoryAndOwner(t *testing.T) {
+	t.Parallel()
+	c := config{GitHubToken: "default", GitHubTokens: "acme=owner-tok, acme/web=repo-tok", GitHubAPIURL: "https://ghe.example.com/api/v3"}
+	g := c.gitHub()
+	require.Equal(t, "repo-tok", g.TokenFor("acme", "web"))
+	require.Equal(t, "owner-tok", g.TokenFor("ACME", "api"))
+	require.Equal(t, "default", g.TokenFor("other", "x"))
+	require.Equal(t, "ghe.example.com", g.Host)
+	require.Equal(t, "https://ghe.example.com/api/graphql", g.GraphQLURL)
+}

@@ -19,6 +19,7 @@ import (
 
 	"gastown/agentrt"
 	"gastown/agenttoken"
+	"gastown/codehost"
 	"gastown/db"
 	"gastown/jobs"
 	"gastown/obs"
@@ -159,8 +160,12 @@ func run(ctx context.Context, c config, opts runOptions) error {
 	if err != nil {
 		return err
 	}
+	var host codehost.Host = codehost.NewSimulator()
+	if c.CodeHost == "github" {
+		host = c.gitHub()
+	}
 	metrics := obs.NewMetrics(pool)
-	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: runtime, Logger: logger, Reporter: reporter, ErrorHandler: reporter,
+	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: runtime, CodeHost: host, Logger: logger, Reporter: reporter, ErrorHandler: reporter,
 		Tokens: signer, Observer: metrics}, c.Jobs, opts.workers)
 	if err != nil {
 		return err
