@@ -19,8 +19,20 @@ type SimConfig struct {
 	// WorkMin and WorkMax bound how long an agent works before it reports done
 	// (defaults 2 s and 5 s).
 	WorkMin, WorkMax time.Duration
-	// Seed makes the work durations repeatable.
+	// Seed makes the behaviour repeatable.
 	Seed uint64
+	// CrashProb is the chance an agent's process dies before it reports done (it reports
+	// completed/failed); HangProb that it keeps heartbeating but never finishes; SilentProb
+	// that it goes silent (no heartbeat, no report). The rest finish normally.
+	CrashProb, HangProb, SilentProb float64
+	// PRHost receives the PRs simulated refineries open when the merge strategy is pr
+	// (nil: the PR URL is reported without registering it anywhere).
+	PRHost PRRegistrar
+}
+
+// PRRegistrar is told about the PRs simulated agents open (the code-host simulator).
+type PRRegistrar interface {
+	OpenPR(prURL string)
 }
 
 // Simulator is a Runtime whose agents run as goroutines: each heartbeats, works for a
@@ -40,6 +52,7 @@ type Simulator struct {
 	running  map[string]context.CancelFunc // town/agent → stop
 	starts   int
 	messages int
+	prs      int
 }
 
 // NewSimulator returns a simulator reporting through r.
@@ -83,6 +96,17 @@ func (s *Simulator) StartAgent(_ context.Context, req StartRequest) error {
 	if span := s.cfg.WorkMax - s.cfg.WorkMin; span > 0 {
 		work += time.Duration(s.rnd.Int64N(int64(span)))
 	}
+	fate := fateDone
+	switch r := s.rnd.Float64(); {
+	case r < s.cfg.CrashProb:
+		fate = fateCrash
+	case r < s.cfg.CrashProb+s.cfg.HangProb:
+		fate = fateHang
+	case r < s.cfg.CrashProb+s.cfg.HangProb+s.cfg.SilentProb:
+		fate = fateSilent
+	}
+	s.prs++
+	prNumber := s.prs
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.running[key] = cancel
 	s.starts++
@@ -95,7 +119,7 @@ func (s *Simulator) StartAgent(_ context.Context, req StartRequest) error {
 			s.mu.Unlock()
 			cancel()
 		}()
-		s.run(ctx, req, work)
+		s.run(ctx, req, work, fate, prNumber)
 	}()
 	return nil
 }
@@ -144,7 +168,16 @@ func (s *Simulator) Close() {
 	s.wg.Wait()
 }
 
-func (s *Simulator) run(ctx context.Context, req StartRequest, work time.Duration) {
+type fate int
+
+const (
+	fateDone fate = iota
+	fateCrash
+	fateHang
+	fateSilent
+)
+
+func (s *Simulator) run(ctx context.Context, req StartRequest, work time.Duration, fate fate, prNumber int) {
 	log := s.logger.With("town_id", req.TownID, "agent_id", req.AgentID, "role", req.Role)
 	report := func(what string, err error) bool {
 		if err != nil && ctx.Err() == nil {
@@ -162,11 +195,29 @@ func (s *Simulator) run(ctx context.Context, req StartRequest, work time.Duratio
 		case <-ctx.Done():
 			return
 		case <-beat.C:
+			if fate == fateSilent {
+				continue // gone quiet: the reconciler's heartbeat checks must notice
+			}
 			report("heartbeat", s.reporter.Heartbeat(ctx, req.TownID, req.AgentID))
 		case <-deadline.C:
+			switch fate {
+			case fateHang, fateSilent:
+				deadline.Reset(time.Hour) // never finishes; only a stop ends it
+				continue
+			case fateCrash:
+				report("completed", s.reporter.Completed(ctx, req.TownID, req.AgentID,
+					reconciler.AgentCompletedPayload{Status: "failed", Reason: "simulated crash"}))
+				return
+			}
 			done := reconciler.AgentDonePayload{Summary: "simulated work on " + req.BeadTitle}
 			if req.Role == reconciler.RoleRefinery {
 				done.Branch = req.Branch
+				if req.MergeStrategy == reconciler.MergeStrategyPR && req.PRURL == "" {
+					done.PRURL = prURLFor(req.GitURL, prNumber)
+					if s.cfg.PRHost != nil {
+						s.cfg.PRHost.OpenPR(done.PRURL)
+					}
+				}
 			} else {
 				done.Branch = fmt.Sprintf("gt/%s/%s", strings.ToLower(req.AgentName), shortID(req.BeadID))
 			}
@@ -185,4 +236,14 @@ func shortID(id string) string {
 		return id[:8]
 	}
 	return id
+}
+
+// prURLFor makes the URL of PR n of a rig's repository (github.com/<owner>/<repo> when the
+// git URL names one).
+func prURLFor(gitURL string, n int) string {
+	repo := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(gitURL, "https://"), "http://"), ".git")
+	if strings.Count(repo, "/") < 2 {
+		repo = "github.com/sim/repo"
+	}
+	return fmt.Sprintf("https://%s/pull/%d", repo, n)
 }

@@ -23,6 +23,7 @@ var fleetQueries = map[string]string{
 	"RollupTicksMinutely":      "fleet-wide rollup",
 	"RollupSetWatermark":       "fleet-wide rollup",
 	"RollupPrune":              "rollup retention",
+	"AgentListObservable":      "fleet-wide container observation",
 }
 
 // TestEveryQueryFiltersByTown checks the rule "every query on town state filters by

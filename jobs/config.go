@@ -36,6 +36,13 @@ type Config struct {
 	TickTimeout time.Duration
 	// RescueStuckJobsAfter is when River rescues a job whose worker died (default 1 min).
 	RescueStuckJobsAfter time.Duration
+	// TickRetention is how long reconciler_ticks rows are kept (default 7 days).
+	TickRetention time.Duration
+	// RollupRetention is how long the per-minute rollup is kept (default 90 days).
+	RollupRetention time.Duration
+	// ObserveInterval is how often the leader asks the runtime for the container status of
+	// working and stalled agents (default 5 s, the reference's active cadence).
+	ObserveInterval time.Duration
 	// AgentTokenTTL is how long an agent's callback token is valid (default 24 h).
 	AgentTokenTTL time.Duration
 	// EventRetention is how long processed events are kept (default 7 days).
@@ -85,6 +92,9 @@ func (c Config) withDefaults() Config {
 	def(&c.RescueStuckJobsAfter, time.Minute)
 	def(&c.EventRetention, reconciler.EventRetention)
 	def(&c.AgentTokenTTL, 24*time.Hour)
+	def(&c.TickRetention, 7*24*time.Hour)
+	def(&c.RollupRetention, 90*24*time.Hour)
+	def(&c.ObserveInterval, reconciler.ActiveTickInterval)
 	if c.RescueStuckJobsAfter <= c.TickTimeout {
 		c.RescueStuckJobsAfter = c.TickTimeout + 10*time.Second
 	}

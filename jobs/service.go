@@ -113,6 +113,8 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 		river.AddWorker(w, &MergePRWorker{svc: svc})
 		river.AddWorker(w, &SweepWorker{svc: svc})
 		river.AddWorker(w, &MaintenanceWorker{svc: svc})
+		river.AddWorker(w, &RollupWorker{svc: svc})
+		river.AddWorker(w, &ObserveWorker{svc: svc})
 		rc.Workers = w
 		rc.Queues = map[string]river.QueueConfig{
 			QueueTicks:         {MaxWorkers: cfg.TickWorkers},
@@ -126,6 +128,12 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 			river.NewPeriodicJob(river.PeriodicInterval(time.Hour),
 				func() (river.JobArgs, *river.InsertOpts) { return MaintenanceArgs{}, nil },
 				&river.PeriodicJobOpts{ID: "maintenance", RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(time.Minute),
+				func() (river.JobArgs, *river.InsertOpts) { return RollupArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "rollup", RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(cfg.ObserveInterval),
+				func() (river.JobArgs, *river.InsertOpts) { return ObserveArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "observe_agents"}),
 		}
 	}
 	client, err := river.NewClient(riverpgxv5.New(deps.Store.Pool), rc)

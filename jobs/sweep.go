@@ -7,6 +7,8 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+
+	"gastown/db"
 )
 
 // sweepBatch bounds how many towns one sweep enqueues.
@@ -59,7 +61,26 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	return len(ids), nil
 }
 
-// MaintenanceArgs is the hourly housekeeping of the fleet: reconciler_ticks partitions.
+// RollupArgs folds complete minutes of reconciler_ticks into the per-minute rollup.
+type RollupArgs struct{}
+
+// Kind implements river.JobArgs.
+func (RollupArgs) Kind() string { return "rollup_ticks" }
+
+// RollupWorker runs the rollup, every minute on the leader.
+type RollupWorker struct {
+	river.WorkerDefaults[RollupArgs]
+	svc *Service
+}
+
+// Work implements river.Worker.
+func (w *RollupWorker) Work(ctx context.Context, _ *river.Job[RollupArgs]) error {
+	_, err := w.svc.store.RollupTicks(ctx, time.Now(), w.svc.cfg.TickTimeout, w.svc.cfg.TickRetention)
+	return err
+}
+
+// MaintenanceArgs is the hourly housekeeping of the fleet: reconciler_ticks partitions
+// ahead of time, retention of ticks and of the rollup.
 type MaintenanceArgs struct{}
 
 // Kind implements river.JobArgs.
@@ -73,12 +94,13 @@ type MaintenanceWorker struct {
 
 // Work implements river.Worker.
 func (w *MaintenanceWorker) Work(ctx context.Context, _ *river.Job[MaintenanceArgs]) error {
-	n, err := w.svc.store.EnsureTickPartitions(ctx, 7)
+	res, err := w.svc.store.MaintainTicks(ctx, time.Now(), db.RetentionOptions{Ticks: w.svc.cfg.TickRetention, Rollup: w.svc.cfg.RollupRetention})
 	if err != nil {
 		return err
 	}
-	if n > 0 {
-		w.svc.logger.Info("created reconciler_ticks partitions", "count", n)
+	if res != (db.MaintenanceResult{}) {
+		w.svc.logger.Info("reconciler_ticks maintenance", "partitions_created", res.PartitionsCreated,
+			"partitions_dropped", res.PartitionsDropped, "rollup_rows_pruned", res.RollupRowsPruned)
 	}
 	return nil
 }

@@ -1,0 +1,128 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"gastown/agentrt"
+	"gastown/codehost"
+	"gastown/db"
+	"gastown/db/dbtest"
+	"gastown/reconciler"
+)
+
+// A full simulated run through real River workers: three towns (direct merges, PRs merged
+// on the host, a review-and-merge convoy) with agents that sometimes crash. It must end
+// with every issue terminal, the invariants holding, no dead events, and every side
+// effect reported exactly once.
+func TestSimulatedFleetRun(t *testing.T) {
+	t.Parallel()
+	store := dbtest.NewStore(t)
+	host := codehost.NewEvolvingSimulator(codehost.Evolution{Seed: 7, MergedOutsideProb: 1})
+	var svc *Service
+	sim := agentrt.NewSimulator(agentrt.SimConfig{
+		Seed: 42, HeartbeatInterval: 30 * time.Millisecond, WorkMin: 40 * time.Millisecond, WorkMax: 120 * time.Millisecond,
+		CrashProb: 0.15, PRHost: host,
+	}, reporterOf(func() agentrt.Reporter { return svc.Events }), quiet)
+	t.Cleanup(sim.Close)
+	svc, err := newService(Deps{Store: store, Runtime: sim, CodeHost: host, Logger: quiet},
+		Config{ActiveInterval: 100 * time.Millisecond, SweepInterval: 100 * time.Millisecond, ObserveInterval: 200 * time.Millisecond}, true, testHooks{})
+	require.NoError(t, err)
+	ctx := context.Background()
+	runCtx, cancel := context.WithCancel(ctx)
+	require.NoError(t, svc.Start(runCtx))
+	t.Cleanup(func() {
+		stopCtx, c := context.WithTimeout(ctx, 10*time.Second)
+		defer c()
+		_ = svc.Stop(stopCtx)
+		cancel()
+	})
+
+	var towns []string
+	var issues []struct{ town, bead string }
+	mkTown := func(name string, cfg reconciler.TownConfig, n int, convoy bool) {
+		town, err := store.CreateTown(ctx, db.NewID(), name, cfg, time.Now())
+		require.NoError(t, err)
+		towns = append(towns, town.ID)
+		rig := db.NewID()
+		evs := []db.NewEvent{{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{RigID: rig, Name: name, GitURL: "https://github.com/sim/" + name}}}
+		for i := range n {
+			ev := beadCreated(rig, fmt.Sprintf("%s issue %d", name, i))
+			evs = append(evs, ev)
+			issues = append(issues, struct{ town, bead string }{town.ID, ev.BeadID})
+		}
+		if convoy {
+			tasks := []reconciler.ConvoyTask{{BeadID: db.NewID(), Title: "task a", RigID: rig}, {BeadID: db.NewID(), Title: "task b", RigID: rig}}
+			tasks[1].BlockedBy = []string{tasks[0].BeadID}
+			evs = append(evs, db.NewEvent{Type: reconciler.EventConvoyCreated, BeadID: db.NewID(), Payload: reconciler.ConvoyCreatedPayload{
+				Title: "feature", MergeMode: reconciler.MergeModeAndMerge, Tasks: tasks}})
+			for _, task := range tasks {
+				issues = append(issues, struct{ town, bead string }{town.ID, task.BeadID})
+			}
+		}
+		_, err = svc.Events.Append(ctx, town.ID, evs...)
+		require.NoError(t, err)
+	}
+	mkTown("direct", reconciler.TownConfig{}, 4, false)
+	mkTown("prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR}, 3, false)
+	mkTown("convoys", reconciler.TownConfig{}, 1, true)
+
+	deadline := time.Now().Add(45 * time.Second)
+	var open []string
+	for time.Now().Before(deadline) {
+		open = open[:0]
+		for _, is := range issues {
+			b, err := store.GetBead(ctx, is.town, is.bead)
+			if err != nil || !b.Status.Terminal() {
+				open = append(open, is.bead)
+			}
+		}
+		if len(open) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.Empty(t, open, "every issue ends closed or failed")
+
+	closed := 0
+	for _, is := range issues {
+		b, err := store.GetBead(ctx, is.town, is.bead)
+		require.NoError(t, err)
+		if b.Status == reconciler.StatusClosed {
+			closed++
+		}
+	}
+	require.Positive(t, closed)
+	for _, town := range towns {
+		dead, err := store.ListEvents(ctx, town, "dead", 10)
+		require.NoError(t, err)
+		require.Empty(t, dead, "no poison events")
+		tx, err := store.Pool.Begin(ctx)
+		require.NoError(t, err)
+		tt, err := store.LockTown(ctx, tx, town, time.Now(), true, quiet)
+		require.NoError(t, err)
+		snap, err := tt.LoadState(ctx)
+		require.NoError(t, err)
+		_ = tx.Rollback(ctx)
+		for _, v := range reconciler.CheckInvariants(snap) {
+			require.NotContains(t, []int{5, 6, 7}, v.Invariant, v.Message)
+		}
+	}
+	// Side effects: every finished start, stop, message and poll job reported exactly one
+	// outcome (the idempotency key makes "at most one" a constraint; this checks "at least").
+	jobs, err := svc.Client.JobList(ctx, river.NewJobListParams().Kinds(StartAgentArgs{}.Kind(), PollPRArgs{}.Kind(), MergePRArgs{}.Kind()).
+		States("completed").First(10000))
+	require.NoError(t, err)
+	require.NotEmpty(t, jobs.Jobs)
+	for _, j := range jobs.Jobs {
+		var n int
+		require.NoError(t, store.Pool.QueryRow(ctx, "SELECT count(*) FROM town_events WHERE idempotency_key = $1", fmt.Sprintf("job:%d", j.ID)).Scan(&n))
+		require.Equal(t, 1, n, "job %d (%s) reported %d outcomes", j.ID, j.Kind, n)
+	}
+	t.Logf("%d issues, %d closed; %d side-effect jobs checked; %d agent starts", len(issues), closed, len(jobs.Jobs), sim.Starts())
+}
