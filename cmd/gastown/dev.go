@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"gastown/agentrt"
+	"gastown/codehost"
 	"gastown/db"
 	"gastown/reconciler"
 )
@@ -36,6 +37,8 @@ func newDevCommand() *cobra.Command {
 		timeout    time.Duration
 		simWork    time.Duration
 		beadsCount int
+		towns      int
+		seed       uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -59,6 +62,9 @@ func newDevCommand() *cobra.Command {
 			if beadsCount < 1 || beadsCount > len(demoBeads) {
 				return fmt.Errorf("--beads must be between 1 and %d", len(demoBeads))
 			}
+			if towns < 1 || towns > 3 {
+				return errors.New("--towns must be 1 (direct merges), 2 (+ a town whose refinery opens PRs) or 3 (+ a convoy town)")
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if timeout > 0 {
@@ -76,9 +82,10 @@ func newDevCommand() *cobra.Command {
 			}
 			return run(ctx, c, runOptions{
 				api: true, workers: true,
-				sim: agentrt.SimConfig{HeartbeatInterval: time.Second, WorkMin: simWork, WorkMax: simWork * 2},
+				sim:       agentrt.SimConfig{HeartbeatInterval: time.Second, WorkMin: simWork, WorkMax: simWork * 2, Seed: seed},
+				evolution: codehost.Evolution{Seed: seed, CommentProb: 0.1, FailProb: 0.1, MergedOutsideProb: 0.6},
 				ready: func(ctx context.Context, a *app) error {
-					err := demo(ctx, a, out, c.AdminTokens[0], demoBeads[:beadsCount], exitDone)
+					err := demo(ctx, a, out, c.AdminTokens[0], demoBeads[:beadsCount], towns, exitDone)
 					if errors.Is(err, context.Canceled) || (errors.Is(err, context.DeadlineExceeded) && !exitDone) {
 						return nil
 					}
@@ -93,7 +100,9 @@ func newDevCommand() *cobra.Command {
 	f.BoolVar(&exitDone, "exit-when-done", false, "stop once every demo bead is closed (non-zero exit on timeout)")
 	f.DurationVar(&timeout, "timeout", 0, "stop after this long (0: run until Ctrl-C)")
 	f.DurationVar(&simWork, "sim-work", 2*time.Second, "simulated agents work at least this long on a bead")
-	f.IntVar(&beadsCount, "beads", len(demoBeads), "how many demo issues to sling")
+	f.IntVar(&beadsCount, "beads", len(demoBeads), "how many demo issues to sling per town")
+	f.IntVar(&towns, "towns", 1, "demo towns: 1 (direct merges), 2 (+ PRs polled and merged on the simulated host), 3 (+ a review-and-merge convoy)")
+	f.Uint64Var(&seed, "seed", 1, "seed of the simulated agents and code host: the same seed, the same run")
 	// Dev-friendly cadence: a town with work ticks every second.
 	_ = f.Set("active-interval", "1s")
 	_ = f.Set("sweep-interval", "250ms")
@@ -101,26 +110,58 @@ func newDevCommand() *cobra.Command {
 	return cmd
 }
 
-// demo seeds the demo town and reports bead transitions until every bead is closed.
-func demo(ctx context.Context, a *app, out io.Writer, token string, titles []string, exitDone bool) error {
+// demoTown is one town of the demo.
+type demoTown struct {
+	id, name string
+	issues   int
+}
+
+// demo seeds the demo towns and reports bead transitions until every issue is closed.
+func demo(ctx context.Context, a *app, out io.Writer, token string, titles []string, towns int, exitDone bool) error {
 	now := time.Now()
-	town, err := a.store.CreateTown(ctx, db.NewID(), "demo "+now.Format("15:04:05"), reconciler.TownConfig{}, now)
-	if err != nil {
-		return err
+	specs := []struct {
+		name   string
+		cfg    reconciler.TownConfig
+		convoy bool
+	}{
+		{"direct", reconciler.TownConfig{}, false},
+		{"prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR}, false},
+		{"convoy", reconciler.TownConfig{}, true},
+	}[:towns]
+	var demoTowns []demoTown
+	for _, sp := range specs {
+		town, err := a.store.CreateTown(ctx, db.NewID(), "demo-"+sp.name+" "+now.Format("15:04:05"), sp.cfg, now)
+		if err != nil {
+			return err
+		}
+		rigID := db.NewID()
+		events := []db.NewEvent{{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{
+			RigID: rigID, Name: "demo-repo", GitURL: "https://github.com/example/demo-" + sp.name, DefaultBranch: "main"}}}
+		if sp.convoy {
+			tasks := make([]reconciler.ConvoyTask, len(titles))
+			for i, t := range titles {
+				tasks[i] = reconciler.ConvoyTask{BeadID: db.NewID(), Title: t, RigID: rigID}
+				if i > 0 {
+					tasks[i].BlockedBy = []string{tasks[i-1].BeadID} // a chain: one after the other
+				}
+			}
+			events = append(events, db.NewEvent{Type: reconciler.EventConvoyCreated, BeadID: db.NewID(), Payload: reconciler.ConvoyCreatedPayload{
+				Title: "demo convoy", MergeMode: reconciler.MergeModeAndMerge, Tasks: tasks}})
+		} else {
+			for _, t := range titles {
+				events = append(events, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(), Payload: reconciler.BeadCreatedPayload{
+					Type: reconciler.BeadIssue, Title: t, RigID: rigID, CreatedBy: "dev"}})
+			}
+		}
+		if _, err := a.svc.Events.Append(ctx, town.ID, events...); err != nil {
+			return err
+		}
+		demoTowns = append(demoTowns, demoTown{id: town.ID, name: sp.name, issues: len(titles)})
+		fmt.Fprintf(out, "\ngastown dev: town %-7s %s — %d issues\n", sp.name, town.ID, len(titles))
 	}
-	rigID := db.NewID()
-	events := []db.NewEvent{{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{
-		RigID: rigID, Name: "demo-repo", GitURL: "https://github.com/example/demo-repo", DefaultBranch: "main"}}}
-	for _, t := range titles {
-		events = append(events, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(), Payload: reconciler.BeadCreatedPayload{
-			Type: reconciler.BeadIssue, Title: t, RigID: rigID, CreatedBy: "dev"}})
-	}
-	if _, err := a.svc.Events.Append(ctx, town.ID, events...); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "\ngastown dev: demo town %s with rig demo-repo and %d issues\n", town.ID, len(titles))
 	fmt.Fprintf(out, "  API        http://%s  (Authorization: Bearer %s)\n", a.addr, token)
-	fmt.Fprintf(out, "  try        curl -H 'Authorization: Bearer %s' http://%s/v1/towns/%s/beads\n\n", token, a.addr, town.ID)
+	fmt.Fprintf(out, "  dashboard  http://%s/dashboard   River UI http://%s/riverui/   (user any, password the token)\n", a.addr, a.addr)
+	fmt.Fprintf(out, "  try        curl -H 'Authorization: Bearer %s' http://%s/v1/towns/%s/beads\n\n", token, a.addr, demoTowns[0].id)
 
 	seen := map[string]reconciler.BeadStatus{}
 	ticker := time.NewTicker(200 * time.Millisecond)
@@ -132,54 +173,69 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 			return ctx.Err()
 		case <-ticker.C:
 		}
-		beads, err := a.store.ListBeads(ctx, town.ID, db.BeadFilter{Limit: 1000})
-		if err != nil {
-			return err
+		allClosed := true
+		total := 0
+		for _, dt := range demoTowns {
+			closed, err := reportTown(ctx, a, out, dt, seen)
+			if err != nil {
+				return err
+			}
+			total += closed
+			if closed < dt.issues {
+				allClosed = false
+			}
 		}
-		agents, err := a.store.ListAgents(ctx, town.ID)
-		if err != nil {
-			return err
-		}
-		names := map[string]string{}
-		for _, ag := range agents {
-			names[ag.ID] = ag.Name
-		}
-		issues, closed := 0, 0
-		for i := len(beads) - 1; i >= 0; i-- { // oldest first
-			b := beads[i]
-			if b.Type != reconciler.BeadIssue && b.Type != reconciler.BeadMergeRequest {
-				continue
-			}
-			if b.Type == reconciler.BeadIssue {
-				issues++
-				if b.Status == reconciler.StatusClosed {
-					closed++
-				}
-			}
-			prev, ok := seen[b.ID]
-			if ok && prev == b.Status {
-				continue
-			}
-			seen[b.ID] = b.Status
-			from := "new"
-			if ok {
-				from = string(prev)
-			}
-			who := ""
-			if n := names[b.AssigneeID]; n != "" {
-				who = " (" + n + ")"
-			}
-			fmt.Fprintf(out, "%s  %-13s %-28.28s %s → %s%s\n", time.Now().Format("15:04:05.000"), b.Type, b.Title, from, b.Status, who)
-		}
-		if issues == len(titles) && closed == issues && !announced {
+		if allClosed && !announced {
 			announced = true
-			fmt.Fprintf(out, "\nall %d demo issues closed in %s through real River ticks\n", issues, time.Since(now).Round(time.Millisecond))
+			fmt.Fprintf(out, "\nall %d demo issues closed in %s through real River ticks\n", total, time.Since(now).Round(time.Millisecond))
 			if exitDone {
 				return nil
 			}
 			fmt.Fprintln(out, "the API keeps running; Ctrl-C to stop")
 		}
 	}
+}
+
+// reportTown prints the beads of one demo town whose status changed and returns how many
+// of its issues are closed.
+func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen map[string]reconciler.BeadStatus) (int, error) {
+	beads, err := a.store.ListBeads(ctx, dt.id, db.BeadFilter{Limit: 1000})
+	if err != nil {
+		return 0, err
+	}
+	agents, err := a.store.ListAgents(ctx, dt.id)
+	if err != nil {
+		return 0, err
+	}
+	names := map[string]string{}
+	for _, ag := range agents {
+		names[ag.ID] = ag.Name
+	}
+	closed := 0
+	for i := len(beads) - 1; i >= 0; i-- { // oldest first
+		b := beads[i]
+		if b.Type == reconciler.BeadIssue && b.Status == reconciler.StatusClosed && !b.HasLabel(reconciler.LabelPRFeedback) {
+			closed++
+		}
+		if b.Type != reconciler.BeadIssue && b.Type != reconciler.BeadMergeRequest && b.Type != reconciler.BeadConvoy {
+			continue
+		}
+		prev, ok := seen[b.ID]
+		if ok && prev == b.Status {
+			continue
+		}
+		seen[b.ID] = b.Status
+		from := "new"
+		if ok {
+			from = string(prev)
+		}
+		who := ""
+		if n := names[b.AssigneeID]; n != "" {
+			who = " (" + n + ")"
+		}
+		fmt.Fprintf(out, "%s  %-7s %-13s %-28.28s %s → %s%s\n", time.Now().Format("15:04:05.000"), dt.name, b.Type, b.Title, from, b.Status, who)
+	}
+	return closed, nil
 }
 
 func randomToken() string {

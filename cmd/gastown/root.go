@@ -110,6 +110,7 @@ func newServeCommand() *cobra.Command {
 type runOptions struct {
 	api, workers bool
 	sim          agentrt.SimConfig
+	evolution    codehost.Evolution // how simulated PRs evolve
 	// ready, when set, is called once everything runs, with the API address.
 	ready func(ctx context.Context, a *app) error
 }
@@ -147,6 +148,14 @@ func run(ctx context.Context, c config, opts runOptions) error {
 	}
 	// The simulated runtime reports through the service's Events, which exist only once
 	// the service does: a small indirection breaks the cycle.
+	var host codehost.Host
+	if c.CodeHost == "github" {
+		host = c.gitHub()
+	} else {
+		evolving := codehost.NewEvolvingSimulator(opts.evolution)
+		opts.sim.PRHost = evolving
+		host = evolving
+	}
 	var reportTo agentrt.Reporter
 	sim := agentrt.NewSimulator(opts.sim, reporterFunc(func() agentrt.Reporter { return reportTo }), logger)
 	defer sim.Close()
@@ -159,10 +168,6 @@ func run(ctx context.Context, c config, opts runOptions) error {
 	signer, err := agenttoken.NewSigner(c.AgentTokenSecret)
 	if err != nil {
 		return err
-	}
-	var host codehost.Host = codehost.NewSimulator()
-	if c.CodeHost == "github" {
-		host = c.gitHub()
 	}
 	metrics := obs.NewMetrics(pool)
 	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: runtime, CodeHost: host, Logger: logger, Reporter: reporter, ErrorHandler: reporter,
