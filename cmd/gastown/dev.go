@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -167,6 +169,8 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 	ticker := time.NewTicker(200 * time.Millisecond)
 	defer ticker.Stop()
 	announced := false
+	live := isTerminal(out)
+	var lines []string // a terminal shows the last transitions under a live summary
 	for {
 		select {
 		case <-ctx.Done():
@@ -175,14 +179,30 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 		}
 		allClosed := true
 		total := 0
+		var buf strings.Builder
 		for _, dt := range demoTowns {
-			closed, err := reportTown(ctx, a, out, dt, seen)
+			w := out
+			if live {
+				w = &buf
+			}
+			closed, err := reportTown(ctx, a, w, dt, seen)
 			if err != nil {
 				return err
 			}
 			total += closed
 			if closed < dt.issues {
 				allClosed = false
+			}
+		}
+		if live {
+			if buf.Len() > 0 {
+				lines = append(lines, strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")...)
+				if len(lines) > 12 {
+					lines = lines[len(lines)-12:]
+				}
+			}
+			if err := drawLive(ctx, a, out, demoTowns, lines, token); err != nil {
+				return err
 			}
 		}
 		if allClosed && !announced {
@@ -236,6 +256,62 @@ func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen ma
 		fmt.Fprintf(out, "%s  %-7s %-13s %-28.28s %s → %s%s\n", time.Now().Format("15:04:05.000"), dt.name, b.Type, b.Title, from, b.Status, who)
 	}
 	return closed, nil
+}
+
+// isTerminal reports whether out is a terminal (the live view redraws in place there;
+// piped output gets plain lines).
+func isTerminal(out io.Writer) bool {
+	f, ok := out.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// drawLive redraws the live view: beads by status per town, ticks per second, the last
+// tick's actions, and the latest transitions.
+func drawLive(ctx context.Context, a *app, out io.Writer, towns []demoTown, lines []string, token string) error {
+	var b strings.Builder
+	b.WriteString("\x1b[H\x1b[2J")
+	fmt.Fprintf(&b, "gastown dev — API http://%s  dashboard /dashboard  River UI /riverui/  (token %s)\n\n", a.addr, token)
+	fmt.Fprintf(&b, "%-8s %-28s %-9s %s\n", "TOWN", "ISSUES open/prog/review/done", "TICKS/S", "LATEST ACTIONS")
+	for _, dt := range towns {
+		beads, err := a.store.ListBeads(ctx, dt.id, db.BeadFilter{Type: reconciler.BeadIssue, Limit: 1000})
+		if err != nil {
+			return err
+		}
+		count := map[reconciler.BeadStatus]int{}
+		for _, bd := range beads {
+			count[bd.Status]++
+		}
+		ticks, err := a.store.ListTicks(ctx, dt.id, 50)
+		if err != nil {
+			return err
+		}
+		recent, last := 0, "-"
+		for _, tk := range ticks {
+			if time.Since(tk.StartedAt) <= 5*time.Second {
+				recent++
+			}
+			if last == "-" && len(tk.ActionsByType) > 0 { // the latest tick that acted
+				parts := make([]string, 0, len(tk.ActionsByType))
+				for k, v := range tk.ActionsByType {
+					parts = append(parts, fmt.Sprintf("%s×%d", k, v))
+				}
+				sort.Strings(parts)
+				last = strings.Join(parts, " ")
+			}
+		}
+		fmt.Fprintf(&b, "%-8s %-28s %-9.1f %s\n", dt.name, fmt.Sprintf("%d/%d/%d/%d", count[reconciler.StatusOpen], count[reconciler.StatusInProgress],
+			count[reconciler.StatusInReview], count[reconciler.StatusClosed]+count[reconciler.StatusFailed]), float64(recent)/5, last)
+	}
+	b.WriteString("\nlatest:\n")
+	for _, l := range lines {
+		b.WriteString("  " + l + "\n")
+	}
+	_, err := io.WriteString(out, b.String())
+	return err
 }
 
 func randomToken() string {
