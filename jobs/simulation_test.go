@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -45,7 +46,8 @@ func TestSimulatedFleetRun(t *testing.T) {
 
 	var towns []string
 	var issues []struct{ town, bead string }
-	mkTown := func(name string, cfg reconciler.TownConfig, n int, convoy bool) {
+	var convoys []struct{ town, bead string }
+	mkTown := func(name string, cfg reconciler.TownConfig, n int, convoy string) {
 		town, err := store.CreateTown(ctx, db.NewID(), name, cfg, time.Now())
 		require.NoError(t, err)
 		towns = append(towns, town.ID)
@@ -56,11 +58,13 @@ func TestSimulatedFleetRun(t *testing.T) {
 			evs = append(evs, ev)
 			issues = append(issues, struct{ town, bead string }{town.ID, ev.BeadID})
 		}
-		if convoy {
+		if convoy != "" {
 			tasks := []reconciler.ConvoyTask{{BeadID: db.NewID(), Title: "task a", RigID: rig}, {BeadID: db.NewID(), Title: "task b", RigID: rig}}
 			tasks[1].BlockedBy = []string{tasks[0].BeadID}
-			evs = append(evs, db.NewEvent{Type: reconciler.EventConvoyCreated, BeadID: db.NewID(), Payload: reconciler.ConvoyCreatedPayload{
-				Title: "feature", MergeMode: reconciler.MergeModeAndMerge, Tasks: tasks}})
+			convoyID := db.NewID()
+			convoys = append(convoys, struct{ town, bead string }{town.ID, convoyID})
+			evs = append(evs, db.NewEvent{Type: reconciler.EventConvoyCreated, BeadID: convoyID, Payload: reconciler.ConvoyCreatedPayload{
+				Title: "feature", MergeMode: convoy, Tasks: tasks}})
 			for _, task := range tasks {
 				issues = append(issues, struct{ town, bead string }{town.ID, task.BeadID})
 			}
@@ -68,15 +72,16 @@ func TestSimulatedFleetRun(t *testing.T) {
 		_, err = svc.Events.Append(ctx, town.ID, evs...)
 		require.NoError(t, err)
 	}
-	mkTown("direct", reconciler.TownConfig{}, 4, false)
-	mkTown("prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR}, 3, false)
-	mkTown("convoys", reconciler.TownConfig{}, 1, true)
+	mkTown("direct", reconciler.TownConfig{}, 4, "")
+	mkTown("prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR}, 3, "")
+	mkTown("convoys", reconciler.TownConfig{}, 1, reconciler.MergeModeAndMerge)
+	mkTown("landing", reconciler.TownConfig{}, 0, reconciler.MergeModeThenLand)
 
-	deadline := time.Now().Add(45 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	var open []string
 	for time.Now().Before(deadline) {
 		open = open[:0]
-		for _, is := range issues {
+		for _, is := range append(issues, convoys...) {
 			b, err := store.GetBead(ctx, is.town, is.bead)
 			if err != nil || !b.Status.Terminal() {
 				open = append(open, is.bead)
@@ -87,7 +92,18 @@ func TestSimulatedFleetRun(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	require.Empty(t, open, "every issue ends closed or failed")
+	// What is still open must be waiting on a timer: a dispatch backoff after a crash, or a
+	// live agent's work. Anything else is stuck.
+	var stuck []string
+	for _, is := range append(issues, convoys...) {
+		if !slices.Contains(open, is.bead) {
+			continue
+		}
+		if ok, why := waitingOnATimer(t, store, is.town, is.bead); !ok {
+			stuck = append(stuck, why)
+		}
+	}
+	require.Empty(t, stuck, "every issue and convoy ends closed or failed, or waits on a timer")
 
 	closed := 0
 	for _, is := range issues {
@@ -125,4 +141,55 @@ func TestSimulatedFleetRun(t *testing.T) {
 		require.Equal(t, 1, n, "job %d (%s) reported %d outcomes", j.ID, j.Kind, n)
 	}
 	t.Logf("%d issues, %d closed; %d side-effect jobs checked; %d agent starts", len(issues), closed, len(jobs.Jobs), sim.Starts())
+}
+
+// waitingOnATimer reports whether an open bead is legitimately waiting: it, or the live MR
+// or task it waits for, is inside its dispatch backoff, or has a working agent.
+func waitingOnATimer(t *testing.T, store *db.Store, townID, beadID string) (bool, string) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	tt, err := store.LockTown(ctx, tx, townID, time.Now(), true, quiet)
+	require.NoError(t, err)
+	s, err := tt.LoadSnapshot(ctx)
+	require.NoError(t, err)
+	s.Index()
+	now := time.Now()
+	busy := func(id string) bool {
+		b := s.Bead(id)
+		if b == nil || b.Status.Terminal() {
+			return false
+		}
+		if b.DispatchAttempts > 0 && now.Sub(b.LastDispatchAttemptAt) < reconciler.DispatchBackoff(b.DispatchAttempts)+5*time.Second {
+			return true
+		}
+		for _, a := range s.AgentsHookedTo(id) {
+			if a.Status == reconciler.AgentWorking {
+				return true
+			}
+		}
+		return false
+	}
+	b := s.Bead(beadID)
+	candidates := []string{beadID}
+	candidates = append(candidates, s.TrackedBy(beadID)...) // its MRs, or a convoy's tasks and landing MR
+	for _, id := range s.TrackedBy(beadID) {
+		candidates = append(candidates, s.TrackedBy(id)...) // a convoy task's MRs
+	}
+	for _, id := range candidates {
+		if busy(id) {
+			return true, ""
+		}
+		// An open MR queues behind its rig's in-flight review (direct merges are serial).
+		if mr := s.Bead(id); mr != nil && mr.Type == reconciler.BeadMergeRequest && mr.Status == reconciler.StatusOpen {
+			for _, other := range s.Beads {
+				if other.Type == reconciler.BeadMergeRequest && other.RigID == mr.RigID && other.Status == reconciler.StatusInProgress && busy(other.ID) {
+					return true, ""
+				}
+			}
+		}
+	}
+	return false, fmt.Sprintf("%s %s %q is %s with nothing pending", b.Type, b.ID, b.Title, b.Status)
 }

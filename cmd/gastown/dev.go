@@ -40,6 +40,7 @@ func newDevCommand() *cobra.Command {
 		simWork    time.Duration
 		beadsCount int
 		towns      int
+		rigs       int
 		seed       uint64
 	)
 	cmd := &cobra.Command{
@@ -64,8 +65,11 @@ func newDevCommand() *cobra.Command {
 			if beadsCount < 1 || beadsCount > len(demoBeads) {
 				return fmt.Errorf("--beads must be between 1 and %d", len(demoBeads))
 			}
-			if towns < 1 || towns > 3 {
-				return errors.New("--towns must be 1 (direct merges), 2 (+ a town whose refinery opens PRs) or 3 (+ a convoy town)")
+			if towns < 1 || towns > 4 {
+				return errors.New("--towns must be 1 (direct merges), 2 (+ a town whose refinery opens PRs), 3 (+ a review-and-merge convoy) or 4 (+ a review-then-land convoy)")
+			}
+			if rigs < 1 || rigs > 5 {
+				return errors.New("--rigs must be between 1 and 5")
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -87,7 +91,7 @@ func newDevCommand() *cobra.Command {
 				sim:       agentrt.SimConfig{HeartbeatInterval: time.Second, WorkMin: simWork, WorkMax: simWork * 2, Seed: seed},
 				evolution: codehost.Evolution{Seed: seed, CommentProb: 0.1, FailProb: 0.1, MergedOutsideProb: 0.6},
 				ready: func(ctx context.Context, a *app) error {
-					err := demo(ctx, a, out, c.AdminTokens[0], demoBeads[:beadsCount], towns, exitDone)
+					err := demo(ctx, a, out, c.AdminTokens[0], demoBeads[:beadsCount], towns, rigs, exitDone)
 					if errors.Is(err, context.Canceled) || (errors.Is(err, context.DeadlineExceeded) && !exitDone) {
 						return nil
 					}
@@ -103,7 +107,8 @@ func newDevCommand() *cobra.Command {
 	f.DurationVar(&timeout, "timeout", 0, "stop after this long (0: run until Ctrl-C)")
 	f.DurationVar(&simWork, "sim-work", 2*time.Second, "simulated agents work at least this long on a bead")
 	f.IntVar(&beadsCount, "beads", len(demoBeads), "how many demo issues to sling per town")
-	f.IntVar(&towns, "towns", 1, "demo towns: 1 (direct merges), 2 (+ PRs polled and merged on the simulated host), 3 (+ a review-and-merge convoy)")
+	f.IntVar(&towns, "towns", 1, "demo towns: 1 (direct merges), 2 (+ PRs polled, reviewed and merged on the simulated host), 3 (+ a review-and-merge convoy), 4 (+ a review-then-land convoy)")
+	f.IntVar(&rigs, "rigs", 1, "rigs per demo town (issues are spread over them)")
 	f.Uint64Var(&seed, "seed", 1, "seed of the simulated agents and code host: the same seed, the same run")
 	// Dev-friendly cadence: a town with work ticks every second.
 	_ = f.Set("active-interval", "1s")
@@ -119,16 +124,19 @@ type demoTown struct {
 }
 
 // demo seeds the demo towns and reports bead transitions until every issue is closed.
-func demo(ctx context.Context, a *app, out io.Writer, token string, titles []string, towns int, exitDone bool) error {
+func demo(ctx context.Context, a *app, out io.Writer, token string, titles []string, towns, rigs int, exitDone bool) error {
 	now := time.Now()
+	yes := true
 	specs := []struct {
 		name   string
 		cfg    reconciler.TownConfig
-		convoy bool
+		convoy string // merge mode, "" for plain issues
 	}{
-		{"direct", reconciler.TownConfig{}, false},
-		{"prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR}, false},
-		{"convoy", reconciler.TownConfig{}, true},
+		{"direct", reconciler.TownConfig{}, ""},
+		{"prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR,
+			Refinery: &reconciler.RefineryConfig{AutoResolvePRFeedback: &yes}}, ""},
+		{"convoy", reconciler.TownConfig{}, reconciler.MergeModeAndMerge},
+		{"landing", reconciler.TownConfig{}, reconciler.MergeModeThenLand},
 	}[:towns]
 	var demoTowns []demoTown
 	for _, sp := range specs {
@@ -136,23 +144,27 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 		if err != nil {
 			return err
 		}
-		rigID := db.NewID()
-		events := []db.NewEvent{{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{
-			RigID: rigID, Name: "demo-repo", GitURL: "https://github.com/example/demo-" + sp.name, DefaultBranch: "main"}}}
-		if sp.convoy {
+		var events []db.NewEvent
+		rigIDs := make([]string, rigs)
+		for r := range rigs {
+			rigIDs[r] = db.NewID()
+			events = append(events, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{
+				RigID: rigIDs[r], Name: fmt.Sprintf("demo-repo-%d", r+1), GitURL: fmt.Sprintf("https://github.com/example/demo-%s-%d", sp.name, r+1), DefaultBranch: "main"}})
+		}
+		if sp.convoy != "" {
 			tasks := make([]reconciler.ConvoyTask, len(titles))
 			for i, t := range titles {
-				tasks[i] = reconciler.ConvoyTask{BeadID: db.NewID(), Title: t, RigID: rigID}
+				tasks[i] = reconciler.ConvoyTask{BeadID: db.NewID(), Title: t, RigID: rigIDs[0]}
 				if i > 0 {
 					tasks[i].BlockedBy = []string{tasks[i-1].BeadID} // a chain: one after the other
 				}
 			}
 			events = append(events, db.NewEvent{Type: reconciler.EventConvoyCreated, BeadID: db.NewID(), Payload: reconciler.ConvoyCreatedPayload{
-				Title: "demo convoy", MergeMode: reconciler.MergeModeAndMerge, Tasks: tasks}})
+				Title: "demo " + sp.convoy + " convoy", MergeMode: sp.convoy, Tasks: tasks}})
 		} else {
-			for _, t := range titles {
+			for i, t := range titles {
 				events = append(events, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(), Payload: reconciler.BeadCreatedPayload{
-					Type: reconciler.BeadIssue, Title: t, RigID: rigID, CreatedBy: "dev"}})
+					Type: reconciler.BeadIssue, Title: t, RigID: rigIDs[i%rigs], CreatedBy: "dev"}})
 			}
 		}
 		if _, err := a.svc.Events.Append(ctx, town.ID, events...); err != nil {
@@ -185,12 +197,12 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 			if live {
 				w = &buf
 			}
-			closed, err := reportTown(ctx, a, w, dt, seen)
+			closed, liveConvoys, err := reportTown(ctx, a, w, dt, seen)
 			if err != nil {
 				return err
 			}
 			total += closed
-			if closed < dt.issues {
+			if closed < dt.issues || liveConvoys > 0 {
 				allClosed = false
 			}
 		}
@@ -217,25 +229,28 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 }
 
 // reportTown prints the beads of one demo town whose status changed and returns how many
-// of its issues are closed.
-func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen map[string]reconciler.BeadStatus) (int, error) {
+// of its issues are closed and how many of its convoys are still open.
+func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen map[string]reconciler.BeadStatus) (closed, liveConvoys int, err error) {
 	beads, err := a.store.ListBeads(ctx, dt.id, db.BeadFilter{Limit: 1000})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	agents, err := a.store.ListAgents(ctx, dt.id)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	names := map[string]string{}
 	for _, ag := range agents {
 		names[ag.ID] = ag.Name
 	}
-	closed := 0
 	for i := len(beads) - 1; i >= 0; i-- { // oldest first
 		b := beads[i]
-		if b.Type == reconciler.BeadIssue && b.Status == reconciler.StatusClosed && !b.HasLabel(reconciler.LabelPRFeedback) {
+		if b.Type == reconciler.BeadIssue && b.Status == reconciler.StatusClosed && !b.HasLabel(reconciler.LabelPRFeedback) &&
+			!b.HasLabel(reconciler.LabelPRConflict) && !b.HasLabel(reconciler.LabelTriage) {
 			closed++
+		}
+		if b.Type == reconciler.BeadConvoy && !b.Status.Terminal() {
+			liveConvoys++
 		}
 		if b.Type != reconciler.BeadIssue && b.Type != reconciler.BeadMergeRequest && b.Type != reconciler.BeadConvoy {
 			continue
@@ -255,7 +270,7 @@ func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen ma
 		}
 		fmt.Fprintf(out, "%s  %-7s %-13s %-28.28s %s → %s%s\n", time.Now().Format("15:04:05.000"), dt.name, b.Type, b.Title, from, b.Status, who)
 	}
-	return closed, nil
+	return closed, liveConvoys, nil
 }
 
 // isTerminal reports whether out is a terminal (the live view redraws in place there;
