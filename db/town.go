@@ -226,3 +226,18 @@ func (s *Store) ListTicks(ctx context.Context, townID string, limit int) ([]Tick
 	}
 	return out, nil
 }
+
+// TownIsTicking reports whether a tick holds the town right now. The probe takes the
+// row lock for an instant (and gives it back) when nobody holds it.
+func (s *Store) TownIsTicking(ctx context.Context, townID string) (bool, error) {
+	tx, err := s.Pool.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("begin probe: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	ticking, err := s.q.TownIsTicking(ctx, tx, townID)
+	if err != nil {
+		return false, fmt.Errorf("probe town %s: %w", townID, err)
+	}
+	return ticking != nil && *ticking, nil
+}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -58,7 +59,45 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if _, err := s.Client.InsertMany(ctx, params); err != nil {
 		return 0, fmt.Errorf("enqueue due ticks: %w", err)
 	}
+	if err := s.recoverOrphanedTicks(ctx); err != nil {
+		s.logger.Warn("recover orphaned ticks", "error", err)
+	}
 	return len(ids), nil
+}
+
+// orphanAfter is how long a tick job may be running before the sweep checks whether a
+// tick really holds its town. Ticks take milliseconds; a job running this long whose town
+// is not locked lost its worker (the process died, Postgres rolled the tick back).
+const orphanAfter = 5 * time.Second
+
+// recoverOrphanedTicks stands in for tick jobs whose worker died: River leaves such a job
+// running until its rescuer (a minute or more), and while it is running no other tick of
+// the town can be queued. A stand-in job with a distinct unique key ticks the town now;
+// the rescued original later finds nothing to do.
+func (s *Service) recoverOrphanedTicks(ctx context.Context) error {
+	res, err := s.Client.JobList(ctx, river.NewJobListParams().Kinds(TickTownArgs{}.Kind()).
+		States(rivertype.JobStateRunning).First(1000))
+	if err != nil {
+		return fmt.Errorf("list running ticks: %w", err)
+	}
+	for _, j := range res.Jobs {
+		if j.AttemptedAt == nil || time.Since(*j.AttemptedAt) < orphanAfter {
+			continue
+		}
+		var args TickTownArgs
+		if err := json.Unmarshal(j.EncodedArgs, &args); err != nil || args.Recovers != 0 {
+			continue
+		}
+		ticking, err := s.store.TownIsTicking(ctx, args.TownID)
+		if err != nil || ticking {
+			continue
+		}
+		if _, err := s.Client.Insert(ctx, TickTownArgs{TownID: args.TownID, Recovers: j.ID}, nil); err != nil {
+			return fmt.Errorf("enqueue stand-in tick of town %s: %w", args.TownID, err)
+		}
+		s.logger.Warn("tick job lost its worker; a stand-in ticks the town", "town_id", args.TownID, "job_id", j.ID)
+	}
+	return nil
 }
 
 // RollupArgs folds complete minutes of reconciler_ticks into the per-minute rollup.

@@ -61,3 +61,8 @@ UPDATE towns SET container_instance_id = @container_instance_id WHERE town_id = 
 -- name: TownSetConfig :exec
 -- TownSetConfig replaces a town's configuration.
 UPDATE towns SET config = @config, updated_at = @now WHERE town_id = @town_id;
+
+-- name: TownIsTicking :one
+-- TownIsTicking reports whether a tick holds the town's row lock right now (a lock
+-- attempt that skips a locked row finds nothing). Run it in a transaction of its own.
+SELECT NOT EXISTS (SELECT 1 FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE SKIP LOCKED)::boolean;

@@ -122,6 +122,19 @@ func (q *Queries) TownInsert(ctx context.Context, db DBTX, arg TownInsertParams)
 	return i, err
 }
 
+const townIsTicking = `-- name: TownIsTicking :one
+SELECT NOT EXISTS (SELECT 1 FROM towns WHERE town_id = $1 FOR NO KEY UPDATE SKIP LOCKED)::boolean
+`
+
+// TownIsTicking reports whether a tick holds the town's row lock right now (a lock
+// attempt that skips a locked row finds nothing). Run it in a transaction of its own.
+func (q *Queries) TownIsTicking(ctx context.Context, db DBTX, townID string) (*bool, error) {
+	row := db.QueryRow(ctx, townIsTicking, townID)
+	var column_1 *bool
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const townList = `-- name: TownList :many
 SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at FROM towns ORDER BY created_at, town_id LIMIT $1
 `
