@@ -18,6 +18,8 @@ type ApplyResult struct {
 	Skipped int
 	// SkippedByType breaks Skipped down by action type.
 	SkippedByType map[reconciler.ActionType]int
+	// Failed counts the skipped actions whose statements failed (not a stale precondition).
+	Failed int
 }
 
 // errStale marks an action whose precondition failed: it is skipped, not applied.
@@ -29,26 +31,47 @@ func stale(format string, args ...any) error {
 	return &staleError{reason: fmt.Sprintf(format, args...)}
 }
 
-// ApplyActions applies a tick's actions in order. Each action first checks its
-// precondition against the current state (which earlier actions of the same tick may have
-// changed) and is skipped, and counted, when it no longer holds. Errors of the database
-// itself abort the tick.
+// ApplyActions applies a tick's actions in order, each in a savepoint of its own. Each
+// action first checks its precondition against the current state (which earlier actions
+// of the same tick may have changed) and is skipped, and counted, when it no longer holds.
+// An action whose statements fail (a constraint, a bug) is rolled back alone, logged and
+// counted as skipped: one bad action never stops a town from ticking. Only a failure of
+// the transaction itself aborts the tick.
 func (t *TownTx) ApplyActions(ctx context.Context, actions []reconciler.Action) (ApplyResult, error) {
 	res := ApplyResult{SkippedByType: map[reconciler.ActionType]int{}}
 	for _, a := range actions {
-		err := t.applyAction(ctx, a)
+		sp, err := t.tx.Begin(ctx)
+		if err != nil {
+			return res, fmt.Errorf("savepoint for %s: %w", a.Type(), err)
+		}
+		effects := len(t.sideEffects)
+		t.db = sp
+		err = t.applyAction(ctx, a)
+		t.db = t.tx
 		var se *staleError
 		var me *MissingEntityError
-		switch {
-		case err == nil:
+		if err == nil {
+			if err := sp.Commit(ctx); err != nil {
+				return res, fmt.Errorf("release savepoint of %s: %w", a.Type(), err)
+			}
 			res.Applied++
-		case errors.As(err, &se), errors.As(err, &me):
-			t.logger.Debug("action skipped", "type", a.Type(), "reason", err)
-			res.Skipped++
-			res.SkippedByType[a.Type()]++
-		default:
-			return res, fmt.Errorf("apply %s: %w", a.Type(), err)
+			continue
 		}
+		t.sideEffects = t.sideEffects[:effects]
+		if rbErr := sp.Rollback(ctx); rbErr != nil {
+			return res, fmt.Errorf("apply %s: %w (and its rollback: %w)", a.Type(), err, rbErr)
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		if errors.As(err, &se) || errors.As(err, &me) {
+			t.logger.Debug("action skipped", "type", a.Type(), "reason", err)
+		} else {
+			t.logger.Error("action failed; rolled back alone", "type", a.Type(), "error", err)
+			res.Failed++
+		}
+		res.Skipped++
+		res.SkippedByType[a.Type()]++
 	}
 	return res, nil
 }

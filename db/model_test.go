@@ -904,3 +904,25 @@ func TestViolationEpisodesStartPersistAndResolve(t *testing.T) {
 	require.NoError(t, b.store.Pool.QueryRow(ctx, "SELECT ticks_seen FROM invariant_violations WHERE town_id = $1 AND invariant = 4 AND resolved_at IS NULL", townID).Scan(&ticks))
 	require.Equal(t, 3, ticks, "the count is kept current")
 }
+
+// One action whose statements fail (here a CHECK constraint) is rolled back alone; the
+// rest of the tick applies and commits.
+func TestAFailingActionDoesNotStopTheTick(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	townID, rigID := b.town(t)
+	issue := b.issue(t, townID, rigID, "w")
+	b.tick(t, townID, nil)
+	p := b.dispatch(t, townID, rigID, issue)
+	_, ar, tt := b.tick(t, townID, []reconciler.Action{
+		reconciler.StopAgent{AgentID: p, Reason: "x"},
+		reconciler.TransitionAgent{AgentID: p, From: reconciler.AgentWorking, To: "bogus"}, // violates the status CHECK
+		reconciler.TransitionBead{BeadID: issue, From: reconciler.StatusInProgress, To: reconciler.StatusInReview, Actor: "test"},
+	})
+	require.Equal(t, 2, ar.Applied)
+	require.Equal(t, 1, ar.Skipped)
+	require.Equal(t, 1, ar.Failed)
+	require.Len(t, tt.SideEffects(), 1, "the stop survives the failed action")
+	require.Equal(t, reconciler.StatusInReview, b.bead(t, townID, issue).Status)
+	require.Equal(t, reconciler.AgentWorking, b.agentRow(t, townID, p).Status, "the failed action left nothing behind")
+}
