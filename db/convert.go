@@ -66,14 +66,8 @@ func beadFromInternal(b dbsqlc.Bead) reconciler.Bead {
 		UpdatedAt:             b.UpdatedAt,
 		ClosedAt:              timeOrZero(b.ClosedAt),
 	}
-	_ = json.Unmarshal(b.Labels, &out.Labels) // CHECK constraints guarantee an array
-	_ = json.Unmarshal(b.Metadata, &out.Metadata)
-	if out.Labels == nil {
-		out.Labels = []string{}
-	}
-	if out.Metadata == nil {
-		out.Metadata = map[string]any{}
-	}
+	out.Labels = decodeLabels(b.Labels)
+	out.Metadata = decodeMetadata(b.Metadata)
 	return out
 }
 
@@ -136,3 +130,33 @@ func townConfig(raw []byte) reconciler.TownConfig {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// decodeLabels decodes a labels array; most beads have none, which skips the decoder (the
+// snapshot decodes every bead of a town on every tick).
+func decodeLabels(raw []byte) []string {
+	if isEmptyJSON(raw, '[', ']') {
+		return []string{}
+	}
+	var out []string
+	_ = json.Unmarshal(raw, &out) // CHECK constraints guarantee an array
+	if out == nil {
+		out = []string{}
+	}
+	return out
+}
+
+// decodeMetadata decodes a metadata object, skipping the decoder for an empty one.
+func decodeMetadata(raw []byte) map[string]any {
+	if isEmptyJSON(raw, '{', '}') {
+		return map[string]any{}
+	}
+	out := map[string]any{}
+	_ = json.Unmarshal(raw, &out) // CHECK constraints guarantee an object
+	return out
+}
+
+// isEmptyJSON reports whether raw is an empty array or object ("[]", "{}", as jsonb
+// renders them), or absent.
+func isEmptyJSON(raw []byte, open, closing byte) bool {
+	return len(raw) == 0 || (len(raw) == 2 && raw[0] == open && raw[1] == closing)
+}
