@@ -42,6 +42,9 @@ func newDevCommand() *cobra.Command {
 		towns      int
 		rigs       int
 		seed       uint64
+		crash      float64
+		hang       float64
+		silent     float64
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -71,6 +74,9 @@ func newDevCommand() *cobra.Command {
 			if rigs < 1 || rigs > 5 {
 				return errors.New("--rigs must be between 1 and 5")
 			}
+			if crash < 0 || hang < 0 || silent < 0 || crash+hang+silent > 1 {
+				return errors.New("--crash, --hang and --silent are probabilities that add up to at most 1")
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if timeout > 0 {
@@ -88,7 +94,8 @@ func newDevCommand() *cobra.Command {
 			}
 			return run(ctx, c, runOptions{
 				api: true, workers: true,
-				sim:       agentrt.SimConfig{HeartbeatInterval: time.Second, WorkMin: simWork, WorkMax: simWork * 2, Seed: seed},
+				sim: agentrt.SimConfig{HeartbeatInterval: time.Second, WorkMin: simWork, WorkMax: simWork * 2, Seed: seed,
+					CrashProb: crash, HangProb: hang, SilentProb: silent},
 				evolution: codehost.Evolution{Seed: seed, CommentProb: 0.1, FailProb: 0.1, MergedOutsideProb: 0.6},
 				ready: func(ctx context.Context, a *app) error {
 					err := demo(ctx, a, out, c.AdminTokens[0], demoBeads[:beadsCount], towns, rigs, exitDone)
@@ -110,6 +117,9 @@ func newDevCommand() *cobra.Command {
 	f.IntVar(&towns, "towns", 1, "demo towns: 1 (direct merges), 2 (+ PRs polled, reviewed and merged on the simulated host), 3 (+ a review-and-merge convoy), 4 (+ a review-then-land convoy)")
 	f.IntVar(&rigs, "rigs", 1, "rigs per demo town (issues are spread over them)")
 	f.Uint64Var(&seed, "seed", 1, "seed of the simulated agents and code host: the same seed, the same run")
+	f.Float64Var(&crash, "crash", 0, "chance a simulated agent crashes before it finishes")
+	f.Float64Var(&hang, "hang", 0, "chance a simulated agent hangs (heartbeats, never finishes: GUPP's case)")
+	f.Float64Var(&silent, "silent", 0, "chance a simulated agent goes silent (no heartbeat: A1's case)")
 	// Dev-friendly cadence: a town with work ticks every second.
 	_ = f.Set("active-interval", "1s")
 	_ = f.Set("sweep-interval", "250ms")
@@ -219,7 +229,7 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 		}
 		if allClosed && !announced {
 			announced = true
-			fmt.Fprintf(out, "\nall %d demo issues closed in %s through real River ticks\n", total, time.Since(now).Round(time.Millisecond))
+			fmt.Fprintf(out, "\nall %d demo issues finished in %s through real River ticks\n", total, time.Since(now).Round(time.Millisecond))
 			if exitDone {
 				return nil
 			}
@@ -229,7 +239,7 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 }
 
 // reportTown prints the beads of one demo town whose status changed and returns how many
-// of its issues are closed and how many of its convoys are still open.
+// of its issues are finished (closed or failed) and how many of its convoys are open.
 func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen map[string]reconciler.BeadStatus) (closed, liveConvoys int, err error) {
 	beads, err := a.store.ListBeads(ctx, dt.id, db.BeadFilter{Limit: 1000})
 	if err != nil {
@@ -245,9 +255,9 @@ func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen ma
 	}
 	for i := len(beads) - 1; i >= 0; i-- { // oldest first
 		b := beads[i]
-		if b.Type == reconciler.BeadIssue && b.Status == reconciler.StatusClosed && !b.HasLabel(reconciler.LabelPRFeedback) &&
-			!b.HasLabel(reconciler.LabelPRConflict) && !b.HasLabel(reconciler.LabelTriage) {
-			closed++
+		if b.Type == reconciler.BeadIssue && b.Status.Terminal() && !b.HasLabel(reconciler.LabelPRFeedback) &&
+			!b.HasLabel(reconciler.LabelPRConflict) && !b.HasLabel(reconciler.LabelTriage) && !b.HasLabel(reconciler.LabelTriageRequest) {
+			closed++ // finished: closed, or failed for good (crashed agents with --crash)
 		}
 		if b.Type == reconciler.BeadConvoy && !b.Status.Terminal() {
 			liveConvoys++

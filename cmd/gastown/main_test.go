@@ -62,7 +62,7 @@ func TestDevClosesTheDemoBeads(t *testing.T) {
 	out, err := execute(ctx, "dev", "--database-url", url, "--port", "0", "--exit-when-done",
 		"--timeout", "80s", "--beads", "2", "--sim-work", "200ms", "--log-level", "error")
 	require.NoError(t, err, out)
-	require.Contains(t, out, "all 2 demo issues closed")
+	require.Contains(t, out, "all 2 demo issues finished")
 	require.Equal(t, 2, strings.Count(out, "in_review → closed"), out)
 }
 
