@@ -443,7 +443,7 @@ func (t *TownTx) applyCreateLandingMR(ctx context.Context, a reconciler.CreateLa
 	if err != nil {
 		return err
 	}
-	attempts := metaInt(c, "landing_mr_attempts")
+	attempts := c.MetaInt("landing_mr_attempts")
 	if attempts != a.Attempts {
 		return stale("convoy %s has %d landing attempts, not %d", c.ID, attempts, a.Attempts)
 	}

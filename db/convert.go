@@ -66,7 +66,7 @@ func beadFromInternal(b dbsqlc.Bead) reconciler.Bead {
 		UpdatedAt:             b.UpdatedAt,
 		ClosedAt:              timeOrZero(b.ClosedAt),
 	}
-	out.Labels = decodeLabels(b.Labels)
+	out.Labels = decodeStrings(b.Labels)
 	out.Metadata = decodeMetadata(b.Metadata)
 	return out
 }
@@ -87,10 +87,7 @@ func agentFromInternal(a dbsqlc.Agent) reconciler.Agent {
 		StalledAt:        timeOrZero(a.StalledAt),
 		CreatedAt:        a.CreatedAt,
 	}
-	_ = json.Unmarshal(a.ActiveTools, &out.ActiveTools)
-	if out.ActiveTools == nil {
-		out.ActiveTools = []string{}
-	}
+	out.ActiveTools = decodeStrings(a.ActiveTools)
 	return out
 }
 
@@ -129,11 +126,9 @@ func townConfig(raw []byte) reconciler.TownConfig {
 	return c
 }
 
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
-// decodeLabels decodes a labels array; most beads have none, which skips the decoder (the
-// snapshot decodes every bead of a town on every tick).
-func decodeLabels(raw []byte) []string {
+// decodeStrings decodes a JSON array of strings (labels, active tools); an empty one, the
+// common case, skips the decoder (the snapshot decodes every bead of a town every tick).
+func decodeStrings(raw []byte) []string {
 	if isEmptyJSON(raw, '[', ']') {
 		return []string{}
 	}

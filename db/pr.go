@@ -27,6 +27,10 @@ func (t *TownTx) prPolled(ctx context.Context, _ Event, p reconciler.PRPolledPay
 	if cfg.Refinery == nil {
 		return nil
 	}
+	rev, err := t.q.ReviewGet(ctx, t.db, dbsqlc.ReviewGetParams{TownID: t.TownID, BeadID: mr.ID})
+	if err != nil {
+		return fmt.Errorf("get review of %s: %w", mr.ID, interpretError(err))
+	}
 	switch p.MergeableState {
 	case "unknown", "":
 		return nil // retried on the next poll
@@ -35,7 +39,6 @@ func (t *TownTx) prPolled(ctx context.Context, _ Event, p reconciler.PRPolledPay
 			if err := t.mergeMetadata(ctx, mr.ID, map[string]any{"has_conflicts": 1, "conflicts_detected_at": t.Now}); err != nil {
 				return err
 			}
-			rev, _ := t.q.ReviewGet(ctx, t.db, dbsqlc.ReviewGetParams{TownID: t.TownID, BeadID: mr.ID})
 			if err := t.prConflictDetected(ctx, Event{}, reconciler.PRConflictDetectedPayload{
 				MRBeadID: mr.ID, SourceBeadID: mr.MetaString("source_bead_id"), PRURL: p.PRURL, Branch: rev.Branch,
 			}); err != nil {
@@ -60,7 +63,6 @@ func (t *TownTx) prPolled(ctx context.Context, _ Event, p reconciler.PRPolledPay
 	ref := cfg.Refinery
 	wantsResolve := ref.AutoResolvePRFeedback != nil && *ref.AutoResolvePRFeedback
 	if wantsResolve && (f.HasUnresolvedComments || f.HasFailingChecks || f.HasUncheckedRuns) && p.StillOpen {
-		rev, _ := t.q.ReviewGet(ctx, t.db, dbsqlc.ReviewGetParams{TownID: t.TownID, BeadID: mr.ID})
 		if err := t.prFeedbackDetected(ctx, Event{}, reconciler.PRFeedbackDetectedPayload{
 			MRBeadID: mr.ID, PRURL: p.PRURL, PRNumber: p.PRNumber, Repo: p.Repo, Branch: rev.Branch,
 			HasUnresolvedComments: f.HasUnresolvedComments, HasFailingChecks: f.HasFailingChecks, HasUncheckedRuns: f.HasUncheckedRuns,
@@ -76,10 +78,6 @@ func (t *TownTx) prPolled(ctx context.Context, _ Event, p reconciler.PRPolledPay
 	}
 	if !f.Green() {
 		return t.setAutoMergeReadySince(ctx, mr.ID, nil)
-	}
-	rev, err := t.q.ReviewGet(ctx, t.db, dbsqlc.ReviewGetParams{TownID: t.TownID, BeadID: mr.ID})
-	if err != nil {
-		return fmt.Errorf("get review of %s: %w", mr.ID, err)
 	}
 	if rev.AutoMergeReadySince == nil {
 		return t.setAutoMergeReadySince(ctx, mr.ID, &t.Now)
@@ -147,11 +145,11 @@ func (t *TownTx) prPollFailed(ctx context.Context, _ Event, p reconciler.PRPollF
 	fail := false
 	switch {
 	case p.Kind == "http_error" && p.Transient:
-		n := metaInt(mr, "poll_transient_count") + 1
+		n := mr.MetaInt("poll_transient_count") + 1
 		patch["poll_transient_count"], patch["poll_non_transient_count"] = n, 0
 		fail = n >= reconciler.PRPollTransientLimit
 	case p.Kind == "invalid_response":
-		n := max(metaInt(mr, "poll_non_transient_count"), metaInt(mr, "poll_null_count")) + 1
+		n := max(mr.MetaInt("poll_non_transient_count"), mr.MetaInt("poll_null_count")) + 1
 		patch["poll_non_transient_count"], patch["poll_transient_count"] = n, 0
 		fail = n >= reconciler.PRPollNonTransientLimit
 	default: // no_token, unrecognized_url, host_mismatch, permanent http_error
@@ -185,14 +183,4 @@ func (t *TownTx) prMergeFailed(ctx context.Context, _ Event, p reconciler.PRMerg
 		return err
 	}
 	return t.setAutoMergeReadySince(ctx, mr.ID, nil)
-}
-
-func metaInt(b reconciler.Bead, key string) int {
-	switch v := b.Metadata[key].(type) {
-	case float64:
-		return int(v)
-	case int:
-		return v
-	}
-	return 0
 }

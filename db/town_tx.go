@@ -311,9 +311,8 @@ func (t *TownTx) ApplyHeartbeats(ctx context.Context) ([]HeartbeatInput, error) 
 			AgentID: r.AgentID, Seq: r.Seq, ReceivedAt: r.ReceivedAt, LastEventType: deref(r.LastEventType),
 			LastEventAt: r.LastEventAt, ContainerInstanceID: deref(r.ContainerInstanceID),
 		}
-		if r.ActiveTools != nil {
-			in.ActiveTools = []string{}
-			_ = jsonUnmarshal(r.ActiveTools, &in.ActiveTools)
+		if r.ActiveTools != nil { // nil: the heartbeat did not say
+			in.ActiveTools = decodeStrings(r.ActiveTools)
 		}
 		if err := t.applyHeartbeat(ctx, in); err != nil {
 			return nil, err

@@ -449,5 +449,3 @@ func TestScenario16OrphanEvents(t *testing.T) {
 	require.Equal(t, 2, res.Drain.Applied)
 	require.Zero(t, res.PendingEventCount)
 }
-
-func reconcilerTownConfig() reconciler.TownConfig { return reconciler.TownConfig{} }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"gastown/obs"
+	"gastown/reconciler"
 )
 
 // A persisting violation reaches Sentry once, through real ticks and a real HTTP client
@@ -31,7 +32,7 @@ func TestPersistingViolationIsReportedOnce(t *testing.T) {
 	sentry, err := obs.NewSentry("http://key@"+strings.TrimPrefix(srv.URL, "http://")+"/1", "test", "r", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 
-	s := newScenario(t, reconcilerTownConfig())
+	s := newScenario(t, reconciler.TownConfig{})
 	s.svc.Ticker.reporter = sentry
 	issue := s.issue(t)
 	s.tick(t)

@@ -181,6 +181,17 @@ func (b Bead) MetaTruthy(key string) bool {
 	return false
 }
 
+// MetaInt reads a number stored in metadata, or 0.
+func (b Bead) MetaInt(key string) int {
+	switch v := b.Metadata[key].(type) {
+	case float64:
+		return int(v)
+	case int:
+		return v
+	}
+	return 0
+}
+
 // Agent is an agent bead joined with its agents satellite row. Zero times stand for NULL.
 type Agent struct {
 	ID               string      `json:"agent_id"`

@@ -153,14 +153,3 @@ func metaTime(b *Bead, key string) time.Time {
 	}
 	return t
 }
-
-// metaInt reads a number stored in bead metadata, or 0.
-func metaInt(b *Bead, key string) int {
-	switch v := b.Metadata[key].(type) {
-	case float64:
-		return int(v)
-	case int:
-		return v
-	}
-	return 0
-}

@@ -60,7 +60,7 @@ func (r *run) convoy(cb *Bead, c *Convoy) {
 			landing = append(landing, m)
 		}
 	}
-	attempts := metaInt(cb, "landing_mr_attempts")
+	attempts := cb.MetaInt("landing_mr_attempts")
 	switch {
 	case slices.ContainsFunc(landing, func(m *Bead) bool { return m.Status == StatusClosed }):
 		r.emit(CloseConvoy{ConvoyID: cb.ID})

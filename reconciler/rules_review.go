@@ -48,7 +48,7 @@ func (r *run) reviewInProgress(mr *Bead, rev *Review) {
 	// R2/R3: a direct-merge review stuck without a working agent, or abandoned by every
 	// agent, goes back to the queue — unless rework blocks it.
 	if r.stale(mr.UpdatedAt, StuckReview) {
-		if r.s.HasLiveBlocker(mr.ID) {
+		if r.s.HasOpenBlocker(mr.ID) {
 			return
 		}
 		if !r.workingAgentHooked(mr.ID) && r.transition(mr, StatusOpen, "stuck review, no working agent") {
@@ -60,7 +60,7 @@ func (r *run) reviewInProgress(mr *Bead, rev *Review) {
 		}
 	}
 	if r.stale(mr.UpdatedAt, AbandonedMR) {
-		if r.s.HasLiveBlocker(mr.ID) {
+		if r.s.HasOpenBlocker(mr.ID) {
 			return
 		}
 		if len(r.s.AgentsHookedTo(mr.ID)) == 0 {

@@ -147,7 +147,3 @@ func (s *Snapshot) InStagedConvoy(beadID string) bool {
 func (s *Snapshot) LastNudge(agentID, source string) time.Time {
 	return s.lastNudge[agentID+"/"+source]
 }
-
-// HasLiveBlocker is HasOpenBlocker: some non-terminal bead blocks the bead (for an MR:
-// rework, feedback or conflict fix-ups).
-func (s *Snapshot) HasLiveBlocker(beadID string) bool { return s.HasOpenBlocker(beadID) }

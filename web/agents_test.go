@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"gastown/db"
+	"gastown/jobs"
 )
 
 // townWithAgent makes a town whose tick dispatched a polecat, and returns their ids.
@@ -140,7 +141,7 @@ func TestDryRunAndReplayLeaveTheDatabaseUnchanged(t *testing.T) {
 	ctx := context.Background()
 	tx, err := b.store.Pool.Begin(ctx)
 	require.NoError(t, err)
-	res, err := b.svc.Ticker.Tick(ctx, tx, townID, jobsTickOptions())
+	res, err := b.svc.Ticker.Tick(ctx, tx, townID, jobs.TickOptions{})
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(ctx))
 	metrics := dry["metrics"].(map[string]any)

@@ -243,17 +243,8 @@ func (s *Server) startConvoy(c *gin.Context) {
 	if !ok {
 		return
 	}
-	convoyID, ok := idParam(c, "convoyId")
+	convoyID, ok := s.beadOfType(c, townID, "convoyId", reconciler.BeadConvoy)
 	if !ok {
-		return
-	}
-	b, err := s.store.GetBead(c, townID, convoyID)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	if b.Type != reconciler.BeadConvoy {
-		writeError(c, http.StatusBadRequest, "bead "+convoyID+" is not a convoy")
 		return
 	}
 	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventConvoyStarted, BeadID: convoyID, Payload: reconciler.ConvoyStartedPayload{ConvoyID: convoyID}}, nil)
@@ -294,17 +285,8 @@ func (s *Server) acknowledgeEscalation(c *gin.Context) {
 	if !ok {
 		return
 	}
-	beadID, ok := idParam(c, "beadId")
+	beadID, ok := s.beadOfType(c, townID, "beadId", reconciler.BeadEscalation)
 	if !ok {
-		return
-	}
-	b, err := s.store.GetBead(c, townID, beadID)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	if b.Type != reconciler.BeadEscalation {
-		writeError(c, http.StatusBadRequest, "bead "+beadID+" is not an escalation")
 		return
 	}
 	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventEscalationAcknowledged, BeadID: beadID, Payload: reconciler.EscalationAcknowledgedPayload{By: "api"}}, nil)
@@ -340,4 +322,23 @@ func (s *Server) sendMail(c *gin.Context) {
 		Type: reconciler.BeadMessage, Title: req.Subject, Body: req.Body, AssigneeID: req.ToAgentID,
 		Labels: []string{reconciler.LabelMessage, "from:api"}, CreatedBy: "api",
 	}}, gin.H{"bead_id": beadID})
+}
+
+// beadOfType reads the bead named by a path parameter and checks its type, answering 400
+// (not a UUID, wrong type) or 404 itself.
+func (s *Server) beadOfType(c *gin.Context, townID, param string, typ reconciler.BeadType) (string, bool) {
+	beadID, ok := idParam(c, param)
+	if !ok {
+		return "", false
+	}
+	b, err := s.store.GetBead(c, townID, beadID)
+	if err != nil {
+		s.fail(c, err)
+		return "", false
+	}
+	if b.Type != typ {
+		writeError(c, http.StatusBadRequest, "bead "+beadID+" has type "+string(b.Type)+", not "+string(typ))
+		return "", false
+	}
+	return beadID, true
 }

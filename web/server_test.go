@@ -303,8 +303,6 @@ func TestIntentEndpoints(t *testing.T) {
 	require.Contains(t, body["error"], "do not change")
 }
 
-func jobsTickOptions() jobs.TickOptions { return jobs.TickOptions{} }
-
 func TestRiverUIBehindAdminAuth(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
