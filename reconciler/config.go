@@ -1,5 +1,12 @@
 package reconciler
 
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
 // TownConfig is the town-level configuration (towns.config). Pointer fields distinguish
 // "not set" (fall back to the default) from an explicit value.
 type TownConfig struct {
@@ -9,6 +16,7 @@ type TownConfig struct {
 	MaxConcurrentPolecats *int            `json:"max_concurrent_polecats,omitempty"`
 	ConvoyMergeMode       string          `json:"convoy_merge_mode,omitempty"`
 	Refinery              *RefineryConfig `json:"refinery,omitempty"`
+	Timings               *Timings        `json:"timings,omitempty"`
 }
 
 // RefineryConfig is the town's refinery section.
@@ -77,4 +85,142 @@ func EffectiveAutoResolveConflicts(town TownConfig, rig *Rig) bool {
 		return *town.Refinery.AutoResolveMergeConflicts
 	}
 	return true
+}
+
+// Timings lets a town tune the timings that pace its visible life cycle (our extension;
+// the reference hard-codes them): how often PRs are polled and when GUPP warns, escalates
+// and force-stops. Unset fields keep the defaults of SPEC.md §4.8. Short timings make a
+// demo or a test show a whole life cycle in a minute.
+type Timings struct {
+	PRPollInterval Duration `json:"pr_poll_interval,omitempty"`
+	GUPPWarn       Duration `json:"gupp_warn,omitempty"`
+	GUPPEscalate   Duration `json:"gupp_escalate,omitempty"`
+	GUPPForceStop  Duration `json:"gupp_force_stop,omitempty"`
+}
+
+// MinTiming is the shortest timing a town may set.
+const MinTiming = time.Second
+
+// Duration is a time.Duration written in JSON as a Go duration string ("90s", "15m").
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration is a string such as \"90s\" or \"15m\", not %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: write it as \"90s\", \"15m\" or \"2h\"", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func timingOr(t *Timings, pick func(*Timings) Duration, def time.Duration) time.Duration {
+	if t == nil || pick(t) <= 0 {
+		return def
+	}
+	return time.Duration(pick(t))
+}
+
+// PRPollEvery is the town's PR poll interval (Rule R1).
+func (c TownConfig) PRPollEvery() time.Duration {
+	return timingOr(c.Timings, func(t *Timings) Duration { return t.PRPollInterval }, PRPollInterval)
+}
+
+// GUPPTiers are the town's GUPP warn, escalate and force-stop thresholds.
+func (c TownConfig) GUPPTiers() (warn, escalate, forceStop time.Duration) {
+	return timingOr(c.Timings, func(t *Timings) Duration { return t.GUPPWarn }, GUPPWarn),
+		timingOr(c.Timings, func(t *Timings) Duration { return t.GUPPEscalate }, GUPPEscalate),
+		timingOr(c.Timings, func(t *Timings) Duration { return t.GUPPForceStop }, GUPPForceStop)
+}
+
+// Validate names the first problem of a town configuration.
+func (c TownConfig) Validate() error {
+	if err := validMergeStrategy(c.MergeStrategy); err != nil {
+		return err
+	}
+	if err := validConvoyMergeMode(c.ConvoyMergeMode); err != nil {
+		return err
+	}
+	if c.MaxDispatchAttempts != nil && *c.MaxDispatchAttempts < 1 {
+		return errors.New("max_dispatch_attempts must be at least 1")
+	}
+	if c.MaxConcurrentPolecats != nil && *c.MaxConcurrentPolecats < 1 {
+		return errors.New("max_concurrent_polecats must be at least 1")
+	}
+	if r := c.Refinery; r != nil {
+		if err := validReviewMode(r.ReviewMode); err != nil {
+			return fmt.Errorf("refinery.%w", err)
+		}
+		if r.AutoMergeDelayMinutes != nil && *r.AutoMergeDelayMinutes < 0 {
+			return errors.New("refinery.auto_merge_delay_minutes must not be negative")
+		}
+	}
+	if t := c.Timings; t != nil {
+		for _, f := range []struct {
+			name string
+			d    Duration
+		}{{"pr_poll_interval", t.PRPollInterval}, {"gupp_warn", t.GUPPWarn}, {"gupp_escalate", t.GUPPEscalate}, {"gupp_force_stop", t.GUPPForceStop}} {
+			if f.d != 0 && time.Duration(f.d) < MinTiming {
+				return fmt.Errorf("timings.%s must be at least %s", f.name, MinTiming)
+			}
+		}
+		warn, escalate, force := c.GUPPTiers()
+		if warn >= escalate || escalate >= force {
+			return fmt.Errorf("GUPP timings must grow: warn %s < escalate %s < force stop %s", warn, escalate, force)
+		}
+	}
+	return nil
+}
+
+// Validate names the first problem of a rig configuration.
+func (c RigConfig) Validate() error {
+	if err := validMergeStrategy(c.MergeStrategy); err != nil {
+		return err
+	}
+	if err := validConvoyMergeMode(c.ConvoyMergeMode); err != nil {
+		return err
+	}
+	if err := validReviewMode(c.ReviewMode); err != nil {
+		return err
+	}
+	if c.MaxDispatchAttempts != nil && *c.MaxDispatchAttempts < 1 {
+		return errors.New("max_dispatch_attempts must be at least 1")
+	}
+	if c.MaxConcurrentPolecats != nil && *c.MaxConcurrentPolecats < 1 {
+		return errors.New("max_concurrent_polecats must be at least 1")
+	}
+	if c.AutoMergeDelayMinutes != nil && *c.AutoMergeDelayMinutes < 0 {
+		return errors.New("auto_merge_delay_minutes must not be negative")
+	}
+	return nil
+}
+
+func validMergeStrategy(s string) error {
+	if s != "" && s != MergeStrategyDirect && s != MergeStrategyPR {
+		return fmt.Errorf("merge_strategy must be %q or %q, not %q", MergeStrategyDirect, MergeStrategyPR, s)
+	}
+	return nil
+}
+
+func validConvoyMergeMode(s string) error {
+	if s != "" && s != MergeModeAndMerge && s != MergeModeThenLand {
+		return fmt.Errorf("convoy_merge_mode must be %q or %q, not %q", MergeModeAndMerge, MergeModeThenLand, s)
+	}
+	return nil
+}
+
+func validReviewMode(s string) error {
+	if s != "" && s != "rework" && s != "comments" {
+		return fmt.Errorf("review_mode must be \"rework\" or \"comments\", not %q", s)
+	}
+	return nil
 }

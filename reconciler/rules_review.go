@@ -31,8 +31,8 @@ func (r *run) workingAgentHooked(beadID string) bool {
 // reviewInProgress is rules R1–R4 for one in_progress MR.
 func (r *run) reviewInProgress(mr *Bead, rev *Review) {
 	if rev.PRURL != "" {
-		// R1: poll the PR at most every PRPollInterval; merge while a merge is pending.
-		if r.stale(metaTime(mr, "last_poll_at"), PRPollInterval-1) {
+		// R1: poll the PR at most every PRPollInterval (or the town's timing); merge while a merge is pending.
+		if r.stale(metaTime(mr, "last_poll_at"), r.s.Config.PRPollEvery()-1) {
 			r.emit(PollPR{BeadID: mr.ID, PRURL: rev.PRURL})
 		}
 		if mr.MetaTruthy("auto_merge_pending") {

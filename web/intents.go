@@ -84,8 +84,8 @@ func (s *Server) updateTownConfig(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, "config is required")
 		return
 	}
-	if m := req.Config.MergeStrategy; m != "" && m != reconciler.MergeStrategyDirect && m != reconciler.MergeStrategyPR {
-		writeError(c, http.StatusBadRequest, "merge_strategy must be direct or pr")
+	if err := req.Config.Validate(); err != nil {
+		writeError(c, http.StatusBadRequest, "config: "+err.Error())
 		return
 	}
 	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventTownConfigUpdated, Payload: reconciler.TownConfigPayload{Config: *req.Config}}, nil)
@@ -102,6 +102,10 @@ func (s *Server) updateRig(c *gin.Context) {
 	}
 	var req createRigRequest
 	if !bindJSON(c, &req) {
+		return
+	}
+	if err := req.Config.Validate(); err != nil {
+		writeError(c, http.StatusBadRequest, "config: "+err.Error())
 		return
 	}
 	if _, err := s.store.GetRig(c, townID, rigID); err != nil {

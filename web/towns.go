@@ -66,6 +66,10 @@ func (s *Server) createTown(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, "name is required")
 		return
 	}
+	if err := req.Config.Validate(); err != nil {
+		writeError(c, http.StatusBadRequest, "config: "+err.Error())
+		return
+	}
 	t, err := s.store.CreateTown(c, db.NewID(), req.Name, req.Config, s.clock())
 	if err != nil {
 		s.fail(c, err)
@@ -136,6 +140,10 @@ func (s *Server) createRig(c *gin.Context) {
 	}
 	if strings.TrimSpace(req.Name) == "" {
 		writeError(c, http.StatusBadRequest, "name is required")
+		return
+	}
+	if err := req.Config.Validate(); err != nil {
+		writeError(c, http.StatusBadRequest, "config: "+err.Error())
 		return
 	}
 	rigID := db.NewID()
