@@ -79,7 +79,9 @@ func TestTownTimingsPaceR1AndGUPP(t *testing.T) {
 	cfg := TownConfig{Timings: timings(2*time.Second, 20*time.Second, 40*time.Second, time.Minute)}
 	s := town()
 	s.Config = cfg
-	b, rev := prMR("m", func(b *Bead) { b.Metadata = map[string]any{"last_poll_at": ago(3 * time.Second).Format(time.RFC3339Nano)} })
+	b, rev := prMR("m", func(b *Bead) {
+		b.Metadata = map[string]any{"last_poll_at": ago(3 * time.Second).Format(time.RFC3339Nano)}
+	})
 	s.Beads, s.Reviews = []Bead{b}, []Review{rev}
 	require.Len(t, ofType[PollPR](Reconcile(s, Options{}, now)), 1, "polled after 2 s, not 60 s")
 	b.Metadata["last_poll_at"] = ago(time.Second).Format(time.RFC3339Nano)
@@ -98,7 +100,7 @@ func TestTownTimingsPaceR1AndGUPP(t *testing.T) {
 	require.Equal(t, []Action{SendNudge{AgentID: "p", Tier: TierWarn,
 		Message: "You have been idle for 20 seconds with no tool activity. Continue your task or call gt_done."}}, mk(21*time.Second))
 	require.Equal(t, SendNudge{AgentID: "p", Tier: TierEscalate,
-		Message: "You have been working for over 40 seconds without progress. Wrap up, call gt_done with what you have, or ask for help."}, mk(41*time.Second)[0])
+		Message: "You have been working for over 40 seconds without progress. Wrap up, call gt_done with what you have, or ask for help."}, mk(41 * time.Second)[0])
 	require.Equal(t, []Action{
 		TransitionAgent{AgentID: "p", From: AgentWorking, To: AgentStalled, Reason: "GUPP force stop — no SDK activity for 1m0s"},
 		StopAgent{AgentID: "p", Reason: "exceeded 1m0s GUPP limit"},
