@@ -6,6 +6,7 @@ package agentrt
 import (
 	"context"
 	"errors"
+	"time"
 
 	"gastown/reconciler"
 )
@@ -51,9 +52,17 @@ type Runtime interface {
 // Reporter is how agents report back to gastown: the same facts an agent's HTTP callbacks
 // carry.
 type Reporter interface {
-	Heartbeat(ctx context.Context, townID, agentID string) error
+	Heartbeat(ctx context.Context, townID, agentID string, a Activity) error
 	Done(ctx context.Context, townID, agentID string, p reconciler.AgentDonePayload) error
 	Completed(ctx context.Context, townID, agentID string, p reconciler.AgentCompletedPayload) error
+}
+
+// Activity is the SDK activity an agent's heartbeat carries: the watermark GUPP measures
+// inactivity from, and the tools running now.
+type Activity struct {
+	LastEventType string
+	LastEventAt   time.Time
+	ActiveTools   []string
 }
 
 // PermanentError marks a runtime failure that retrying cannot fix.

@@ -30,9 +30,12 @@ type SimConfig struct {
 	PRHost PRRegistrar
 }
 
-// PRRegistrar is told about the PRs simulated agents open (the code-host simulator).
+// PRRegistrar is told about the PRs simulated agents open and fix (the code-host
+// simulator).
 type PRRegistrar interface {
 	OpenPR(prURL string)
+	// FixPR: a fix-up agent resolved the PR's review threads, failing checks and conflicts.
+	FixPR(prURL string)
 }
 
 // Simulator is a Runtime whose agents run as goroutines: each heartbeats, works for a
@@ -49,7 +52,7 @@ type Simulator struct {
 
 	mu       sync.Mutex
 	rnd      *rand.Rand
-	running  map[string]context.CancelFunc // town/agent → stop
+	running  map[string]*simAgent // by town/agent
 	starts   int
 	messages int
 	prs      int
@@ -70,7 +73,7 @@ func NewSimulator(cfg SimConfig, r Reporter, logger *slog.Logger) *Simulator {
 	return &Simulator{
 		cfg: cfg, reporter: r, logger: logger, ctx: ctx, cancel: cancel,
 		rnd:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		running: make(map[string]context.CancelFunc),
+		running: make(map[string]*simAgent),
 	}
 }
 
@@ -108,18 +111,24 @@ func (s *Simulator) StartAgent(_ context.Context, req StartRequest) error {
 	s.prs++
 	prNumber := s.prs
 	ctx, cancel := context.WithCancel(s.ctx)
-	s.running[key] = cancel
+	ag := &simAgent{stop: cancel, nudged: make(chan struct{}, 1)}
+	s.running[key] = ag
 	s.starts++
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer func() {
+		release := func() {
 			s.mu.Lock()
-			delete(s.running, key)
+			if s.running[key] == ag {
+				delete(s.running, key)
+			}
 			s.mu.Unlock()
+		}
+		defer func() {
+			release()
 			cancel()
 		}()
-		s.run(ctx, req, work, fate, prNumber)
+		s.run(ctx, req, work, fate, prNumber, ag.nudged, release)
 	}()
 	return nil
 }
@@ -128,20 +137,26 @@ func (s *Simulator) StartAgent(_ context.Context, req StartRequest) error {
 func (s *Simulator) StopAgent(_ context.Context, townID, agentID string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cancel, ok := s.running[townID+"/"+agentID]; ok {
-		cancel()
+	if ag, ok := s.running[townID+"/"+agentID]; ok {
+		ag.stop()
 	}
 	return nil
 }
 
-// SendMessage implements Runtime: a running simulated agent accepts any message.
+// SendMessage implements Runtime: a running simulated agent accepts any message, and a
+// hung one wakes up (a GUPP nudge works) and finishes its bead.
 func (s *Simulator) SendMessage(_ context.Context, townID, agentID, _ string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.running[townID+"/"+agentID]; !ok {
+	ag, ok := s.running[townID+"/"+agentID]
+	if !ok {
 		return fmt.Errorf("agent %s is not running", agentID)
 	}
 	s.messages++
+	select {
+	case ag.nudged <- struct{}{}:
+	default: // a wake-up is already pending
+	}
 	return nil
 }
 
@@ -168,6 +183,12 @@ func (s *Simulator) Close() {
 	s.wg.Wait()
 }
 
+// simAgent is one running simulated agent.
+type simAgent struct {
+	stop   context.CancelFunc
+	nudged chan struct{}
+}
+
 type fate int
 
 const (
@@ -177,7 +198,10 @@ const (
 	fateSilent
 )
 
-func (s *Simulator) run(ctx context.Context, req StartRequest, work time.Duration, fate fate, prNumber int) {
+// run is one simulated agent's life. It calls release before it reports its end, so a start
+// of the same agent that follows the report starts a new run instead of finding this one
+// "already running".
+func (s *Simulator) run(ctx context.Context, req StartRequest, work time.Duration, fate fate, prNumber int, nudged <-chan struct{}, release func()) {
 	log := s.logger.With("town_id", req.TownID, "agent_id", req.AgentID, "role", req.Role)
 	report := func(what string, err error) bool {
 		if err != nil && ctx.Err() == nil {
@@ -185,11 +209,15 @@ func (s *Simulator) run(ctx context.Context, req StartRequest, work time.Duratio
 		}
 		return err == nil
 	}
-	report("heartbeat", s.reporter.Heartbeat(ctx, req.TownID, req.AgentID))
+	// The SDK activity watermark moves while the agent works and freezes when it hangs:
+	// heartbeats keep coming, and GUPP measures the silence from the watermark.
+	activity := Activity{LastEventType: "session.started", LastEventAt: time.Now()}
+	report("heartbeat", s.reporter.Heartbeat(ctx, req.TownID, req.AgentID, activity))
 	deadline := time.NewTimer(work)
 	defer deadline.Stop()
 	beat := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer beat.Stop()
+	hung := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -198,19 +226,33 @@ func (s *Simulator) run(ctx context.Context, req StartRequest, work time.Duratio
 			if fate == fateSilent {
 				continue // gone quiet: the reconciler's heartbeat checks must notice
 			}
-			report("heartbeat", s.reporter.Heartbeat(ctx, req.TownID, req.AgentID))
+			if !hung {
+				activity = Activity{LastEventType: "message.part.updated", LastEventAt: time.Now()}
+			}
+			report("heartbeat", s.reporter.Heartbeat(ctx, req.TownID, req.AgentID, activity))
+		case <-nudged:
+			if hung && fate == fateHang {
+				// The nudge worked: the agent picks its task up again and finishes it.
+				log.Info("simulated agent nudged awake")
+				hung, fate = false, fateDone
+				activity = Activity{LastEventType: "message.updated", LastEventAt: time.Now()}
+				deadline.Reset(s.cfg.WorkMin)
+			}
 		case <-deadline.C:
 			switch fate {
 			case fateHang, fateSilent:
-				deadline.Reset(time.Hour) // never finishes; only a stop ends it
+				hung = true
+				deadline.Reset(time.Hour) // never finishes unless nudged; a stop ends it
 				continue
 			case fateCrash:
+				release()
 				report("completed", s.reporter.Completed(ctx, req.TownID, req.AgentID,
-					reconciler.AgentCompletedPayload{Status: "failed", Reason: "simulated crash"}))
+					reconciler.AgentCompletedPayload{Status: "failed", Reason: "simulated crash", BeadID: req.BeadID}))
 				return
 			}
 			done := reconciler.AgentDonePayload{Summary: "simulated work on " + req.BeadTitle}
-			if req.Role == reconciler.RoleRefinery {
+			switch {
+			case req.Role == reconciler.RoleRefinery:
 				done.Branch = req.Branch
 				if req.MergeStrategy == reconciler.MergeStrategyPR && req.PRURL == "" {
 					done.PRURL = prURLFor(req.GitURL, prNumber)
@@ -218,14 +260,21 @@ func (s *Simulator) run(ctx context.Context, req StartRequest, work time.Duratio
 						s.cfg.PRHost.OpenPR(done.PRURL)
 					}
 				}
-			} else {
+			case req.PRURL != "":
+				// A fix-up of an open PR (review feedback, conflicts): push to its branch.
+				done.Branch = req.Branch
+				if s.cfg.PRHost != nil {
+					s.cfg.PRHost.FixPR(req.PRURL)
+				}
+			default:
 				done.Branch = fmt.Sprintf("gt/%s/%s", strings.ToLower(req.AgentName), shortID(req.BeadID))
 			}
+			release()
 			if !report("done", s.reporter.Done(ctx, req.TownID, req.AgentID, done)) {
 				return
 			}
 			report("completed", s.reporter.Completed(ctx, req.TownID, req.AgentID,
-				reconciler.AgentCompletedPayload{Status: "completed"}))
+				reconciler.AgentCompletedPayload{Status: "completed", BeadID: req.BeadID}))
 			return
 		}
 	}

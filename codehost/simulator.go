@@ -26,16 +26,20 @@ type Simulator struct {
 	merges int
 	evo    *Evolution
 	rnd    *rand.Rand
-	polls  map[string]int
+	polls  map[string]int // polls of an evolving PR since it was opened or last changed
+	fixes  int
 }
 
 // Evolution tunes how simulated PRs change on each status poll.
 type Evolution struct {
 	Seed uint64
-	// On each poll of an open PR, the chance it gets an unresolved comment, a failing
-	// check or a merge conflict (cleared again every fourth poll: someone fixes it).
+	// On each poll of an open, clean PR, the chance it gets an unresolved review comment,
+	// a failing check or a merge conflict. A problem stays until an agent fixes the PR
+	// (FixPR) or, when SelfHealPolls > 0, until that many polls have passed (someone else
+	// fixed it).
 	CommentProb, FailProb, ConflictProb float64
-	// MergedOutsideProb is the chance per poll that someone merges the PR on the host.
+	SelfHealPolls                       int
+	// MergedOutsideProb is the chance per poll that someone merges a clean PR on the host.
 	MergedOutsideProb float64
 }
 
@@ -59,28 +63,67 @@ func (s *Simulator) OpenPR(prURL string) {
 	s.prs[prURL] = &SimPR{Status: PRStatus{State: "open", MergeableState: "unknown"}, Feedback: reconciler.PRFeedback{HasUncheckedRuns: true}}
 }
 
-// evolve moves an open PR one poll along its random life.
+// FixPR is an agent pushing a fix to a PR: its review threads resolve, its checks pass
+// and its conflicts are gone.
+func (s *Simulator) FixPR(prURL string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pr, ok := s.prs[prURL]
+	if !ok || pr.Status.State != "open" {
+		return
+	}
+	s.fixes++
+	s.heal(prURL, pr)
+}
+
+// Fixes counts the fixes agents pushed to open PRs.
+func (s *Simulator) Fixes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fixes
+}
+
+func (s *Simulator) heal(prURL string, pr *SimPR) {
+	pr.Feedback = reconciler.PRFeedback{AllChecksPass: true, ReviewDecision: "APPROVED"}
+	pr.Status.MergeableState = "clean"
+	s.polls[prURL] = 0
+}
+
+func (s *Simulator) troubled(pr *SimPR) bool {
+	f := pr.Feedback
+	return f.HasUnresolvedComments || f.HasFailingChecks || pr.Status.MergeableState == "dirty"
+}
+
+// evolve moves an open PR one poll along its random life: its checks finish on the first
+// poll; a clean PR may then get a problem or be merged by someone else.
 func (s *Simulator) evolve(prURL string, pr *SimPR) {
 	if s.evo == nil || pr.Status.State != "open" || pr.Err != nil {
 		return
 	}
 	s.polls[prURL]++
 	n := s.polls[prURL]
-	if n == 1 || n%4 == 0 { // checks finished; earlier problems fixed
-		pr.Feedback = reconciler.PRFeedback{AllChecksPass: true, ReviewDecision: "APPROVED"}
-		pr.Status.MergeableState = "clean"
+	if pr.Feedback.HasUncheckedRuns || (s.troubled(pr) && s.evo.SelfHealPolls > 0 && n > s.evo.SelfHealPolls) {
+		s.heal(prURL, pr)
+		return
+	}
+	if s.troubled(pr) {
+		return // waits for a fix
 	}
 	f := &pr.Feedback
 	switch r := s.rnd.Float64(); {
 	case r < s.evo.CommentProb:
-		f.HasUnresolvedComments = true
+		f.HasUnresolvedComments, f.ReviewDecision = true, "CHANGES_REQUESTED"
 	case r < s.evo.CommentProb+s.evo.FailProb:
 		f.HasFailingChecks, f.AllChecksPass = true, false
 	case r < s.evo.CommentProb+s.evo.FailProb+s.evo.ConflictProb:
 		pr.Status.MergeableState = "dirty"
 	case r < s.evo.CommentProb+s.evo.FailProb+s.evo.ConflictProb+s.evo.MergedOutsideProb:
 		pr.Status.State = "merged"
+		return
+	default:
+		return
 	}
+	s.polls[prURL] = 0
 }
 
 // Set replaces the state of a PR.

@@ -77,3 +77,17 @@ func (s *Store) PendingNudges(ctx context.Context, townID, agentID string, now t
 	}
 	return out, nil
 }
+
+// RecentReconcilerNudges lists, per agent and source, the newest GUPP nudge of a town
+// since a time.
+func (s *Store) RecentReconcilerNudges(ctx context.Context, townID string, since time.Time) ([]reconciler.NudgeRecord, error) {
+	rows, err := s.q.NudgeListRecentBySource(ctx, s.Pool, dbsqlc.NudgeListRecentBySourceParams{TownID: townID, Since: since})
+	if err != nil {
+		return nil, fmt.Errorf("list recent nudges: %w", err)
+	}
+	out := make([]reconciler.NudgeRecord, len(rows))
+	for i, n := range rows {
+		out[i] = reconciler.NudgeRecord{AgentID: n.AgentID, Source: n.Source, LastAt: n.LastAt}
+	}
+	return out, nil
+}

@@ -375,8 +375,8 @@ func (t *TownTx) notifyMayor(ctx context.Context, message string) error {
 }
 
 // promptContext fills the role-specific context of a start (SPEC.md §5.5): a refinery
-// gets the MR's branches, PR and review mode; a polecat the branch its work targets; a
-// triage batch the pending triage requests.
+// gets the MR's branches, PR and review mode; a polecat the branch its work targets (or,
+// for a PR fix-up, the PR and its branch); a triage batch the pending triage requests.
 func (t *TownTx) promptContext(ctx context.Context, start *StartAgent, b reconciler.Bead) error {
 	cfg := townConfig(t.Town.Config)
 	var rig *reconciler.Rig
@@ -413,6 +413,10 @@ func (t *TownTx) promptContext(ctx context.Context, start *StartAgent, b reconci
 			fmt.Fprintf(&sb, "- %s [%s] agent %s: %s\n", rb.ID, rb.MetaString("triage_type"), rb.AssigneeID, rb.Title)
 		}
 		start.Prompt = sb.String()
+	case b.HasLabel(reconciler.LabelPRFeedback), b.HasLabel(reconciler.LabelPRConflict):
+		// A fix-up of an open PR: the agent pushes to the PR's branch.
+		start.PRURL, start.Branch = b.MetaString("pr_url"), b.MetaString("branch")
+		start.TargetBranch = b.MetaString("target_branch")
 	default:
 		start.TargetBranch = start.DefaultBranch
 		if _, cm, err := t.convoyOf(ctx, b.ID); err != nil {

@@ -185,6 +185,11 @@ func (t *TownTx) agentCompleted(ctx context.Context, agentID string, p reconcile
 	if status != "completed" {
 		status = "failed"
 	}
+	if p.BeadID != "" && a.HookBeadID != "" && p.BeadID != a.HookBeadID {
+		// The exit of a run on an earlier bead, reported after the agent was dispatched
+		// onto new work: the new run is not touched.
+		return t.logBeadEvent(ctx, a.ID, a.ID, "agent_exited", "", status, map[string]any{"reason": p.Reason, "bead_id": p.BeadID, "late": true})
+	}
 	if a.HookBeadID != "" && a.Role != reconciler.RoleRefinery {
 		// A refinery is never unhooked or failed here: its exit races with gt_done.
 		b, err := t.bead(ctx, a.HookBeadID)

@@ -198,6 +198,30 @@ func TestAgentCompletedFailedFailsTheBead(t *testing.T) {
 	require.Zero(t, a.DispatchAttempts)
 }
 
+// An exit report that names an earlier bead arrives after the agent was dispatched onto
+// new work: the new run keeps its hook, its status and its bead.
+func TestLateAgentCompletedOfAnEarlierRunChangesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	townID, rigID := b.town(t)
+	first, p, _ := b.polecatInReview(t, townID, rigID)
+	second := b.issue(t, townID, rigID, "more work")
+	b.tick(t, townID, nil)
+	require.Equal(t, p, b.dispatch(t, townID, rigID, second), "the idle polecat takes the new work")
+	require.Equal(t, second, b.agentRow(t, townID, p).HookBeadID)
+
+	b.event(t, townID, db.NewEvent{Type: reconciler.EventAgentCompleted, AgentID: p, Payload: reconciler.AgentCompletedPayload{Status: "failed", BeadID: first}})
+	a := b.agentRow(t, townID, p)
+	require.Equal(t, second, a.HookBeadID)
+	require.Equal(t, reconciler.AgentWorking, a.Status)
+	require.Equal(t, reconciler.StatusInProgress, b.bead(t, townID, second).Status)
+
+	// The exit of the current run still counts.
+	b.event(t, townID, db.NewEvent{Type: reconciler.EventAgentCompleted, AgentID: p, Payload: reconciler.AgentCompletedPayload{Status: "failed", BeadID: second}})
+	require.Equal(t, reconciler.StatusFailed, b.bead(t, townID, second).Status)
+	require.Empty(t, b.agentRow(t, townID, p).HookBeadID)
+}
+
 func TestAgentCompletedEvictionGuard(t *testing.T) {
 	t.Parallel()
 	for _, stale := range []bool{true, false} {

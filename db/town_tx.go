@@ -243,7 +243,7 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		p.add(func(q Querier) (err error) { rigs, err = t.q.RigListByTown(ctx, q, t.TownID); return })
 		p.add(func(q Querier) (err error) { convoys, err = t.q.ConvoyListByTown(ctx, q, t.TownID); return })
 		p.add(func(q Querier) (err error) {
-			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-reconciler.GUPPNudgeDedupe)})
+			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-townConfig(t.Town.Config).GUPPNudgeDedupe())})
 			return
 		})
 		p.add(func(q Querier) (err error) {

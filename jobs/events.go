@@ -6,6 +6,7 @@ import (
 
 	"github.com/riverqueue/river/rivertype"
 
+	"gastown/agentrt"
 	"gastown/db"
 	"gastown/reconciler"
 )
@@ -53,8 +54,8 @@ func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEven
 }
 
 // Heartbeat implements agentrt.Reporter: it records the heartbeat for the next tick.
-func (e *Events) Heartbeat(ctx context.Context, townID, agentID string) error {
-	return e.svc.store.RecordHeartbeat(ctx, townID, agentID, db.Heartbeat{})
+func (e *Events) Heartbeat(ctx context.Context, townID, agentID string, a agentrt.Activity) error {
+	return e.svc.store.RecordHeartbeat(ctx, townID, agentID, db.Heartbeat{LastEventType: a.LastEventType, LastEventAt: a.LastEventAt, ActiveTools: a.ActiveTools})
 }
 
 // Done implements agentrt.Reporter: agent_done.

@@ -60,8 +60,8 @@ func setup(t *testing.T, o testOpts) *testBundle {
 
 type reporterOf func() agentrt.Reporter
 
-func (f reporterOf) Heartbeat(ctx context.Context, town, agent string) error {
-	return f().Heartbeat(ctx, town, agent)
+func (f reporterOf) Heartbeat(ctx context.Context, town, agent string, a agentrt.Activity) error {
+	return f().Heartbeat(ctx, town, agent, a)
 }
 func (f reporterOf) Done(ctx context.Context, town, agent string, p reconciler.AgentDonePayload) error {
 	return f().Done(ctx, town, agent, p)

@@ -17,18 +17,20 @@ import (
 	"gastown/reconciler"
 )
 
-// A full simulated run through real River workers: three towns (direct merges, PRs merged
-// on the host, a review-and-merge convoy) with agents that sometimes crash. It must end
-// with every issue terminal, the invariants holding, no dead events, and every side
-// effect reported exactly once.
+// A full simulated run through real River workers: four towns (direct merges; PRs that
+// get review comments, failing checks and conflicts, fixed by fix-up beads and merged by
+// the refinery; a review-and-merge and a review-then-land convoy) with agents that
+// sometimes crash or hang until GUPP nudges them. It must end with every issue terminal
+// or waiting on a timer, the invariants holding, no dead events, and every side effect
+// reported exactly once.
 func TestSimulatedFleetRun(t *testing.T) {
 	t.Parallel()
 	store := dbtest.NewStore(t)
-	host := codehost.NewEvolvingSimulator(codehost.Evolution{Seed: 7, MergedOutsideProb: 1})
+	host := codehost.NewEvolvingSimulator(codehost.Evolution{Seed: 7, CommentProb: 0.15, FailProb: 0.05, ConflictProb: 0.1, MergedOutsideProb: 0.05})
 	var svc *Service
 	sim := agentrt.NewSimulator(agentrt.SimConfig{
 		Seed: 42, HeartbeatInterval: 30 * time.Millisecond, WorkMin: 40 * time.Millisecond, WorkMax: 120 * time.Millisecond,
-		CrashProb: 0.15, PRHost: host,
+		CrashProb: 0.1, HangProb: 0.15, PRHost: host,
 	}, reporterOf(func() agentrt.Reporter { return svc.Events }), quiet)
 	t.Cleanup(sim.Close)
 	svc, err := newService(Deps{Store: store, Runtime: sim, CodeHost: host, Logger: quiet},
@@ -72,12 +74,16 @@ func TestSimulatedFleetRun(t *testing.T) {
 		_, err = svc.Events.Append(ctx, town.ID, evs...)
 		require.NoError(t, err)
 	}
-	mkTown("direct", reconciler.TownConfig{}, 4, "")
-	mkTown("prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR}, 3, "")
-	mkTown("convoys", reconciler.TownConfig{}, 1, reconciler.MergeModeAndMerge)
-	mkTown("landing", reconciler.TownConfig{}, 0, reconciler.MergeModeThenLand)
+	fast := &reconciler.Timings{PRPollInterval: reconciler.Duration(time.Second), GUPPWarn: reconciler.Duration(time.Second),
+		GUPPEscalate: reconciler.Duration(3 * time.Second), GUPPForceStop: reconciler.Duration(5 * time.Second)}
+	yes, noDelay := true, 0
+	mkTown("direct", reconciler.TownConfig{Timings: fast}, 4, "")
+	mkTown("prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR, Timings: fast,
+		Refinery: &reconciler.RefineryConfig{AutoResolvePRFeedback: &yes, AutoMergeDelayMinutes: &noDelay}}, 4, "")
+	mkTown("convoys", reconciler.TownConfig{Timings: fast}, 1, reconciler.MergeModeAndMerge)
+	mkTown("landing", reconciler.TownConfig{Timings: fast}, 0, reconciler.MergeModeThenLand)
 
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(40 * time.Second)
 	var open []string
 	for time.Now().Before(deadline) {
 		open = open[:0]
@@ -131,7 +137,8 @@ func TestSimulatedFleetRun(t *testing.T) {
 	}
 	// Side effects: every finished start, stop, message and poll job reported exactly one
 	// outcome (the idempotency key makes "at most one" a constraint; this checks "at least").
-	jobs, err := svc.Client.JobList(ctx, river.NewJobListParams().Kinds(StartAgentArgs{}.Kind(), PollPRArgs{}.Kind(), MergePRArgs{}.Kind()).
+	jobs, err := svc.Client.JobList(ctx, river.NewJobListParams().Kinds(StartAgentArgs{}.Kind(), StopAgentArgs{}.Kind(),
+		SendMessageArgs{}.Kind(), PollPRArgs{}.Kind(), MergePRArgs{}.Kind()).
 		States("completed").First(10000))
 	require.NoError(t, err)
 	require.NotEmpty(t, jobs.Jobs)
@@ -140,11 +147,22 @@ func TestSimulatedFleetRun(t *testing.T) {
 		require.NoError(t, store.Pool.QueryRow(ctx, "SELECT count(*) FROM town_events WHERE idempotency_key = $1", fmt.Sprintf("job:%d", j.ID)).Scan(&n))
 		require.Equal(t, 1, n, "job %d (%s) reported %d outcomes", j.ID, j.Kind, n)
 	}
-	t.Logf("%d issues, %d closed; %d side-effect jobs checked; %d agent starts", len(issues), closed, len(jobs.Jobs), sim.Starts())
+	// The life cycle was exercised: fix-up agents fixed PRs, the refinery merged PRs, GUPP
+	// nudged hung agents.
+	var fixups, nudges int
+	require.NoError(t, store.Pool.QueryRow(ctx, `SELECT count(*) FROM beads WHERE labels ?| array['gt:pr-feedback','gt:pr-conflict'] AND status = 'closed'`).Scan(&fixups))
+	require.NoError(t, store.Pool.QueryRow(ctx, `SELECT count(*) FROM agent_nudges WHERE source LIKE 'reconciler:%' AND delivered_at IS NOT NULL`).Scan(&nudges))
+	require.Positive(t, host.Fixes(), "a fix-up agent pushed to a PR")
+	require.Positive(t, fixups, "a PR fix-up bead closed")
+	require.Positive(t, host.Merges(), "the refinery merged a PR on the host")
+	require.Positive(t, nudges, "GUPP nudged a hung agent")
+	t.Logf("%d issues, %d closed; %d side-effect jobs checked; %d agent starts; %d PR fixes, %d merges, %d GUPP nudges delivered",
+		len(issues), closed, len(jobs.Jobs), sim.Starts(), host.Fixes(), host.Merges(), nudges)
 }
 
 // waitingOnATimer reports whether an open bead is legitimately waiting: it, or the live MR
-// or task it waits for, is inside its dispatch backoff, or has a working agent.
+// or task it waits for, is inside its dispatch backoff, has a working agent, or is a PR
+// still being polled.
 func waitingOnATimer(t *testing.T, store *db.Store, townID, beadID string) (bool, string) {
 	t.Helper()
 	ctx := context.Background()
@@ -169,6 +187,11 @@ func waitingOnATimer(t *testing.T, store *db.Store, townID, beadID string) (bool
 			if a.Status == reconciler.AgentWorking {
 				return true
 			}
+		}
+		// A PR MR is polled until its PR is merged or closed.
+		if rev := s.Review(id); rev != nil && rev.PRURL != "" && b.Status == reconciler.StatusInProgress {
+			last, err := time.Parse(time.RFC3339Nano, b.MetaString("last_poll_at"))
+			return err == nil && now.Sub(last) < 5*time.Second
 		}
 		return false
 	}

@@ -142,6 +142,13 @@ func (c TownConfig) GUPPTiers() (warn, escalate, forceStop time.Duration) {
 		timingOr(c.Timings, func(t *Timings) Duration { return t.GUPPForceStop }, GUPPForceStop)
 }
 
+// GUPPNudgeDedupe is how long a GUPP nudge of one tier suppresses the next: four times
+// the warn tier (60 min with the defaults).
+func (c TownConfig) GUPPNudgeDedupe() time.Duration {
+	warn, _, _ := c.GUPPTiers()
+	return GUPPNudgeDedupe / GUPPWarn * warn
+}
+
 // Validate names the first problem of a town configuration.
 func (c TownConfig) Validate() error {
 	if err := validMergeStrategy(c.MergeStrategy); err != nil {

@@ -25,6 +25,8 @@ func TestTimingsDefaultAndOverride(t *testing.T) {
 	w, e, f = c.GUPPTiers()
 	require.Equal(t, []time.Duration{20 * time.Second, GUPPEscalate, GUPPForceStop}, []time.Duration{w, e, f})
 	require.Equal(t, PRPollInterval, c.PRPollEvery())
+	require.Equal(t, 80*time.Second, c.GUPPNudgeDedupe(), "four times the warn tier")
+	require.Equal(t, GUPPNudgeDedupe, TownConfig{}.GUPPNudgeDedupe())
 }
 
 func TestTimingsJSON(t *testing.T) {

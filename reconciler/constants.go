@@ -32,7 +32,8 @@ const (
 	GUPPWarn      = 15 * time.Minute
 	GUPPEscalate  = time.Hour
 	GUPPForceStop = 2 * time.Hour
-	// GUPPNudgeDedupe suppresses a repeated nudge of the same tier.
+	// GUPPNudgeDedupe suppresses a repeated nudge of the same tier. It is four times the
+	// warn tier; a town with its own GUPP timings gets four times its own warn tier.
 	GUPPNudgeDedupe = 60 * time.Minute
 	// GCRetention is how long an idle unhooked agent is kept.
 	GCRetention = 24 * time.Hour

@@ -57,6 +57,10 @@ type AgentDonePayload struct {
 type AgentCompletedPayload struct {
 	Status string `json:"status"` // "completed" or "failed"
 	Reason string `json:"reason,omitempty"`
+	// BeadID, when the agent sends it, is the bead the exiting process worked on. An exit
+	// that names another bead than the agent's hook is a late report of an earlier run
+	// (the agent was already dispatched onto new work) and changes nothing (our addition).
+	BeadID string `json:"bead_id,omitempty"`
 }
 
 // BeadCreatedPayload is the payload of bead_created. In the reference the event is an

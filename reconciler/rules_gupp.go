@@ -22,6 +22,7 @@ func (r *run) gupp() {
 		return
 	}
 	warn, escalate, forceStop := r.s.Config.GUPPTiers()
+	dedupe := r.s.Config.GUPPNudgeDedupe()
 	for i := range r.s.Agents {
 		a := &r.s.Agents[i]
 		if a.Role == RoleMayor || (a.Status != AgentWorking && a.Status != AgentStalled) || !r.agentFree(a.ID) {
@@ -49,7 +50,7 @@ func (r *run) gupp() {
 				CreateTriageRequest{AgentID: a.ID, TriageType: "stuck_agent", Reason: "GUPP force stop", HookedBeadID: a.HookBeadID},
 			)
 		case elapsed > escalate:
-			if r.fresh(r.s.LastNudge(a.ID, NudgeSourceEscalate), GUPPNudgeDedupe) {
+			if r.fresh(r.s.LastNudge(a.ID, NudgeSourceEscalate), dedupe) {
 				continue
 			}
 			r.emit(
@@ -58,7 +59,7 @@ func (r *run) gupp() {
 				CreateTriageRequest{AgentID: a.ID, TriageType: "stuck_agent", Reason: "GUPP escalation", HookedBeadID: a.HookBeadID},
 			)
 		case elapsed > warn:
-			if len(a.ActiveTools) > 0 || r.fresh(r.s.LastNudge(a.ID, NudgeSourceWarn), GUPPNudgeDedupe) {
+			if len(a.ActiveTools) > 0 || r.fresh(r.s.LastNudge(a.ID, NudgeSourceWarn), dedupe) {
 				continue
 			}
 			r.emit(SendNudge{AgentID: a.ID, Tier: TierWarn, Message: "You have been idle for " + longDuration(warn) + " with no tool activity. " +

@@ -18,7 +18,7 @@ type Snapshot struct {
 	Dependencies   []Dependency
 	Reviews        []Review
 	Convoys        []Convoy
-	// Nudges are the newest reconciler nudge per agent and source within GUPPNudgeDedupe
+	// Nudges are the newest reconciler nudge per agent and source within the town's GUPP nudge dedupe window
 	// (the GUPP dedupe record).
 	Nudges []NudgeRecord
 	// DispatchFailures counts agent starts that failed within CircuitBreakerWindow: what

@@ -32,7 +32,7 @@ type testBundle struct {
 
 type nopReporter struct{}
 
-func (nopReporter) Heartbeat(context.Context, string, string) error { return nil }
+func (nopReporter) Heartbeat(context.Context, string, string, agentrt.Activity) error { return nil }
 func (nopReporter) Done(context.Context, string, string, reconciler.AgentDonePayload) error {
 	return nil
 }

@@ -50,9 +50,13 @@ func newDevCommand() *cobra.Command {
 		Use:   "dev",
 		Short: "Run a demo town on the local database: API, workers and simulated agents",
 		Long: "dev creates the database if it is missing (DATABASE_URL, default the local server),\n" +
-			"migrates it, seeds a demo town with one rig and a handful of issues, and runs the API,\n" +
-			"the workers and a simulated agent runtime with dev-friendly timings. It prints each\n" +
-			"bead as it moves open → in_progress → in_review → closed. Ctrl-C stops it.",
+			"migrates it, seeds demo towns with rigs and a handful of issues, and runs the API, the\n" +
+			"workers, a simulated agent runtime and a simulated code host with dev-friendly timings\n" +
+			"(ticks every second; PRs polled every 2 s; GUPP warns after 20 s, escalates after 40 s,\n" +
+			"force-stops after 60 s). It prints each bead as it moves open → in_progress →\n" +
+			"in_review → closed, and each GUPP nudge. With --towns 2 or more, PRs get review\n" +
+			"comments, failing checks and conflicts that fix-up beads resolve, a refinery merges\n" +
+			"them, and some agents hang until GUPP nudges them. Ctrl-C stops it.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c.AdminTokens = parseTokens(tokens)
@@ -73,6 +77,9 @@ func newDevCommand() *cobra.Command {
 			}
 			if rigs < 1 || rigs > 5 {
 				return errors.New("--rigs must be between 1 and 5")
+			}
+			if !cmd.Flags().Changed("hang") && towns >= 2 {
+				hang = 0.15 // the full demo shows GUPP nudging a hung agent awake
 			}
 			if crash < 0 || hang < 0 || silent < 0 || crash+hang+silent > 1 {
 				return errors.New("--crash, --hang and --silent are probabilities that add up to at most 1")
@@ -96,7 +103,7 @@ func newDevCommand() *cobra.Command {
 				api: true, workers: true,
 				sim: agentrt.SimConfig{HeartbeatInterval: time.Second, WorkMin: simWork, WorkMax: simWork * 2, Seed: seed,
 					CrashProb: crash, HangProb: hang, SilentProb: silent},
-				evolution: codehost.Evolution{Seed: seed, CommentProb: 0.1, FailProb: 0.1, MergedOutsideProb: 0.6},
+				evolution: codehost.Evolution{Seed: seed, CommentProb: 0.15, FailProb: 0.05, ConflictProb: 0.1, MergedOutsideProb: 0.05},
 				ready: func(ctx context.Context, a *app) error {
 					err := demo(ctx, a, out, c.AdminTokens[0], demoBeads[:beadsCount], towns, rigs, exitDone)
 					if errors.Is(err, context.Canceled) || (errors.Is(err, context.DeadlineExceeded) && !exitDone) {
@@ -118,7 +125,7 @@ func newDevCommand() *cobra.Command {
 	f.IntVar(&rigs, "rigs", 1, "rigs per demo town (issues are spread over them)")
 	f.Uint64Var(&seed, "seed", 1, "seed of the simulated agents and code host: the same seed, the same run")
 	f.Float64Var(&crash, "crash", 0, "chance a simulated agent crashes before it finishes")
-	f.Float64Var(&hang, "hang", 0, "chance a simulated agent hangs (heartbeats, never finishes: GUPP's case)")
+	f.Float64Var(&hang, "hang", 0, "chance a simulated agent hangs (heartbeats without activity until a GUPP nudge wakes it; default 0.15 with --towns 2 or more)")
 	f.Float64Var(&silent, "silent", 0, "chance a simulated agent goes silent (no heartbeat: A1's case)")
 	// Dev-friendly cadence: a town with work ticks every second.
 	_ = f.Set("active-interval", "1s")
@@ -131,22 +138,26 @@ func newDevCommand() *cobra.Command {
 type demoTown struct {
 	id, name string
 	issues   int
+	since    time.Time
 }
 
 // demo seeds the demo towns and reports bead transitions until every issue is closed.
 func demo(ctx context.Context, a *app, out io.Writer, token string, titles []string, towns, rigs int, exitDone bool) error {
 	now := time.Now()
 	yes := true
+	noDelay := 0
+	timings := &reconciler.Timings{PRPollInterval: reconciler.Duration(2 * time.Second), GUPPWarn: reconciler.Duration(20 * time.Second),
+		GUPPEscalate: reconciler.Duration(40 * time.Second), GUPPForceStop: reconciler.Duration(time.Minute)}
 	specs := []struct {
 		name   string
 		cfg    reconciler.TownConfig
 		convoy string // merge mode, "" for plain issues
 	}{
-		{"direct", reconciler.TownConfig{}, ""},
-		{"prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR,
-			Refinery: &reconciler.RefineryConfig{AutoResolvePRFeedback: &yes}}, ""},
-		{"convoy", reconciler.TownConfig{}, reconciler.MergeModeAndMerge},
-		{"landing", reconciler.TownConfig{}, reconciler.MergeModeThenLand},
+		{"direct", reconciler.TownConfig{Timings: timings}, ""},
+		{"prs", reconciler.TownConfig{MergeStrategy: reconciler.MergeStrategyPR, Timings: timings,
+			Refinery: &reconciler.RefineryConfig{AutoResolvePRFeedback: &yes, AutoMergeDelayMinutes: &noDelay}}, ""},
+		{"convoy", reconciler.TownConfig{Timings: timings}, reconciler.MergeModeAndMerge},
+		{"landing", reconciler.TownConfig{Timings: timings}, reconciler.MergeModeThenLand},
 	}[:towns]
 	var demoTowns []demoTown
 	for _, sp := range specs {
@@ -180,14 +191,14 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 		if _, err := a.svc.Events.Append(ctx, town.ID, events...); err != nil {
 			return err
 		}
-		demoTowns = append(demoTowns, demoTown{id: town.ID, name: sp.name, issues: len(titles)})
+		demoTowns = append(demoTowns, demoTown{id: town.ID, name: sp.name, issues: len(titles), since: now})
 		fmt.Fprintf(out, "\ngastown dev: town %-7s %s — %d issues\n", sp.name, town.ID, len(titles))
 	}
 	fmt.Fprintf(out, "  API        http://%s  (Authorization: Bearer %s)\n", a.addr, token)
 	fmt.Fprintf(out, "  dashboard  http://%s/dashboard   River UI http://%s/riverui/   (user any, password the token)\n", a.addr, a.addr)
 	fmt.Fprintf(out, "  try        curl -H 'Authorization: Bearer %s' http://%s/v1/towns/%s/beads\n\n", token, a.addr, demoTowns[0].id)
 
-	seen := map[string]reconciler.BeadStatus{}
+	seen := map[string]string{}
 	ticker := time.NewTicker(200 * time.Millisecond)
 	defer ticker.Stop()
 	announced := false
@@ -240,7 +251,7 @@ func demo(ctx context.Context, a *app, out io.Writer, token string, titles []str
 
 // reportTown prints the beads of one demo town whose status changed and returns how many
 // of its issues are finished (closed or failed) and how many of its convoys are open.
-func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen map[string]reconciler.BeadStatus) (closed, liveConvoys int, err error) {
+func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen map[string]string) (closed, liveConvoys int, err error) {
 	beads, err := a.store.ListBeads(ctx, dt.id, db.BeadFilter{Limit: 1000})
 	if err != nil {
 		return 0, 0, err
@@ -266,19 +277,40 @@ func reportTown(ctx context.Context, a *app, out io.Writer, dt demoTown, seen ma
 			continue
 		}
 		prev, ok := seen[b.ID]
-		if ok && prev == b.Status {
+		if ok && prev == string(b.Status) {
 			continue
 		}
-		seen[b.ID] = b.Status
+		seen[b.ID] = string(b.Status)
 		from := "new"
 		if ok {
-			from = string(prev)
+			from = prev
 		}
 		who := ""
 		if n := names[b.AssigneeID]; n != "" {
 			who = " (" + n + ")"
 		}
 		fmt.Fprintf(out, "%s  %-7s %-13s %-28.28s %s → %s%s\n", time.Now().Format("15:04:05.000"), dt.name, b.Type, b.Title, from, b.Status, who)
+	}
+	// GUPP: an agent whose SDK activity froze is nudged, escalated, then force-stopped.
+	nudges, err := a.store.RecentReconcilerNudges(ctx, dt.id, dt.since)
+	if err != nil {
+		return 0, 0, err
+	}
+	stamp := time.Now().Format("15:04:05.000")
+	for _, n := range nudges {
+		key := "nudge:" + n.AgentID + n.Source
+		if seen[key] == n.LastAt.String() {
+			continue
+		}
+		seen[key] = n.LastAt.String()
+		fmt.Fprintf(out, "%s  %-7s GUPP %-8s nudge → %s (no SDK activity)\n", stamp, dt.name, strings.TrimPrefix(n.Source, "reconciler:"), names[n.AgentID])
+	}
+	for _, ag := range agents {
+		key := "agent:" + ag.ID
+		if prev := seen[key]; ag.Status == reconciler.AgentStalled && prev != string(ag.Status) {
+			fmt.Fprintf(out, "%s  %-7s GUPP force-stopped %s\n", stamp, dt.name, ag.Name)
+		}
+		seen[key] = string(ag.Status)
 	}
 	return closed, liveConvoys, nil
 }

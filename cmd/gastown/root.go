@@ -239,8 +239,8 @@ func shutdown(srv *http.Server, svc *jobs.Service, workers bool, _ *pgxpool.Pool
 // reporterFunc defers to the Reporter its function returns at call time.
 type reporterFunc func() agentrt.Reporter
 
-func (f reporterFunc) Heartbeat(ctx context.Context, townID, agentID string) error {
-	return f().Heartbeat(ctx, townID, agentID)
+func (f reporterFunc) Heartbeat(ctx context.Context, townID, agentID string, a agentrt.Activity) error {
+	return f().Heartbeat(ctx, townID, agentID, a)
 }
 
 func (f reporterFunc) Done(ctx context.Context, townID, agentID string, p reconciler.AgentDonePayload) error {
