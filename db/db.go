@@ -120,3 +120,28 @@ func EnsureDatabase(ctx context.Context, url string) (created bool, err error) {
 
 // ParseURL parses a connection string.
 func ParseURL(url string) (*pgx.ConnConfig, error) { return pgx.ParseConfig(url) }
+
+// RecreateDatabase drops the database named in url (disconnecting its sessions) and
+// creates it empty. The benchmark harness uses it for its own databases; never point it
+// at data you keep.
+func RecreateDatabase(ctx context.Context, url string) error {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return fmt.Errorf("parse database URL: %w", err)
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return unreachableError(cfg.Host, cfg.Port, "postgres", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	ident := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %q: %w", name, err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+		return fmt.Errorf("create database %q: %w", name, err)
+	}
+	return nil
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"gastown/db/internal/dbsqlc"
 	"gastown/reconciler"
@@ -34,6 +35,8 @@ type DrainResult struct {
 	Failures []EventFailure
 	// More is set when the batch bound stopped the drain with events left.
 	More bool
+	// CreatedAt is when each applied event was recorded (event-to-applied latency).
+	CreatedAt []time.Time
 }
 
 // EventFailure is one event that failed to apply.
@@ -74,6 +77,7 @@ func (t *TownTx) DrainEvents(ctx context.Context, opts DrainOptions) (DrainResul
 				return res, fmt.Errorf("mark event %d processed: %w", ev.Seq, err)
 			}
 			res.Applied++
+			res.CreatedAt = append(res.CreatedAt, ev.CreatedAt)
 			switch reconciler.EventType(ev.Type) {
 			case reconciler.EventAgentDispatched:
 				res.SideEffectsSucceeded++

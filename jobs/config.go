@@ -85,7 +85,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ActiveInterval, reconciler.ActiveTickInterval)
 	def(&c.IdleInterval, reconciler.IdleTickInterval)
 	def(&c.SweepInterval, time.Second)
-	defInt(&c.DrainBatch, 500)
+	defInt(&c.DrainBatch, DefaultDrainBatch)
 	defInt(&c.MaxEventAttempts, 3)
 	def(&c.BusyRetry, 50*time.Millisecond)
 	def(&c.TickTimeout, 30*time.Second)
@@ -103,3 +103,6 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// DefaultDrainBatch is the default of Config.DrainBatch.
+const DefaultDrainBatch = 500

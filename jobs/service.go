@@ -35,6 +35,9 @@ type Deps struct {
 	Reporter Reporter
 	// ErrorHandler hears about job errors and panics (default: logged by River).
 	ErrorHandler river.ErrorHandler
+	// OnTick, when set, is called after each committed tick (the benchmark harness
+	// measures latency and phase timings with it). It must be quick.
+	OnTick func(townID string, res TickResult)
 }
 
 // Service is gastown on River: the client, the Ticker and the Events front door.
@@ -48,6 +51,7 @@ type Service struct {
 	codeHost codehost.Host
 	tokens   *agenttoken.Signer
 	observer Observer
+	onTick   func(string, TickResult)
 	cfg      Config
 	logger   *slog.Logger
 }
@@ -85,7 +89,7 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 	if deps.CodeHost == nil {
 		deps.CodeHost = codehost.NewSimulator()
 	}
-	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, observer: deps.Observer, cfg: cfg, logger: deps.Logger}
+	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, observer: deps.Observer, onTick: deps.OnTick, cfg: cfg, logger: deps.Logger}
 	svc.Ticker = &Ticker{
 		store: deps.Store, cfg: cfg, clock: deps.Clock, logger: deps.Logger, reporter: deps.Reporter,
 		failEvent: hooks.failEvent, failpoint: hooks.failpoint,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -102,13 +103,19 @@ func (s *Service) tickAndComplete(ctx context.Context, job *river.Job[TickTownAr
 	if err != nil {
 		return res, err
 	}
+	commitStart := time.Now()
 	if _, err := river.JobCompleteTx[*riverDriver](ctx, tx, job); err != nil {
 		return res, fmt.Errorf("complete tick job: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("commit tick: %w", err)
 	}
+	res.CommittedAt = time.Now()
+	res.CommitTime = res.CommittedAt.Sub(commitStart)
 	s.report(job.Args.TownID, res)
+	if s.onTick != nil {
+		s.onTick(job.Args.TownID, res)
+	}
 	return res, nil
 }
 

@@ -88,8 +88,10 @@ type TickResult struct {
 	ActiveWork        bool
 	NextTickAt        time.Time
 	WallClock         time.Duration
-	// Phase timings of the tick.
-	DrainTime, SnapshotTime, ReconcileTime, ApplyTime time.Duration
+	// Phase timings of the tick. CommitTime (the job's completion and the commit) and
+	// CommittedAt are set once a worker has committed the tick.
+	DrainTime, SnapshotTime, ReconcileTime, ApplyTime, CommitTime time.Duration
+	CommittedAt                                                   time.Time
 	// LastSeq is the sequence number of the last event the tick drained (0: none).
 	LastSeq int64
 }

@@ -1,0 +1,141 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+
+	"gastown/db"
+)
+
+var tpsLine = regexp.MustCompile(`tps = ([0-9.]+)`)
+
+// pgbenchTPS runs `pgbench -N` (the simple-update script: one small write transaction)
+// against a database of its own on the same server and returns its transactions/s.
+func pgbenchTPS(ctx context.Context, url string, clients int, d time.Duration) (float64, error) {
+	path, err := exec.LookPath("pgbench")
+	if err != nil {
+		return 0, errors.New("pgbench is not installed (Debian: apt-get install postgresql-contrib or postgresql-15); rerun with --baselines=false to skip it")
+	}
+	if err := db.RecreateDatabase(ctx, url); err != nil {
+		return 0, err
+	}
+	if out, err := exec.CommandContext(ctx, path, "-i", "-q", "-s", "10", url).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("pgbench -i: %w: %s", err, out)
+	}
+	secs := max(1, int(d.Seconds()))
+	out, err := exec.CommandContext(ctx, path, "-N", "-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", "2",
+		"-T", strconv.Itoa(secs), url).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pgbench -N: %w: %s", err, out)
+	}
+	m := tpsLine.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("pgbench printed no tps: %s", out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// noopArgs is the job of the River baseline.
+type noopArgs struct{}
+
+func (noopArgs) Kind() string { return "bench_noop" }
+
+type noopWorker struct {
+	river.WorkerDefaults[noopArgs]
+	done chan<- struct{}
+}
+
+func (w *noopWorker) Work(context.Context, *river.Job[noopArgs]) error {
+	w.done <- struct{}{}
+	return nil
+}
+
+// riverNoopJobsPerSec measures River on the same server with the client settings the
+// tick queue uses (workers, fetch cooldown and poll interval): n no-op jobs are inserted,
+// then worked, and the rate of completion is returned.
+func riverNoopJobsPerSec(ctx context.Context, url string, workers int, cooldown, poll time.Duration, d time.Duration) (float64, error) {
+	if err := db.RecreateDatabase(ctx, url); err != nil {
+		return 0, err
+	}
+	pool, err := db.Connect(ctx, url, int32(workers+8))
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+	migrator, err := rivermigrate.New(riverpgxv5.New(pool), nil)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return 0, fmt.Errorf("migrate River: %w", err)
+	}
+	done := make(chan struct{}, 1024)
+	w := river.NewWorkers()
+	river.AddWorker(w, &noopWorker{done: done})
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Logger:            slog.New(slog.DiscardHandler),
+		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: workers}},
+		Workers:           w,
+		FetchCooldown:     cooldown,
+		FetchPollInterval: poll,
+	})
+	if err != nil {
+		return 0, err
+	}
+	// Enough jobs that the queue never runs dry within d at 20k jobs/s.
+	n := max(2000, int(d.Seconds()*20000))
+	for inserted := 0; inserted < n; {
+		batch := min(5000, n-inserted)
+		params := make([]river.InsertManyParams, batch)
+		for i := range params {
+			params[i] = river.InsertManyParams{Args: noopArgs{}}
+		}
+		if _, err := client.InsertManyFast(ctx, params); err != nil {
+			return 0, fmt.Errorf("insert no-op jobs: %w", err)
+		}
+		inserted += batch
+	}
+	if err := client.Start(ctx); err != nil {
+		return 0, err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = client.Stop(stopCtx)
+	}()
+	// Skip the first second (the client starting), then count for d.
+	warm := time.After(time.Second)
+	for {
+		select {
+		case <-done:
+			continue
+		case <-warm:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		break
+	}
+	start := time.Now()
+	deadline := time.After(d)
+	count := 0
+	for {
+		select {
+		case <-done:
+			count++
+		case <-deadline:
+			return float64(count) / time.Since(start).Seconds(), nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}

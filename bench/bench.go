@@ -1,0 +1,406 @@
+// Package bench is gastown's benchmark harness: it creates a database of its own, sets up
+// a workload, runs the workers in-process against it, drives events, and reports what the
+// fleet achieved next to baselines measured on the same server in the same run
+// (`pgbench -N` and River working no-op jobs).
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"gastown/agentrt"
+	"gastown/db"
+	"gastown/jobs"
+	"gastown/reconciler"
+)
+
+// Workloads lists the workloads by name.
+var Workloads = []string{"active", "burst", "hot", "idle", "large"}
+
+// Options configure one run.
+type Options struct {
+	// DatabaseURL names the server (and credentials) to use. The harness creates and drops
+	// its own databases there (gastown_bench, gastown_bench_pgbench, gastown_bench_river);
+	// the database named in the URL is never touched.
+	DatabaseURL string
+	Workload    string
+	Duration    time.Duration
+	// Towns overrides the workload's number of towns (0: its default).
+	Towns int
+	// Rate overrides the event rate of the latency phase, in events/s (0: half the
+	// capacity measured in the same run).
+	Rate float64
+	// TickWorkers, SideEffectWorkers and FetchCooldown are the River settings of the
+	// workers and of the River baseline.
+	TickWorkers       int
+	SideEffectWorkers int
+	FetchCooldown     time.Duration
+	FetchPollInterval time.Duration
+	// Baselines runs pgbench -N and the River no-op baseline (BaselineDuration each).
+	Baselines        bool
+	BaselineDuration time.Duration
+	// Progress, when set, receives a progress line (a bar on a terminal).
+	Progress io.Writer
+	Logger   *slog.Logger
+}
+
+func (o *Options) defaults() error {
+	if !slices.Contains(Workloads, o.Workload) {
+		return fmt.Errorf("unknown workload %q: choose one of %s", o.Workload, strings.Join(Workloads, ", "))
+	}
+	if o.Duration <= 0 {
+		o.Duration = 30 * time.Second
+	}
+	if o.TickWorkers <= 0 {
+		o.TickWorkers = 32
+	}
+	if o.SideEffectWorkers <= 0 {
+		o.SideEffectWorkers = 32
+	}
+	if o.FetchCooldown <= 0 {
+		o.FetchCooldown = 5 * time.Millisecond
+	}
+	if o.FetchPollInterval <= 0 {
+		o.FetchPollInterval = 200 * time.Millisecond
+	}
+	if o.BaselineDuration <= 0 {
+		o.BaselineDuration = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return nil
+}
+
+// Report is what a run measured. Rates are per second over the measurement window.
+type Report struct {
+	Workload            string  `json:"workload"`
+	DurationS           float64 `json:"duration_s"`
+	Towns               int     `json:"towns"`
+	TicksPerSec         float64 `json:"ticks_per_sec"`
+	EventsPerSec        float64 `json:"events_per_sec"`
+	LatencyP50ms        float64 `json:"latency_p50_ms"`
+	LatencyP99ms        float64 `json:"latency_p99_ms"`
+	PgbenchTPS          float64 `json:"pgbench_tps"`
+	RiverNoopJobsPerSec float64 `json:"river_noop_jobs_per_sec"`
+	RatioToPgbench      float64 `json:"ratio_to_pgbench"`
+	RatioToRiverNoop    float64 `json:"ratio_to_river_noop"`
+	// LatencyRate is the event rate of the latency phase (events/s).
+	LatencyRate float64 `json:"latency_rate_events_per_sec,omitempty"`
+	// Phases splits tick duration: drain, snapshot, reconcile, apply, commit, total.
+	Phases map[string]Quantiles `json:"tick_phases,omitempty"`
+	// QueueDepth samples the waiting tick jobs once a second.
+	QueueDepth []int `json:"tick_queue_depth,omitempty"`
+	// PostgresTPS is the server's commits+rollbacks per second on the bench database;
+	// TxPerTick divides it by the ticks.
+	PostgresTPS    float64 `json:"postgres_xact_per_sec"`
+	TxPerTick      float64 `json:"postgres_xact_per_tick,omitempty"`
+	CPUGastownPct  float64 `json:"cpu_gastown_pct_of_core"`
+	CPUPostgresPct float64 `json:"cpu_postgres_pct_of_core"`
+	// BytesPerTickRow is reconciler_ticks' size on disk divided by its rows.
+	BytesPerTickRow float64 `json:"bytes_per_tick_row,omitempty"`
+	// TownsHOTPct is the share of towns-table updates that were HOT.
+	TownsHOTPct float64 `json:"towns_hot_update_pct"`
+	// Burst: events of the burst, the ticks that applied them, and the bound
+	// ceil(N / drain batch) + 2.
+	BurstEvents         int     `json:"burst_events,omitempty"`
+	BurstTicks          int     `json:"burst_ticks,omitempty"`
+	BurstBound          int     `json:"burst_ticks_bound,omitempty"`
+	OtherTownsP99       float64 `json:"other_towns_latency_p99_ms,omitempty"`
+	OtherTownsP99Alone  float64 `json:"other_towns_latency_p99_alone_ms,omitempty"`
+	HotTownEventsPerSec float64 `json:"hot_town_events_per_sec,omitempty"`
+	// Large: snapshot load and reconcile per town size.
+	Sizes []SizePoint `json:"sizes,omitempty"`
+	// Targets are the issue's targets with what this run measured.
+	Targets []Target `json:"targets"`
+	Notes   []string `json:"notes,omitempty"`
+}
+
+// SizePoint is the cost of one town size.
+type SizePoint struct {
+	Beads         int     `json:"beads"`
+	Agents        int     `json:"agents"`
+	SnapshotP50   float64 `json:"snapshot_p50_ms"`
+	ReconcileP50  float64 `json:"reconcile_p50_ms"`
+	InvariantsP50 float64 `json:"invariants_p50_ms"`
+}
+
+// Target is one target and whether this run met it.
+type Target struct {
+	Name     string  `json:"name"`
+	Measured float64 `json:"measured"`
+	Goal     string  `json:"goal"`
+	Met      bool    `json:"met"`
+}
+
+// env is one run's database and workers.
+type env struct {
+	opts  Options
+	url   string
+	pool  *pgxpool.Pool
+	store *db.Store
+	svc   *jobs.Service
+	sim   *agentrt.Simulator
+	col   *collector
+}
+
+// withDatabase returns the server URL with another database name.
+func withDatabase(raw, name string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", errors.New("the benchmark needs DATABASE_URL as a postgres:// URL (it creates databases of its own on that server)")
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+// Run runs one workload and its baselines and returns the report.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	rep := &Report{Workload: opts.Workload}
+	if opts.Baselines {
+		if err := runBaselines(ctx, opts, rep); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	switch opts.Workload {
+	case "active":
+		err = runActive(ctx, opts, rep)
+	case "burst":
+		err = runBurst(ctx, opts, rep)
+	case "hot":
+		err = runHot(ctx, opts, rep)
+	case "idle":
+		err = runIdle(ctx, opts, rep)
+	case "large":
+		err = runLarge(ctx, opts, rep)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rep.PgbenchTPS > 0 {
+		rep.RatioToPgbench = rep.TicksPerSec / rep.PgbenchTPS
+	}
+	if rep.RiverNoopJobsPerSec > 0 {
+		rep.RatioToRiverNoop = rep.TicksPerSec / rep.RiverNoopJobsPerSec
+	}
+	return rep, nil
+}
+
+func runBaselines(ctx context.Context, opts Options, rep *Report) error {
+	pgURL, err := withDatabase(opts.DatabaseURL, "gastown_bench_pgbench")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(opts.Progress, "baseline: pgbench -N, %d clients, %s\n", opts.TickWorkers, opts.BaselineDuration)
+	if rep.PgbenchTPS, err = pgbenchTPS(ctx, pgURL, opts.TickWorkers, opts.BaselineDuration); err != nil {
+		return err
+	}
+	riverURL, err := withDatabase(opts.DatabaseURL, "gastown_bench_river")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(opts.Progress, "baseline: River no-op jobs, %d workers, fetch cooldown %s, %s\n", opts.TickWorkers, opts.FetchCooldown, opts.BaselineDuration)
+	rep.RiverNoopJobsPerSec, err = riverNoopJobsPerSec(ctx, riverURL, opts.TickWorkers, opts.FetchCooldown, opts.FetchPollInterval, opts.BaselineDuration)
+	return err
+}
+
+// newEnv creates the bench database and starts the workers.
+func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
+	u, err := withDatabase(opts.DatabaseURL, "gastown_bench")
+	if err != nil {
+		return nil, err
+	}
+	if err := db.RecreateDatabase(ctx, u); err != nil {
+		return nil, err
+	}
+	pool, err := db.Connect(ctx, u, int32(opts.TickWorkers+opts.SideEffectWorkers+24))
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx, pool, opts.Logger); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	e := &env{opts: opts, url: u, pool: pool, store: db.NewStore(pool), col: newCollector()}
+	cfg.TickWorkers, cfg.SideEffectWorkers = opts.TickWorkers, opts.SideEffectWorkers
+	cfg.FetchCooldown, cfg.FetchPollInterval = opts.FetchCooldown, opts.FetchPollInterval
+	cfg.WorkerID = "bench"
+	e.sim = agentrt.NewSimulator(agentrt.SimConfig{HeartbeatInterval: 30 * time.Second, WorkMin: 100 * time.Millisecond, WorkMax: 300 * time.Millisecond, Seed: 1},
+		reporter{e}, opts.Logger)
+	e.svc, err = jobs.New(jobs.Deps{Store: e.store, Runtime: e.sim, Logger: opts.Logger, OnTick: e.col.onTick}, cfg, true)
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *env) start(ctx context.Context) error { return e.svc.Start(ctx) }
+
+func (e *env) close() {
+	if e.svc != nil {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		_ = e.svc.Stop(stopCtx)
+		cancel()
+	}
+	if e.sim != nil {
+		e.sim.Close()
+	}
+	e.pool.Close()
+}
+
+// reporter hands the simulated agents' reports to the service's front door.
+type reporter struct{ e *env }
+
+func (r reporter) Heartbeat(ctx context.Context, townID, agentID string, a agentrt.Activity) error {
+	return r.e.svc.Events.Heartbeat(ctx, townID, agentID, a)
+}
+
+func (r reporter) Done(ctx context.Context, townID, agentID string, p reconciler.AgentDonePayload) error {
+	return r.e.svc.Events.Done(ctx, townID, agentID, p)
+}
+
+func (r reporter) Completed(ctx context.Context, townID, agentID string, p reconciler.AgentCompletedPayload) error {
+	return r.e.svc.Events.Completed(ctx, townID, agentID, p)
+}
+
+// pendingEvents counts events not yet applied.
+func (e *env) pendingEvents(ctx context.Context) (int, error) {
+	var n int
+	err := e.pool.QueryRow(ctx, `SELECT count(*) FROM town_events WHERE state = 'pending'`).Scan(&n)
+	return n, err
+}
+
+// settle waits until no event is pending (or the timeout passes).
+func (e *env) settle(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := e.pendingEvents(ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d events still pending after %s", n, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// window measures the system over d: the collector's ticks plus the server's counters,
+// the CPU and the queue depth. The driver runs meanwhile.
+type windowResult struct {
+	seconds        float64
+	ticks, events  int
+	latency        Quantiles
+	phases         map[string]Quantiles
+	perTown        map[string]*townStats
+	pgTPS          float64
+	cpuSelf, cpuPG float64
+	hotPct         float64
+	hasHot         bool
+	queue          []int
+}
+
+func (e *env) measure(ctx context.Context, d time.Duration, label string) (windowResult, error) {
+	var w windowResult
+	pg0, err := samplePG(ctx, e.pool)
+	if err != nil {
+		return w, err
+	}
+	cpu0 := sampleCPU()
+	start := time.Now()
+	e.col.start(start)
+	p := newProgress(e.opts.Progress, label, d)
+	sec := time.NewTicker(time.Second)
+	defer sec.Stop()
+	end := time.After(d)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			return w, ctx.Err()
+		case <-end:
+			break loop
+		case <-sec.C:
+			waiting, _, err := queueDepth(ctx, e.pool)
+			if err == nil {
+				w.queue = append(w.queue, waiting)
+			}
+			e.col.mu.Lock()
+			ticks := e.col.ticks
+			e.col.mu.Unlock()
+			p.update(time.Since(start), fmt.Sprintf("%.0f ticks/s, queue %d", float64(ticks)/time.Since(start).Seconds(), waiting))
+		}
+	}
+	stop := time.Now()
+	e.col.stop(stop)
+	cpu1 := sampleCPU()
+	p.done()
+	time.Sleep(1100 * time.Millisecond) // backends flush their statistics at most once a second
+	pg1, err := samplePG(ctx, e.pool)
+	if err != nil {
+		return w, err
+	}
+	w.seconds = stop.Sub(start).Seconds()
+	e.col.mu.Lock()
+	w.ticks, w.events = e.col.ticks, e.col.events
+	w.latency = quantiles(e.col.latencies)
+	w.phases = map[string]Quantiles{}
+	for k, v := range e.col.phases {
+		w.phases[k] = quantiles(v)
+	}
+	w.perTown = e.col.perTown
+	e.col.mu.Unlock()
+	w.pgTPS = float64(pg1.xacts-pg0.xacts) / pg1.at.Sub(pg0.at).Seconds()
+	w.cpuSelf, w.cpuPG = cpuShares(cpu0, cpu1, 0)
+	if upd := pg1.townUpd - pg0.townUpd; upd > 0 {
+		w.hasHot = true
+		w.hotPct = 100 * float64(pg1.hotUp-pg0.hotUp) / float64(upd)
+	}
+	return w, nil
+}
+
+// fill copies a window's figures into the report.
+func (w windowResult) fill(rep *Report) {
+	rep.DurationS = w.seconds
+	rep.TicksPerSec = float64(w.ticks) / w.seconds
+	rep.EventsPerSec = float64(w.events) / w.seconds
+	rep.LatencyP50ms, rep.LatencyP99ms = w.latency.P50, w.latency.P99
+	rep.Phases = w.phases
+	rep.QueueDepth = w.queue
+	rep.PostgresTPS = w.pgTPS
+	if w.ticks > 0 {
+		rep.TxPerTick = w.pgTPS * w.seconds / float64(w.ticks)
+	}
+	rep.CPUGastownPct, rep.CPUPostgresPct = w.cpuSelf, w.cpuPG
+	if w.hasHot {
+		rep.TownsHOTPct = w.hotPct
+	}
+}
+
+func (rep *Report) target(name string, measured float64, goal string, met bool) {
+	rep.Targets = append(rep.Targets, Target{Name: name, Measured: measured, Goal: goal, Met: met})
+}

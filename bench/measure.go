@@ -1,0 +1,197 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"gastown/jobs"
+)
+
+// collector hears every committed tick of the in-process workers.
+type collector struct {
+	mu          sync.Mutex
+	from, until time.Time // the measurement window (zero: not measuring)
+	ticks       int
+	events      int
+	latencies   []time.Duration
+	phases      map[string][]time.Duration
+	perTown     map[string]*townStats
+}
+
+type townStats struct {
+	ticks     int
+	events    int
+	latencies []time.Duration
+}
+
+func newCollector() *collector {
+	return &collector{phases: map[string][]time.Duration{}, perTown: map[string]*townStats{}}
+}
+
+// start opens a measurement window and forgets what came before.
+func (c *collector) start(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.from, c.until = now, time.Time{}
+	c.ticks, c.events, c.latencies = 0, 0, nil
+	c.phases = map[string][]time.Duration{}
+	c.perTown = map[string]*townStats{}
+}
+
+// stop closes the window.
+func (c *collector) stop(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.until = now
+}
+
+func (c *collector) onTick(townID string, res jobs.TickResult) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.from.IsZero() || res.CommittedAt.Before(c.from) || (!c.until.IsZero() && res.CommittedAt.After(c.until)) {
+		return
+	}
+	c.ticks++
+	c.events += res.Drain.Applied
+	ts := c.perTown[townID]
+	if ts == nil {
+		ts = &townStats{}
+		c.perTown[townID] = ts
+	}
+	ts.ticks++
+	ts.events += res.Drain.Applied
+	for _, at := range res.Drain.CreatedAt {
+		l := res.CommittedAt.Sub(at)
+		c.latencies = append(c.latencies, l)
+		ts.latencies = append(ts.latencies, l)
+	}
+	c.phases["drain"] = append(c.phases["drain"], res.DrainTime)
+	c.phases["snapshot"] = append(c.phases["snapshot"], res.SnapshotTime)
+	c.phases["reconcile"] = append(c.phases["reconcile"], res.ReconcileTime)
+	c.phases["apply"] = append(c.phases["apply"], res.ApplyTime)
+	c.phases["commit"] = append(c.phases["commit"], res.CommitTime)
+	c.phases["total"] = append(c.phases["total"], res.WallClock+res.CommitTime)
+}
+
+// Quantiles are the median and 99th percentile of a duration, in milliseconds.
+type Quantiles struct {
+	P50 float64 `json:"p50_ms"`
+	P99 float64 `json:"p99_ms"`
+	N   int     `json:"n"`
+}
+
+func quantiles(ds []time.Duration) Quantiles {
+	if len(ds) == 0 {
+		return Quantiles{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	at := func(q float64) float64 {
+		i := int(q * float64(len(s)-1))
+		return float64(s[i].Microseconds()) / 1000
+	}
+	return Quantiles{P50: at(0.50), P99: at(0.99), N: len(s)}
+}
+
+// cpuSample is the process's and the machine's CPU time at one moment.
+type cpuSample struct {
+	at          time.Time
+	self        time.Duration // this process and its waited-for children
+	machineBusy time.Duration // every CPU of the machine, busy
+}
+
+func sampleCPU() cpuSample {
+	s := cpuSample{at: time.Now()}
+	var ru, rc syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	if syscall.Getrusage(syscall.RUSAGE_CHILDREN, &rc) == nil {
+		s.self += time.Duration(rc.Utime.Nano() + rc.Stime.Nano())
+	}
+	if f, err := os.Open("/proc/stat"); err == nil {
+		sc := bufio.NewScanner(f)
+		if sc.Scan() {
+			// cpu user nice system idle iowait irq softirq steal ...
+			fields := strings.Fields(sc.Text())
+			var busy int64
+			for i, f := range fields[1:] {
+				if i == 3 || i == 4 { // idle, iowait
+					continue
+				}
+				v, _ := strconv.ParseInt(f, 10, 64)
+				busy += v
+			}
+			s.machineBusy = time.Duration(busy) * (time.Second / 100) // USER_HZ
+		}
+		_ = f.Close()
+	}
+	return s
+}
+
+// cpuShares returns the CPU used between two samples, as a percentage of one core, by
+// this process (plus extra, the CPU of worker processes measured elsewhere) and by the
+// rest of the machine (Postgres, on a machine that runs only the two).
+func cpuShares(a, b cpuSample, extra time.Duration) (self, rest float64) {
+	wall := b.at.Sub(a.at).Seconds()
+	if wall <= 0 {
+		return 0, 0
+	}
+	mine := (b.self - a.self + extra).Seconds()
+	other := (b.machineBusy - a.machineBusy).Seconds() - mine
+	return 100 * mine / wall, max(0, 100*other/wall)
+}
+
+// pgSample is the server's transaction counter and the towns table's update counters.
+type pgSample struct {
+	at             time.Time
+	xacts          int64
+	townUpd, hotUp int64
+}
+
+func samplePG(ctx context.Context, pool *pgxpool.Pool) (pgSample, error) {
+	s := pgSample{at: time.Now()}
+	err := pool.QueryRow(ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.xacts)
+	if err != nil {
+		return s, fmt.Errorf("read pg_stat_database: %w", err)
+	}
+	err = pool.QueryRow(ctx, `SELECT coalesce(n_tup_upd, 0), coalesce(n_tup_hot_upd, 0) FROM pg_stat_user_tables WHERE relname = 'towns'`).Scan(&s.townUpd, &s.hotUp)
+	if err != nil {
+		return s, fmt.Errorf("read pg_stat_user_tables: %w", err)
+	}
+	return s, nil
+}
+
+// tickRowBytes is the on-disk size of reconciler_ticks (heap, indexes, TOAST of every
+// partition) divided by its rows.
+func tickRowBytes(ctx context.Context, pool *pgxpool.Pool) (float64, error) {
+	var bytes, rows int64
+	err := pool.QueryRow(ctx, `
+SELECT (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('reconciler_ticks') WHERE isleaf),
+       (SELECT count(*) FROM reconciler_ticks)`).Scan(&bytes, &rows)
+	if err != nil {
+		return 0, fmt.Errorf("measure reconciler_ticks: %w", err)
+	}
+	if rows == 0 {
+		return 0, nil
+	}
+	return float64(bytes) / float64(rows), nil
+}
+
+// queueDepth counts the tick jobs waiting and running.
+func queueDepth(ctx context.Context, pool *pgxpool.Pool) (waiting, running int, err error) {
+	err = pool.QueryRow(ctx, `
+SELECT count(*) FILTER (WHERE state IN ('available', 'scheduled', 'retryable')), count(*) FILTER (WHERE state = 'running')
+FROM river_job WHERE queue = $1`, jobs.QueueTicks).Scan(&waiting, &running)
+	return waiting, running, err
+}

@@ -1,0 +1,480 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"gastown/db"
+	"gastown/jobs"
+	"gastown/reconciler"
+)
+
+// seedTowns creates n towns with one rig each through the front door (rig_created events)
+// and returns their ids and rigs.
+func (e *env) seedTowns(ctx context.Context, n int) (towns, rigs []string, err error) {
+	towns, rigs = make([]string, n), make([]string, n)
+	now := time.Now()
+	for i := range n {
+		t, err := e.store.CreateTown(ctx, db.NewID(), fmt.Sprintf("bench-%d", i), reconciler.TownConfig{}, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		towns[i], rigs[i] = t.ID, db.NewID()
+		if _, err := e.svc.Events.Append(ctx, t.ID, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{
+			RigID: rigs[i], Name: "repo", GitURL: "https://github.com/bench/repo", DefaultBranch: "main"}}); err != nil {
+			return nil, nil, err
+		}
+	}
+	return towns, rigs, nil
+}
+
+// driver appends events at a steady rate from several goroutines until stopped.
+type driver struct {
+	sent   atomic.Int64
+	failed atomic.Int64
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// drive starts appending events at rate per second; next picks the town and the event.
+func (e *env) drive(ctx context.Context, rate float64, next func(i int64) (string, db.NewEvent)) *driver {
+	d := &driver{}
+	ctx, d.cancel = context.WithCancel(ctx)
+	const goroutines = 16
+	interval := time.Duration(float64(time.Second) * goroutines / rate)
+	var seq atomic.Int64
+	for g := range goroutines {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			time.Sleep(interval * time.Duration(g) / goroutines) // spread the goroutines
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				town, ev := next(seq.Add(1))
+				if _, err := e.svc.Events.Append(ctx, town, ev); err != nil {
+					if ctx.Err() == nil {
+						d.failed.Add(1)
+					}
+					continue
+				}
+				d.sent.Add(1)
+			}
+		}()
+	}
+	return d
+}
+
+func (d *driver) stop() {
+	d.cancel()
+	d.wg.Wait()
+}
+
+// issueEvent is a new issue in a rig: the whole life cycle follows (dispatch, simulated
+// work, review by the refinery, merge).
+func issueEvent(rig string, i int64) db.NewEvent {
+	return db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(), Payload: reconciler.BeadCreatedPayload{
+		Type: reconciler.BeadIssue, Title: fmt.Sprintf("bench issue %d", i), RigID: rig, CreatedBy: "bench"}}
+}
+
+// deliveryEvent is the cheapest real fact: a side-effect job reporting a delivered nudge.
+func deliveryEvent() db.NewEvent {
+	return db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}}
+}
+
+// runActive: many small towns, each event starting or advancing an issue's life cycle.
+// Phase one drives more than the fleet can take and measures its capacity; phase two
+// drives half of it and measures the event-to-applied latency.
+func runActive(ctx context.Context, opts Options, rep *Report) error {
+	n := opts.Towns
+	if n <= 0 {
+		n = 1000
+	}
+	rep.Towns = n
+	e, err := newEnv(ctx, opts, jobs.Config{})
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	if err := e.start(ctx); err != nil {
+		return err
+	}
+	towns, rigs, err := e.seedTowns(ctx, n)
+	if err != nil {
+		return err
+	}
+	if err := e.settle(ctx, time.Minute); err != nil {
+		return err
+	}
+	next := func(i int64) (string, db.NewEvent) {
+		k := int(i % int64(n))
+		return towns[k], issueEvent(rigs[k], i)
+	}
+	half := opts.Duration / 2
+	// Capacity: new issues at a rate the fleet cannot follow (each brings ~7 events).
+	high := e.drive(ctx, 1500, next)
+	time.Sleep(2 * time.Second) // warm-up
+	capacity, err := e.measure(ctx, half, "capacity")
+	high.stop()
+	if err != nil {
+		return err
+	}
+	capacity.fill(rep)
+	if err := e.settle(ctx, 2*time.Minute); err != nil {
+		return err
+	}
+	eventsPerIssue := 7.0
+	if sent := high.sent.Load(); sent > 0 && capacity.events > 0 {
+		eventsPerIssue = max(1, float64(capacity.events)/(float64(sent)*capacity.seconds/(capacity.seconds+2)))
+	}
+	// Latency at half capacity.
+	rate := opts.Rate
+	if rate <= 0 {
+		rate = rep.EventsPerSec / 2
+	}
+	rep.LatencyRate = rate
+	low := e.drive(ctx, rate/eventsPerIssue, next)
+	time.Sleep(2 * time.Second)
+	lat, err := e.measure(ctx, half, "latency")
+	low.stop()
+	if err != nil {
+		return err
+	}
+	rep.LatencyP50ms, rep.LatencyP99ms = lat.latency.P50, lat.latency.P99
+	if rep.BytesPerTickRow, err = tickRowBytes(ctx, e.pool); err != nil {
+		return err
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("capacity phase: %d towns, new issues at 1500/s (~%.1f events each); latency phase: %.0f events/s",
+		n, eventsPerIssue, rate))
+	if rep.PgbenchTPS > 0 {
+		rep.target("active ticks/s ≥ 0.5 × pgbench -N", rep.TicksPerSec/rep.PgbenchTPS, "≥ 0.5", rep.TicksPerSec >= 0.5*rep.PgbenchTPS)
+	}
+	rep.target("latency p50 at half capacity (ms)", rep.LatencyP50ms, "≤ 10", rep.LatencyP50ms <= 10)
+	rep.target("latency p99 at half capacity (ms)", rep.LatencyP99ms, "≤ 50", rep.LatencyP99ms <= 50)
+	rep.target("bytes per reconciler_ticks row", rep.BytesPerTickRow, "≤ 200", rep.BytesPerTickRow <= 200)
+	rep.target("towns updates HOT (%)", rep.TownsHOTPct, "≥ 95", rep.TownsHOTPct >= 95)
+	return nil
+}
+
+// runBurst: 10,000 events committed at once to one town; they must coalesce into at most
+// ceil(N / drain batch) + 2 ticks.
+func runBurst(ctx context.Context, opts Options, rep *Report) error {
+	const events = 10000
+	rep.Towns = 1
+	cfg := jobs.Config{}
+	e, err := newEnv(ctx, opts, cfg)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	if err := e.start(ctx); err != nil {
+		return err
+	}
+	towns, _, err := e.seedTowns(ctx, 1)
+	if err != nil {
+		return err
+	}
+	if err := e.settle(ctx, time.Minute); err != nil {
+		return err
+	}
+	evs := make([]db.NewEvent, events)
+	for i := range evs {
+		evs[i] = deliveryEvent()
+	}
+	start := time.Now()
+	e.col.start(start)
+	if _, err := e.svc.Events.Append(ctx, towns[0], evs...); err != nil {
+		return err
+	}
+	committed := time.Now()
+	if err := e.settle(ctx, 5*time.Minute); err != nil {
+		return err
+	}
+	e.col.stop(time.Now())
+	e.col.mu.Lock()
+	ts := e.col.perTown[towns[0]]
+	ticks := 0
+	if ts != nil {
+		ticks = ts.ticks
+		rep.LatencyP50ms, rep.LatencyP99ms = quantiles(ts.latencies).P50, quantiles(ts.latencies).P99
+	}
+	phases := map[string]Quantiles{}
+	for k, v := range e.col.phases {
+		phases[k] = quantiles(v)
+	}
+	e.col.mu.Unlock()
+	elapsed := time.Since(committed)
+	rep.Phases = phases
+	rep.BurstEvents, rep.BurstTicks = events, ticks
+	rep.BurstBound = int(math.Ceil(float64(events)/float64(jobs.DefaultDrainBatch))) + 2
+	rep.DurationS = elapsed.Seconds()
+	rep.EventsPerSec = events / elapsed.Seconds()
+	rep.TicksPerSec = float64(ticks) / elapsed.Seconds()
+	rep.Notes = append(rep.Notes, fmt.Sprintf("append of %d events took %s; applied %s after its commit", events, committed.Sub(start).Round(time.Millisecond), elapsed.Round(time.Millisecond)))
+	rep.target("burst ticks", float64(ticks), fmt.Sprintf("≤ %d", rep.BurstBound), ticks <= rep.BurstBound)
+	return nil
+}
+
+// runHot: one town sends nine tenths of the events among many normal towns; the normal
+// towns' latency must stay close to its value without the hot town.
+func runHot(ctx context.Context, opts Options, rep *Report) error {
+	n := opts.Towns
+	if n <= 0 {
+		n = 200
+	}
+	rep.Towns = n + 1
+	e, err := newEnv(ctx, opts, jobs.Config{})
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	if err := e.start(ctx); err != nil {
+		return err
+	}
+	towns, _, err := e.seedTowns(ctx, n+1)
+	if err != nil {
+		return err
+	}
+	if err := e.settle(ctx, time.Minute); err != nil {
+		return err
+	}
+	hot, normal := towns[0], towns[1:]
+	rate := opts.Rate
+	if rate <= 0 {
+		rate = 500
+	}
+	normalNext := func(i int64) (string, db.NewEvent) { return normal[int(i%int64(len(normal)))], deliveryEvent() }
+	third := opts.Duration / 3
+	alone := e.drive(ctx, rate, normalNext)
+	time.Sleep(time.Second)
+	w0, err := e.measure(ctx, third, "alone")
+	alone.stop()
+	if err != nil {
+		return err
+	}
+	p99 := func(w windowResult, skip string) float64 {
+		var all []time.Duration
+		for id, ts := range w.perTown {
+			if id != skip {
+				all = append(all, ts.latencies...)
+			}
+		}
+		return quantiles(all).P99
+	}
+	rep.OtherTownsP99Alone = p99(w0, hot)
+	// The hot town: nine times the normal towns' rate, in batches of 50 events per append
+	// (a busy tenant's API calls and callbacks).
+	bg := e.drive(ctx, rate, normalNext)
+	hotBatch := &driver{}
+	hotCtx, cancel := context.WithCancel(ctx)
+	hotBatch.cancel = cancel
+	hotBatch.wg.Add(1)
+	go func() {
+		defer hotBatch.wg.Done()
+		interval := time.Duration(float64(time.Second) * 50 / (rate * 9))
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-hotCtx.Done():
+				return
+			case <-t.C:
+			}
+			evs := make([]db.NewEvent, 50)
+			for i := range evs {
+				evs[i] = deliveryEvent()
+			}
+			if _, err := e.svc.Events.Append(hotCtx, hot, evs...); err == nil {
+				hotBatch.sent.Add(50)
+			}
+		}
+	}()
+	time.Sleep(time.Second)
+	w1, err := e.measure(ctx, 2*third, "with hot")
+	bg.stop()
+	hotBatch.stop()
+	if err != nil {
+		return err
+	}
+	w1.fill(rep)
+	rep.OtherTownsP99 = p99(w1, hot)
+	if ts := w1.perTown[hot]; ts != nil {
+		rep.HotTownEventsPerSec = float64(ts.events) / w1.seconds
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("%d normal towns at %.0f events/s in total; the hot town offered %.0f events/s", n, rate, rate*9))
+	rep.target("other towns' p99 with hot / without", rep.OtherTownsP99/math.Max(rep.OtherTownsP99Alone, 0.001), "≤ 2", rep.OtherTownsP99 <= 2*rep.OtherTownsP99Alone)
+	rep.target("hot town events/s", rep.HotTownEventsPerSec, "≥ 5000", rep.HotTownEventsPerSec >= 5000)
+	return nil
+}
+
+// runIdle: many registered towns with nothing to do; their idle cadence must cost little.
+func runIdle(ctx context.Context, opts Options, rep *Report) error {
+	n := opts.Towns
+	if n <= 0 {
+		n = 100000
+	}
+	rep.Towns = n
+	e, err := newEnv(ctx, opts, jobs.Config{})
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	// Registered towns, due over the next idle interval as if they had ticked before.
+	if _, err := e.pool.Exec(ctx, `
+INSERT INTO towns (town_id, name, created_at, updated_at, next_tick_at, last_tick_at)
+SELECT gen_random_uuid(), 'idle-' || i, now(), now(), now() + random() * interval '5 minutes', now() - interval '1 minute'
+FROM generate_series(1, $1) i`, n); err != nil {
+		return fmt.Errorf("seed idle towns: %w", err)
+	}
+	if _, err := e.pool.Exec(ctx, `ANALYZE towns`); err != nil {
+		return err
+	}
+	if err := e.start(ctx); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	w, err := e.measure(ctx, opts.Duration, "idle")
+	if err != nil {
+		return err
+	}
+	w.fill(rep)
+	due := float64(n) / reconciler.IdleTickInterval.Seconds()
+	rep.Notes = append(rep.Notes, fmt.Sprintf("%d towns on a %s cadence: %.0f ticks/s are due", n, reconciler.IdleTickInterval, due))
+	rep.target("idle ticks/s kept (measured / due)", rep.TicksPerSec/due, "≥ 0.95", rep.TicksPerSec >= 0.95*due)
+	rep.target("idle Postgres transactions/s", rep.PostgresTPS, "≤ 20", rep.PostgresTPS <= 20)
+	rep.target("idle gastown CPU (% of a core)", rep.CPUGastownPct, "< 5", rep.CPUGastownPct < 5)
+	return nil
+}
+
+// runLarge: one town of 1,000 agents and 10,000 beads, and the same at 1/8, 1/4 and 1/2:
+// snapshot load, reconcile and invariants must stay small and grow linearly.
+func runLarge(ctx context.Context, opts Options, rep *Report) error {
+	e, err := newEnv(ctx, opts, jobs.Config{})
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	rep.Towns = 4
+	for _, div := range []int{8, 4, 2, 1} {
+		beads, agents := 10000/div, 1000/div
+		town, err := SeedTown(ctx, e.pool, beads, agents)
+		if err != nil {
+			return err
+		}
+		pt, err := e.measureTown(ctx, town, 30)
+		if err != nil {
+			return err
+		}
+		pt.Beads, pt.Agents = beads, agents
+		rep.Sizes = append(rep.Sizes, pt)
+		fmt.Fprintf(opts.Progress, "large: %5d beads, %4d agents: snapshot %.1f ms, reconcile %.2f ms, invariants %.2f ms\n",
+			beads, agents, pt.SnapshotP50, pt.ReconcileP50, pt.InvariantsP50)
+	}
+	big, small := rep.Sizes[len(rep.Sizes)-1], rep.Sizes[0]
+	rep.target("large reconcile (ms)", big.ReconcileP50, "≤ 5", big.ReconcileP50 <= 5)
+	rep.target("large snapshot load (ms)", big.SnapshotP50, "≤ 25", big.SnapshotP50 <= 25)
+	growth := big.SnapshotP50 / math.Max(small.SnapshotP50, 0.001) / 8
+	rep.target("snapshot growth 8× size (÷8: 1 is linear)", growth, "≤ 1.5", growth <= 1.5)
+	rgrowth := big.ReconcileP50 / math.Max(small.ReconcileP50, 0.001) / 8
+	rep.target("reconcile growth 8× size (÷8: 1 is linear)", rgrowth, "≤ 1.5", rgrowth <= 1.5)
+	return nil
+}
+
+// measureTown loads a town's snapshot, reconciles it and checks its invariants n times.
+func (e *env) measureTown(ctx context.Context, town string, n int) (SizePoint, error) {
+	var snap, rec, inv []time.Duration
+	for range n {
+		tx, err := e.pool.Begin(ctx)
+		if err != nil {
+			return SizePoint{}, err
+		}
+		now := time.Now()
+		tt, err := e.store.LockTown(ctx, tx, town, now, true, e.opts.Logger)
+		if err != nil {
+			_ = tx.Rollback(ctx)
+			return SizePoint{}, err
+		}
+		t0 := time.Now()
+		s, err := tt.LoadSnapshot(ctx)
+		if err != nil {
+			_ = tx.Rollback(ctx)
+			return SizePoint{}, err
+		}
+		t1 := time.Now()
+		reconciler.Reconcile(s, reconciler.Options{}, now)
+		t2 := time.Now()
+		reconciler.CheckInvariants(s)
+		t3 := time.Now()
+		_ = tx.Rollback(ctx)
+		snap, rec, inv = append(snap, t1.Sub(t0)), append(rec, t2.Sub(t1)), append(inv, t3.Sub(t2))
+	}
+	return SizePoint{SnapshotP50: quantiles(snap).P50, ReconcileP50: quantiles(rec).P50, InvariantsP50: quantiles(inv).P50}, nil
+}
+
+// SeedTown writes a synthetic town straight into the tables with set-based SQL (fast): a
+// rig per 1,000 beads, issues of which a tenth are open, a tenth in progress with a
+// working polecat, a tenth in review with an open MR and the rest closed, and idle
+// polecats up to the number of agents. It returns the town's id.
+func SeedTown(ctx context.Context, pool *pgxpool.Pool, beads, agents int) (string, error) {
+	town := db.NewID()
+	rigs := max(1, beads/1000)
+	_, err := pool.Exec(ctx, `
+WITH t AS (INSERT INTO towns (town_id, name, created_at, updated_at) VALUES ($1, 'large', now(), now()))
+INSERT INTO rigs (town_id, rig_id, name, created_at)
+SELECT $1, gen_random_uuid(), 'rig-' || r, now() FROM generate_series(1, $2) r`, town, rigs)
+	if err != nil {
+		return "", fmt.Errorf("seed town: %w", err)
+	}
+	_, err = pool.Exec(ctx, `
+WITH r AS (SELECT rig_id, row_number() OVER (ORDER BY rig_id) - 1 AS k FROM rigs WHERE town_id = $1)
+INSERT INTO beads (town_id, bead_id, type, status, title, rig_id, labels, metadata, created_at, updated_at)
+SELECT $1, gen_random_uuid(), 'issue',
+       CASE i % 10 WHEN 0 THEN 'open' WHEN 1 THEN 'in_progress' WHEN 2 THEN 'in_review' ELSE 'closed' END,
+       'issue ' || i, r.rig_id, '["bench"]', '{"k": 1}', now() - interval '1 hour', now() - interval '1 minute'
+FROM generate_series(1, $2) i JOIN r ON r.k = i % $3`, town, beads, rigs)
+	if err != nil {
+		return "", fmt.Errorf("seed beads: %w", err)
+	}
+	// A working polecat per in-progress issue (as far as the agents go), then idle ones.
+	_, err = pool.Exec(ctx, `
+WITH work AS (SELECT bead_id, rig_id, row_number() OVER (ORDER BY bead_id) AS k FROM beads WHERE town_id = $1 AND status = 'in_progress'),
+     slots AS (SELECT k, w.bead_id, coalesce(w.rig_id, (SELECT rig_id FROM rigs WHERE town_id = $1 LIMIT 1)) AS rig_id
+               FROM generate_series(1, $2) k LEFT JOIN work w USING (k)),
+     ab AS (INSERT INTO beads (town_id, bead_id, type, title, rig_id, created_at, updated_at)
+            SELECT $1, gen_random_uuid(), 'agent', 'Polecat-' || k, rig_id, now(), now() FROM slots RETURNING bead_id, title)
+INSERT INTO agents (town_id, agent_id, role, name, rig_id, identity, status, current_hook_bead_id, last_activity_at, created_at)
+SELECT $1, ab.bead_id, 'polecat', ab.title, s.rig_id, ab.title || '@' || $1,
+       CASE WHEN s.bead_id IS NULL THEN 'idle' ELSE 'working' END, s.bead_id, now(), now() - interval '1 hour'
+FROM ab JOIN slots s ON 'Polecat-' || s.k = ab.title`, town, agents)
+	if err != nil {
+		return "", fmt.Errorf("seed agents: %w", err)
+	}
+	_, err = pool.Exec(ctx, `UPDATE beads b SET assignee_agent_bead_id = a.agent_id FROM agents a
+WHERE b.town_id = $1 AND a.town_id = $1 AND a.current_hook_bead_id = b.bead_id`, town)
+	if err != nil {
+		return "", fmt.Errorf("assign beads: %w", err)
+	}
+	_, err = pool.Exec(ctx, `
+WITH src AS (SELECT bead_id, rig_id FROM beads WHERE town_id = $1 AND type = 'issue' AND status = 'in_review'),
+     mr AS (INSERT INTO beads (town_id, bead_id, type, status, title, rig_id, labels, metadata, created_at, updated_at)
+            SELECT $1, gen_random_uuid(), 'merge_request', 'open', 'Review: ' || src.bead_id, src.rig_id, '["gt:merge-request"]',
+                   jsonb_build_object('source_bead_id', src.bead_id), now(), now() FROM src RETURNING bead_id, metadata),
+     rev AS (INSERT INTO review_metadata (town_id, bead_id, branch) SELECT $1, bead_id, 'b' FROM mr)
+INSERT INTO bead_dependencies (town_id, bead_id, depends_on_bead_id, dependency_type, created_at)
+SELECT $1, mr.bead_id, (mr.metadata ->> 'source_bead_id')::uuid, 'tracks', now() FROM mr`, town)
+	if err != nil {
+		return "", fmt.Errorf("seed merge requests: %w", err)
+	}
+	return town, nil
+}

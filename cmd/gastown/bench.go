@@ -1,0 +1,157 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"gastown/bench"
+	"gastown/db"
+)
+
+func newBenchCommand() *cobra.Command {
+	var (
+		opts    bench.Options
+		asJSON  bool
+		logLvl  string
+		logFmt  string
+		noBases bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Run a benchmark workload against databases of its own, with baselines from the same run",
+		Long: "bench creates its own databases on the server of DATABASE_URL (gastown_bench,\n" +
+			"gastown_bench_pgbench, gastown_bench_river; the database in the URL is never touched),\n" +
+			"measures two baselines on that server — `pgbench -N` transactions/s and River working\n" +
+			"no-op jobs with the tick queue's settings — then runs a workload with the workers\n" +
+			"in-process and prints a table (or one JSON object with --json) of what it achieved,\n" +
+			"as ratios to the baselines, against the targets.\n\n" +
+			"Workloads:\n" +
+			"  active  1,000 small towns; new issues go through their whole life cycle (simulated\n" +
+			"          agents). Phase one measures capacity, phase two latency at half of it.\n" +
+			"  burst   10,000 events committed at once to one town: how many ticks apply them.\n" +
+			"  hot     one town sends 90% of the events among 200 normal towns: do the others suffer?\n" +
+			"  idle    100,000 towns with nothing to do: what their idle cadence costs.\n" +
+			"  large   one town of 1,000 agents and 10,000 beads (and 1/8, 1/4, 1/2 of it):\n" +
+			"          snapshot load, reconcile and invariants.",
+		Example: "  gastown bench --workload active --duration 30s\n  gastown bench --workload burst --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Baselines = !noBases
+			if opts.Workload == "large" || opts.Workload == "burst" {
+				opts.Baselines = opts.Baselines && cmd.Flags().Changed("baselines")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			opts.Logger = newLogger(logLvl, logFmt)
+			opts.Progress = cmd.ErrOrStderr()
+			rep, err := bench.Run(ctx, opts)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			printReport(cmd.OutOrStdout(), rep)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.DatabaseURL, "database-url", envString("DATABASE_URL", db.DefaultURL), "the server to use, as a postgres:// URL (env DATABASE_URL); bench makes databases of its own there")
+	f.StringVar(&opts.Workload, "workload", "active", "active, burst, hot, idle or large")
+	f.DurationVar(&opts.Duration, "duration", 30*time.Second, "how long the workload is measured")
+	f.IntVar(&opts.Towns, "towns", 0, "number of towns (0: the workload's default)")
+	f.Float64Var(&opts.Rate, "rate", 0, "events/s of the latency phase (active: default half the measured capacity; hot: the normal towns' rate, default 500)")
+	f.IntVar(&opts.TickWorkers, "tick-workers", 32, "tick workers (and pgbench clients, and River baseline workers)")
+	f.IntVar(&opts.SideEffectWorkers, "side-effect-workers", 32, "side-effect workers")
+	f.DurationVar(&opts.FetchCooldown, "fetch-cooldown", 5*time.Millisecond, "River fetch cooldown of the workers and the River baseline")
+	f.DurationVar(&opts.BaselineDuration, "baseline-duration", 10*time.Second, "how long each baseline runs")
+	f.BoolVar(&noBases, "no-baselines", false, "skip pgbench and the River baseline (ratios are then 0)")
+	f.Bool("baselines", true, "run the baselines for burst and large too (they run by default for active, hot and idle)")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
+	f.StringVar(&logLvl, "log-level", "warn", "log level of the workers")
+	f.StringVar(&logFmt, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+// printReport writes the report as a readable table.
+func printReport(out io.Writer, r *bench.Report) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	row := func(k, format string, a ...any) { fmt.Fprintf(w, "%s\t"+format+"\n", append([]any{k}, a...)...) }
+	row("workload", "%s (%d towns, %.1f s measured)", r.Workload, r.Towns, r.DurationS)
+	if r.PgbenchTPS > 0 {
+		row("baseline pgbench -N", "%.0f tx/s", r.PgbenchTPS)
+		row("baseline River no-op", "%.0f jobs/s", r.RiverNoopJobsPerSec)
+	}
+	row("ticks/s", "%.0f (%.2f× pgbench -N, %.2f× River no-op)", r.TicksPerSec, r.RatioToPgbench, r.RatioToRiverNoop)
+	row("events/s", "%.0f", r.EventsPerSec)
+	row("event → applied latency", "p50 %.1f ms, p99 %.1f ms%s", r.LatencyP50ms, r.LatencyP99ms, rateNote(r.LatencyRate))
+	if len(r.Phases) > 0 {
+		var parts []string
+		for _, k := range []string{"drain", "snapshot", "reconcile", "apply", "commit", "total"} {
+			if q, ok := r.Phases[k]; ok {
+				parts = append(parts, fmt.Sprintf("%s %.2f/%.2f", k, q.P50, q.P99))
+			}
+		}
+		row("tick ms p50/p99", "%s", strings.Join(parts, ", "))
+	}
+	if r.BurstEvents > 0 {
+		row("burst", "%d events in %d ticks (bound %d)", r.BurstEvents, r.BurstTicks, r.BurstBound)
+	}
+	if r.HotTownEventsPerSec > 0 {
+		row("hot town", "%.0f events/s; other towns p99 %.1f ms (alone %.1f ms)", r.HotTownEventsPerSec, r.OtherTownsP99, r.OtherTownsP99Alone)
+	}
+	for _, s := range r.Sizes {
+		row(fmt.Sprintf("town of %d beads, %d agents", s.Beads, s.Agents), "snapshot %.1f ms, reconcile %.2f ms, invariants %.2f ms", s.SnapshotP50, s.ReconcileP50, s.InvariantsP50)
+	}
+	if len(r.QueueDepth) > 0 {
+		row("tick queue depth (1/s)", "%v", r.QueueDepth)
+	}
+	if r.PostgresTPS > 0 {
+		row("Postgres transactions/s", "%.0f (%.1f per tick)", r.PostgresTPS, r.TxPerTick)
+	}
+	if r.CPUGastownPct > 0 || r.CPUPostgresPct > 0 {
+		row("CPU (% of one core)", "gastown %.0f%%, Postgres (rest of the machine) %.0f%%", r.CPUGastownPct, r.CPUPostgresPct)
+	}
+	if r.BytesPerTickRow > 0 {
+		row("reconciler_ticks", "%.0f bytes per row", r.BytesPerTickRow)
+	}
+	if r.TownsHOTPct > 0 {
+		row("towns updates HOT", "%.1f%%", r.TownsHOTPct)
+	}
+	for _, n := range r.Notes {
+		row("note", "%s", n)
+	}
+	_ = w.Flush()
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(out, "\ntargets:")
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		sort.SliceStable(r.Targets, func(i, j int) bool { return r.Targets[i].Met && !r.Targets[j].Met })
+		for _, t := range r.Targets {
+			mark := "MET"
+			if !t.Met {
+				mark = "missed"
+			}
+			fmt.Fprintf(tw, "  %s\t%.2f\t%s\t%s\n", t.Name, t.Measured, t.Goal, mark)
+		}
+		_ = tw.Flush()
+	}
+}
+
+func rateNote(rate float64) string {
+	if rate <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" at %.0f events/s", rate)
+}
