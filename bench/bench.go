@@ -125,7 +125,10 @@ type Report struct {
 	Sizes []SizePoint `json:"sizes,omitempty"`
 	// Targets are the issue's targets with what this run measured.
 	Targets []Target `json:"targets"`
-	Notes   []string `json:"notes,omitempty"`
+	// Statements are pg_stat_statements' top statements over the run, when the server
+	// loads the extension.
+	Statements []Statement `json:"top_statements,omitempty"`
+	Notes      []string    `json:"notes,omitempty"`
 }
 
 // SizePoint is the cost of one town size.
@@ -154,6 +157,8 @@ type env struct {
 	svc   *jobs.Service
 	sim   *agentrt.Simulator
 	col   *collector
+	// statements: pg_stat_statements is available.
+	statements bool
 }
 
 // withDatabase returns the server URL with another database name.
@@ -238,6 +243,7 @@ func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
 		return nil, err
 	}
 	e := &env{opts: opts, url: u, pool: pool, store: db.NewStore(pool), col: newCollector()}
+	e.statements = resetStatements(ctx, pool)
 	cfg.TickWorkers, cfg.SideEffectWorkers = opts.TickWorkers, opts.SideEffectWorkers
 	cfg.FetchCooldown, cfg.FetchPollInterval = opts.FetchCooldown, opts.FetchPollInterval
 	cfg.WorkerID = "bench"
@@ -322,10 +328,14 @@ type windowResult struct {
 	hotPct         float64
 	hasHot         bool
 	queue          []int
+	statements     []Statement
 }
 
 func (e *env) measure(ctx context.Context, d time.Duration, label string) (windowResult, error) {
 	var w windowResult
+	if e.statements {
+		resetStatements(ctx, e.pool)
+	}
 	pg0, err := samplePG(ctx, e.pool)
 	if err != nil {
 		return w, err
@@ -376,6 +386,9 @@ loop:
 	e.col.mu.Unlock()
 	w.pgTPS = float64(pg1.xacts-pg0.xacts) / pg1.at.Sub(pg0.at).Seconds()
 	w.cpuSelf, w.cpuPG = cpuShares(cpu0, cpu1, 0)
+	if e.statements {
+		w.statements, _ = topStatements(ctx, e.pool, 12)
+	}
 	if upd := pg1.townUpd - pg0.townUpd; upd > 0 {
 		w.hasHot = true
 		w.hotPct = 100 * float64(pg1.hotUp-pg0.hotUp) / float64(upd)
@@ -396,6 +409,7 @@ func (w windowResult) fill(rep *Report) {
 		rep.TxPerTick = w.pgTPS * w.seconds / float64(w.ticks)
 	}
 	rep.CPUGastownPct, rep.CPUPostgresPct = w.cpuSelf, w.cpuPG
+	rep.Statements = w.statements
 	if w.hasHot {
 		rep.TownsHOTPct = w.hotPct
 	}

@@ -195,3 +195,42 @@ SELECT count(*) FILTER (WHERE state IN ('available', 'scheduled', 'retryable')),
 FROM river_job WHERE queue = $1`, jobs.QueueTicks).Scan(&waiting, &running)
 	return waiting, running, err
 }
+
+// Statement is one line of pg_stat_statements: where the server spent its time.
+type Statement struct {
+	Query   string  `json:"query"`
+	Calls   int64   `json:"calls"`
+	TotalMS float64 `json:"total_ms"`
+	MeanMS  float64 `json:"mean_ms"`
+}
+
+// resetStatements clears pg_stat_statements when the extension is available (it needs
+// shared_preload_libraries = 'pg_stat_statements'); it reports whether it is.
+func resetStatements(ctx context.Context, pool *pgxpool.Pool) bool {
+	if _, err := pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		return false
+	}
+	_, err := pool.Exec(ctx, `SELECT pg_stat_statements_reset()`)
+	return err == nil
+}
+
+// topStatements lists the statements of the bench database that took the most time.
+func topStatements(ctx context.Context, pool *pgxpool.Pool, n int) ([]Statement, error) {
+	rows, err := pool.Query(ctx, `
+SELECT regexp_replace(left(query, 160), '\s+', ' ', 'g'), calls, total_exec_time, mean_exec_time
+FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY total_exec_time DESC LIMIT $1`, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Statement
+	for rows.Next() {
+		var s Statement
+		if err := rows.Scan(&s.Query, &s.Calls, &s.TotalMS, &s.MeanMS); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}

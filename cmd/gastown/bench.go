@@ -134,6 +134,15 @@ func printReport(out io.Writer, r *bench.Report) {
 		row("note", "%s", n)
 	}
 	_ = w.Flush()
+	if len(r.Statements) > 0 {
+		fmt.Fprintln(out, "\ntop statements (pg_stat_statements, capacity window):")
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "  total ms\tcalls\tmean ms\tquery\n")
+		for _, st := range r.Statements {
+			fmt.Fprintf(tw, "  %.0f\t%d\t%.3f\t%s\n", st.TotalMS, st.Calls, st.MeanMS, st.Query)
+		}
+		_ = tw.Flush()
+	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintln(out, "\ntargets:")
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
