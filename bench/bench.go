@@ -48,6 +48,11 @@ type Options struct {
 	// Baselines runs pgbench -N and the River no-op baseline (BaselineDuration each).
 	Baselines        bool
 	BaselineDuration time.Duration
+	// Scale multiplies the workload's sizes (towns, events, beads; default 1). Tests run
+	// the workloads small.
+	Scale float64
+	// DatabasePrefix names the harness's databases (default "gastown_bench").
+	DatabasePrefix string
 	// Progress, when set, receives a progress line (a bar on a terminal).
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -74,6 +79,12 @@ func (o *Options) defaults() error {
 	}
 	if o.BaselineDuration <= 0 {
 		o.BaselineDuration = 10 * time.Second
+	}
+	if o.Scale <= 0 {
+		o.Scale = 1
+	}
+	if o.DatabasePrefix == "" {
+		o.DatabasePrefix = "gastown_bench"
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -208,7 +219,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 }
 
 func runBaselines(ctx context.Context, opts Options, rep *Report) error {
-	pgURL, err := withDatabase(opts.DatabaseURL, "gastown_bench_pgbench")
+	pgURL, err := withDatabase(opts.DatabaseURL, opts.DatabasePrefix+"_pgbench")
 	if err != nil {
 		return err
 	}
@@ -216,7 +227,7 @@ func runBaselines(ctx context.Context, opts Options, rep *Report) error {
 	if rep.PgbenchTPS, err = pgbenchTPS(ctx, pgURL, opts.TickWorkers, opts.BaselineDuration); err != nil {
 		return err
 	}
-	riverURL, err := withDatabase(opts.DatabaseURL, "gastown_bench_river")
+	riverURL, err := withDatabase(opts.DatabaseURL, opts.DatabasePrefix+"_river")
 	if err != nil {
 		return err
 	}
@@ -227,7 +238,7 @@ func runBaselines(ctx context.Context, opts Options, rep *Report) error {
 
 // newEnv creates the bench database and starts the workers.
 func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
-	u, err := withDatabase(opts.DatabaseURL, "gastown_bench")
+	u, err := withDatabase(opts.DatabaseURL, opts.DatabasePrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -417,4 +428,9 @@ func (w windowResult) fill(rep *Report) {
 
 func (rep *Report) target(name string, measured float64, goal string, met bool) {
 	rep.Targets = append(rep.Targets, Target{Name: name, Measured: measured, Goal: goal, Met: met})
+}
+
+// scaled is n times the run's scale, at least min.
+func (o Options) scaled(n, least int) int {
+	return max(least, int(float64(n)*o.Scale))
 }

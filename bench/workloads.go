@@ -45,9 +45,30 @@ type driver struct {
 }
 
 // drive starts appending events at rate per second; next picks the town and the event.
-func (e *env) drive(ctx context.Context, rate float64, next func(i int64) (string, db.NewEvent)) *driver {
+// With maxPending > 0 the driver holds back while more events than that wait to be
+// applied: it keeps the fleet saturated without a backlog that takes minutes to drain.
+func (e *env) drive(ctx context.Context, rate float64, maxPending int, next func(i int64) (string, db.NewEvent)) *driver {
 	d := &driver{}
 	ctx, d.cancel = context.WithCancel(ctx)
+	var pending atomic.Int64
+	if maxPending > 0 {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			t := time.NewTicker(50 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if n, err := e.pendingEvents(ctx); err == nil {
+					pending.Store(int64(n))
+				}
+			}
+		}()
+	}
 	const goroutines = 16
 	interval := time.Duration(float64(time.Second) * goroutines / rate)
 	var seq atomic.Int64
@@ -63,6 +84,9 @@ func (e *env) drive(ctx context.Context, rate float64, next func(i int64) (strin
 				case <-ctx.Done():
 					return
 				case <-t.C:
+				}
+				if maxPending > 0 && pending.Load() > int64(maxPending) {
+					continue
 				}
 				town, ev := next(seq.Add(1))
 				if _, err := e.svc.Events.Append(ctx, town, ev); err != nil {
@@ -101,7 +125,7 @@ func deliveryEvent() db.NewEvent {
 func runActive(ctx context.Context, opts Options, rep *Report) error {
 	n := opts.Towns
 	if n <= 0 {
-		n = 1000
+		n = opts.scaled(1000, 2)
 	}
 	rep.Towns = n
 	e, err := newEnv(ctx, opts, jobs.Config{})
@@ -124,14 +148,16 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 		return towns[k], issueEvent(rigs[k], i)
 	}
 	half := opts.Duration / 2
-	highRate := 1500.0
+	highRate := float64(opts.scaled(1500, 20))
 	if v := os.Getenv("GASTOWN_BENCH_HIGH_RATE"); v != "" { // experiments
 		highRate, _ = strconv.ParseFloat(v, 64)
 	}
 	// Capacity: new issues at a rate the fleet cannot follow (each brings ~7 events).
-	high := e.drive(ctx, highRate, next)
+	high := e.drive(ctx, highRate, 2*n, next)
 	time.Sleep(2 * time.Second) // warm-up
+	s0 := high.sent.Load()
 	capacity, err := e.measure(ctx, half, "capacity")
+	s1 := high.sent.Load()
 	high.stop()
 	if err != nil {
 		return err
@@ -141,8 +167,8 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 		return err
 	}
 	eventsPerIssue := 7.0
-	if sent := high.sent.Load(); sent > 0 && capacity.events > 0 {
-		eventsPerIssue = max(1, float64(capacity.events)/(float64(sent)*capacity.seconds/(capacity.seconds+2)))
+	if issues := s1 - s0; issues > 0 && capacity.events > 0 {
+		eventsPerIssue = max(1, float64(capacity.events)/float64(issues))
 	}
 	// Latency at half capacity.
 	rate := opts.Rate
@@ -150,7 +176,7 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 		rate = rep.EventsPerSec / 2
 	}
 	rep.LatencyRate = rate
-	low := e.drive(ctx, rate/eventsPerIssue, next)
+	low := e.drive(ctx, rate/eventsPerIssue, 0, next)
 	time.Sleep(2 * time.Second)
 	lat, err := e.measure(ctx, half, "latency")
 	low.stop()
@@ -161,7 +187,7 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 	if rep.BytesPerTickRow, err = tickRowBytes(ctx, e.pool); err != nil {
 		return err
 	}
-	rep.Notes = append(rep.Notes, fmt.Sprintf("capacity phase: %d towns, new issues at %.0f/s (~%.1f events each); latency phase: %.0f events/s",
+	rep.Notes = append(rep.Notes, fmt.Sprintf("capacity phase: %d towns, new issues at up to %.0f/s while fewer than 2 events per town wait (~%.1f events each); latency phase: %.0f events/s",
 		n, highRate, eventsPerIssue, rate))
 	if rep.PgbenchTPS > 0 {
 		rep.target("active ticks/s ≥ 0.5 × pgbench -N", rep.TicksPerSec/rep.PgbenchTPS, "≥ 0.5", rep.TicksPerSec >= 0.5*rep.PgbenchTPS)
@@ -176,7 +202,7 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 // runBurst: 10,000 events committed at once to one town; they must coalesce into at most
 // ceil(N / drain batch) + 2 ticks.
 func runBurst(ctx context.Context, opts Options, rep *Report) error {
-	const events = 10000
+	events := opts.scaled(10000, 10)
 	rep.Towns = 1
 	cfg := jobs.Config{}
 	e, err := newEnv(ctx, opts, cfg)
@@ -225,7 +251,7 @@ func runBurst(ctx context.Context, opts Options, rep *Report) error {
 	rep.BurstEvents, rep.BurstTicks = events, ticks
 	rep.BurstBound = int(math.Ceil(float64(events)/float64(jobs.DefaultDrainBatch))) + 2
 	rep.DurationS = elapsed.Seconds()
-	rep.EventsPerSec = events / elapsed.Seconds()
+	rep.EventsPerSec = float64(events) / elapsed.Seconds()
 	rep.TicksPerSec = float64(ticks) / elapsed.Seconds()
 	rep.Notes = append(rep.Notes, fmt.Sprintf("append of %d events took %s; applied %s after its commit", events, committed.Sub(start).Round(time.Millisecond), elapsed.Round(time.Millisecond)))
 	rep.target("burst ticks", float64(ticks), fmt.Sprintf("≤ %d", rep.BurstBound), ticks <= rep.BurstBound)
@@ -237,7 +263,7 @@ func runBurst(ctx context.Context, opts Options, rep *Report) error {
 func runHot(ctx context.Context, opts Options, rep *Report) error {
 	n := opts.Towns
 	if n <= 0 {
-		n = 200
+		n = opts.scaled(200, 2)
 	}
 	rep.Towns = n + 1
 	e, err := newEnv(ctx, opts, jobs.Config{})
@@ -262,7 +288,7 @@ func runHot(ctx context.Context, opts Options, rep *Report) error {
 	}
 	normalNext := func(i int64) (string, db.NewEvent) { return normal[int(i%int64(len(normal)))], deliveryEvent() }
 	third := opts.Duration / 3
-	alone := e.drive(ctx, rate, normalNext)
+	alone := e.drive(ctx, rate, 0, normalNext)
 	time.Sleep(time.Second)
 	w0, err := e.measure(ctx, third, "alone")
 	alone.stop()
@@ -281,7 +307,7 @@ func runHot(ctx context.Context, opts Options, rep *Report) error {
 	rep.OtherTownsP99Alone = p99(w0, hot)
 	// The hot town: nine times the normal towns' rate, in batches of 50 events per append
 	// (a busy tenant's API calls and callbacks).
-	bg := e.drive(ctx, rate, normalNext)
+	bg := e.drive(ctx, rate, 0, normalNext)
 	hotBatch := &driver{}
 	hotCtx, cancel := context.WithCancel(ctx)
 	hotBatch.cancel = cancel
@@ -328,7 +354,7 @@ func runHot(ctx context.Context, opts Options, rep *Report) error {
 func runIdle(ctx context.Context, opts Options, rep *Report) error {
 	n := opts.Towns
 	if n <= 0 {
-		n = 100000
+		n = opts.scaled(100000, 10)
 	}
 	rep.Towns = n
 	e, err := newEnv(ctx, opts, jobs.Config{})
@@ -373,12 +399,12 @@ func runLarge(ctx context.Context, opts Options, rep *Report) error {
 	defer e.close()
 	rep.Towns = 4
 	for _, div := range []int{8, 4, 2, 1} {
-		beads, agents := 10000/div, 1000/div
+		beads, agents := opts.scaled(10000/div, 8), opts.scaled(1000/div, 1)
 		town, err := SeedTown(ctx, e.pool, beads, agents)
 		if err != nil {
 			return err
 		}
-		pt, err := e.measureTown(ctx, town, 30)
+		pt, err := e.measureTown(ctx, town, opts.scaled(30, 3))
 		if err != nil {
 			return err
 		}

@@ -174,6 +174,40 @@ func TestPoisonEventGoesDeadWithoutBlockingTheTown(t *testing.T) {
 	require.False(t, has)
 }
 
+// A batch applies in one savepoint; when an event in its middle fails, the events before it
+// are rolled back with it and applied again one by one — exactly once in the end.
+func TestFailingEventInsideABatchAppliesTheOthersOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID := b.town(t)
+	first := b.issue(t, townID, rigID, "first")
+	poison := b.issue(t, townID, rigID, "poison")
+	last := b.issue(t, townID, rigID, "last")
+	fail := func(ev db.Event) error {
+		if ev.BeadID == poison {
+			return errors.New("injected fault")
+		}
+		return nil
+	}
+	dr, _, _ := b.tick(t, townID, nil, db.DrainOptions{MaxEvents: 100, MaxAttempts: 3, FailEvent: fail})
+	require.Equal(t, 3, dr.Drained)
+	require.Equal(t, 2, dr.Applied)
+	require.Equal(t, 1, dr.Failed)
+	for _, id := range []string{first, last} {
+		_, err := b.store.GetBead(ctx, townID, id)
+		require.NoError(t, err)
+		var created int
+		require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM bead_events WHERE town_id = $1 AND bead_id = $2 AND event_type = 'created'`, townID, id).Scan(&created))
+		require.Equal(t, 1, created, "applied once")
+	}
+	_, err := b.store.GetBead(ctx, townID, poison)
+	require.ErrorIs(t, err, db.ErrNotFound)
+	processed, err := b.store.ListEvents(ctx, townID, "processed", 10)
+	require.NoError(t, err)
+	require.Len(t, processed, 3, "the rig and the two good issues")
+}
+
 func TestMissingEntityEventsAreMarkedProcessed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

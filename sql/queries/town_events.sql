@@ -88,3 +88,10 @@ SELECT * FROM town_events
 WHERE town_id = @town_id AND created_at >= @from_at AND created_at <= @to_at
 ORDER BY seq
 LIMIT @max_rows;
+
+-- name: EventMarkProcessedMany :exec
+-- EventMarkProcessedMany records that a tick applied a batch of events (one statement for
+-- the whole drain).
+UPDATE town_events
+SET state = 'processed', processed_at = @now, processed_tick_id = @tick_id, attempts = attempts + 1
+WHERE town_id = @town_id AND seq = ANY(@seqs::bigint[]);

@@ -334,6 +334,31 @@ func (q *Queries) EventMarkProcessed(ctx context.Context, db DBTX, arg EventMark
 	return err
 }
 
+const eventMarkProcessedMany = `-- name: EventMarkProcessedMany :exec
+UPDATE town_events
+SET state = 'processed', processed_at = $1, processed_tick_id = $2, attempts = attempts + 1
+WHERE town_id = $3 AND seq = ANY($4::bigint[])
+`
+
+type EventMarkProcessedManyParams struct {
+	Now    *time.Time
+	TickID *int64
+	TownID string
+	Seqs   []int64
+}
+
+// EventMarkProcessedMany records that a tick applied a batch of events (one statement for
+// the whole drain).
+func (q *Queries) EventMarkProcessedMany(ctx context.Context, db DBTX, arg EventMarkProcessedManyParams) error {
+	_, err := db.Exec(ctx, eventMarkProcessedMany,
+		arg.Now,
+		arg.TickID,
+		arg.TownID,
+		arg.Seqs,
+	)
+	return err
+}
+
 const eventPendingContainerStatusExists = `-- name: EventPendingContainerStatusExists :one
 SELECT EXISTS (
     SELECT 1 FROM town_events

@@ -1,0 +1,72 @@
+package bench_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"gastown/bench"
+	"gastown/db/dbtest"
+)
+
+// run runs a workload at a hundredth of its size on databases of the test's own.
+func run(t *testing.T, workload string, d time.Duration) *bench.Report {
+	t.Helper()
+	prefix := fmt.Sprintf("gastown_bench_test_%s_%d", workload, os.Getpid())
+	if os.Getenv("KEEP") == "" {
+		t.Cleanup(func() { dropDatabase(t, prefix) })
+	}
+	rep, err := bench.Run(context.Background(), bench.Options{
+		DatabaseURL: dbtest.ServerURL(), DatabasePrefix: prefix, Workload: workload, Duration: d, Scale: 0.01,
+		TickWorkers: 4, SideEffectWorkers: 4, Progress: os.Stderr,
+	})
+	require.NoError(t, err)
+	require.Equal(t, workload, rep.Workload)
+	require.NotEmpty(t, rep.Targets, "every workload reports its targets")
+	return rep
+}
+
+func dropDatabase(t *testing.T, name string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbtest.ServerURL())
+	require.NoError(t, err)
+	defer conn.Close(ctx) //nolint:errcheck
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	require.NoError(t, err)
+}
+
+// The harness's workloads run end to end and measure something real (small, without the
+// baselines; `make bench` runs them full size).
+func TestBurstWorkloadCoalesces(t *testing.T) {
+	t.Parallel()
+	rep := run(t, "burst", time.Second)
+	require.Equal(t, 100, rep.BurstEvents)
+	require.Positive(t, rep.BurstTicks)
+	require.LessOrEqual(t, rep.BurstTicks, rep.BurstBound)
+	require.Positive(t, rep.EventsPerSec)
+}
+
+func TestLargeWorkloadMeasuresEverySize(t *testing.T) {
+	t.Parallel()
+	rep := run(t, "large", time.Second)
+	require.Len(t, rep.Sizes, 4)
+	for _, s := range rep.Sizes {
+		require.Positive(t, s.SnapshotP50)
+	}
+}
+
+func TestActiveWorkloadTicksAndMeasuresLatency(t *testing.T) {
+	t.Parallel()
+	rep := run(t, "active", 4*time.Second)
+	require.Positive(t, rep.TicksPerSec)
+	require.Positive(t, rep.EventsPerSec)
+	require.Positive(t, rep.LatencyP50ms)
+	require.GreaterOrEqual(t, rep.LatencyP99ms, rep.LatencyP50ms)
+	require.Contains(t, rep.Phases, "snapshot")
+}
