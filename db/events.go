@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"gastown/db/internal/dbsqlc"
@@ -194,4 +195,38 @@ func (s *Store) ListObservableAgents(ctx context.Context, limit int) ([]Observab
 		out[i] = ObservableAgent{TownID: r.TownID, AgentID: r.AgentID}
 	}
 	return out, nil
+}
+
+// NotifyJobsInserted tells River's listening workers that a queue has new jobs: the
+// notification River sends on insert (topic river_insert), sent outside the inserting
+// transaction. The statement has no transaction id, so its commit writes no WAL and holds
+// Postgres's notification lock only for an instant.
+func (s *Store) NotifyJobsInserted(ctx context.Context, queue string) error {
+	payload, err := json.Marshal(map[string]string{"queue": queue})
+	if err != nil {
+		return err
+	}
+	// Not expressible in sqlc: pg_notify's channel is River's, not one of our tables.
+	if _, err := s.Pool.Exec(ctx, `SELECT pg_notify(current_schema() || '.river_insert', $1)`, string(payload)); err != nil {
+		return fmt.Errorf("notify queue %s: %w", queue, err)
+	}
+	return nil
+}
+
+// JoinWaitingTick reports whether the town has a tick job waiting to run, and if so
+// share-locks it until tx ends: River's fetch skips locked jobs, so that tick cannot start
+// before tx commits and will drain the events tx appended. When it reports false the
+// caller enqueues a tick itself. (Raw SQL: river_job is River's table, unknown to sqlc.)
+func (s *Store) JoinWaitingTick(ctx context.Context, tx pgx.Tx, townID string) (bool, error) {
+	var id int64
+	err := tx.QueryRow(ctx, `SELECT id FROM river_job
+WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $1
+LIMIT 1 FOR SHARE SKIP LOCKED`, townID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look for a waiting tick of town %s: %w", townID, err)
+	}
+	return true, nil
 }

@@ -37,12 +37,28 @@ func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEven
 		}
 		out = append(out, a)
 	}
+	// A tick already waiting will drain these events: join it (one cheap locked read)
+	// rather than re-inserting the unique job, which River answers by rewriting the job
+	// row and which serializes every append of a busy town.
+	joined, err := e.svc.store.JoinWaitingTick(ctx, tx, townID)
+	if err != nil {
+		return nil, err
+	}
+	if joined {
+		if err := tx.Commit(ctx); err != nil {
+			return nil, fmt.Errorf("commit events: %w", err)
+		}
+		return out, nil
+	}
 	res, err := e.svc.Client.InsertTx(ctx, tx, TickTownArgs{TownID: townID}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("enqueue tick of town %s: %w", townID, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("commit events: %w", err)
+	}
+	if !res.UniqueSkippedAsDuplicate {
+		e.svc.announce.announce(QueueTicks)
 	}
 	if res.UniqueSkippedAsDuplicate && res.Job != nil && res.Job.State == rivertype.JobStateRunning {
 		if err := e.svc.Wake(ctx, townID); err != nil {

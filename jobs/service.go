@@ -52,6 +52,7 @@ type Service struct {
 	tokens   *agenttoken.Signer
 	observer Observer
 	onTick   func(string, TickResult)
+	announce *announcer
 	cfg      Config
 	logger   *slog.Logger
 }
@@ -90,6 +91,7 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 		deps.CodeHost = codehost.NewSimulator()
 	}
 	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, observer: deps.Observer, onTick: deps.OnTick, cfg: cfg, logger: deps.Logger}
+	svc.announce = newAnnouncer(deps.Store, cfg.FetchCooldown, deps.Logger)
 	svc.Ticker = &Ticker{
 		store: deps.Store, cfg: cfg, clock: deps.Clock, logger: deps.Logger, reporter: deps.Reporter,
 		failEvent: hooks.failEvent, failpoint: hooks.failpoint,
@@ -140,7 +142,7 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 				&river.PeriodicJobOpts{ID: "observe_agents"}),
 		}
 	}
-	client, err := river.NewClient(riverpgxv5.New(deps.Store.Pool), rc)
+	client, err := river.NewClient[pgx.Tx](quietDriver{riverpgxv5.New(deps.Store.Pool)}, rc)
 	if err != nil {
 		return nil, fmt.Errorf("river client: %w", err)
 	}
@@ -155,8 +157,12 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 
 // Wake enqueues a tick for a town (a no-op when one is already queued).
 func (s *Service) Wake(ctx context.Context, townID string) error {
-	if _, err := s.Client.Insert(ctx, TickTownArgs{TownID: townID}, nil); err != nil {
+	res, err := s.Client.Insert(ctx, TickTownArgs{TownID: townID}, nil)
+	if err != nil {
 		return fmt.Errorf("enqueue tick of town %s: %w", townID, err)
+	}
+	if !res.UniqueSkippedAsDuplicate {
+		s.announce.announce(QueueTicks)
 	}
 	return nil
 }

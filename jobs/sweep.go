@@ -59,6 +59,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if _, err := s.Client.InsertMany(ctx, params); err != nil {
 		return 0, fmt.Errorf("enqueue due ticks: %w", err)
 	}
+	s.announce.announce(QueueTicks)
 	if err := s.recoverOrphanedTicks(ctx); err != nil {
 		s.logger.Warn("recover orphaned ticks", "error", err)
 	}
@@ -95,6 +96,7 @@ func (s *Service) recoverOrphanedTicks(ctx context.Context) error {
 		if _, err := s.Client.Insert(ctx, TickTownArgs{TownID: args.TownID, Recovers: j.ID}, nil); err != nil {
 			return fmt.Errorf("enqueue stand-in tick of town %s: %w", args.TownID, err)
 		}
+		s.announce.announce(QueueTicks)
 		s.logger.Warn("tick job lost its worker; a stand-in ticks the town", "town_id", args.TownID, "job_id", j.ID)
 	}
 	return nil

@@ -112,6 +112,9 @@ func (s *Service) tickAndComplete(ctx context.Context, job *river.Job[TickTownAr
 	}
 	res.CommittedAt = time.Now()
 	res.CommitTime = res.CommittedAt.Sub(commitStart)
+	if len(res.SideEffects) > 0 {
+		s.announce.announce(QueueSideEffects)
+	}
 	s.report(job.Args.TownID, res)
 	if s.onTick != nil {
 		s.onTick(job.Args.TownID, res)
