@@ -213,20 +213,72 @@ func (s *Store) NotifyJobsInserted(ctx context.Context, queue string) error {
 	return nil
 }
 
-// JoinWaitingTick reports whether the town has a tick job waiting to run, and if so
-// share-locks it until tx ends: River's fetch skips locked jobs, so that tick cannot start
-// before tx commits and will drain the events tx appended. When it reports false the
-// caller enqueues a tick itself. (Raw SQL: river_job is River's table, unknown to sqlc.)
-func (s *Store) JoinWaitingTick(ctx context.Context, tx pgx.Tx, townID string) (bool, error) {
+// TickState is what a town's tick jobs are doing.
+type TickState struct {
+	// Waiting: a tick job is available, now share-locked until the transaction ends.
+	Waiting bool
+	// RunningJob is the id of a running tick job (0: none).
+	RunningJob int64
+}
+
+// JoinTick looks for the town's tick jobs inside tx, the transaction that appended events.
+// A waiting (available) job is share-locked until tx ends: River's fetch skips locked
+// jobs, so that tick cannot start before tx commits and will drain tx's events. Otherwise
+// it reports a running tick job, whose post-commit recheck will find tx's events if tx
+// commits before the job completes (see IsTickRunning). (Raw SQL: river_job is River's
+// table, unknown to sqlc; the index river_job_town_tick serves both lookups.)
+func (s *Store) JoinTick(ctx context.Context, tx pgx.Tx, townID string) (TickState, error) {
+	var st TickState
 	var id int64
 	err := tx.QueryRow(ctx, `SELECT id FROM river_job
 WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $1
 LIMIT 1 FOR SHARE SKIP LOCKED`, townID).Scan(&id)
+	switch {
+	case err == nil:
+		st.Waiting = true
+		return st, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return st, fmt.Errorf("look for a waiting tick of town %s: %w", townID, err)
+	}
+	err = tx.QueryRow(ctx, `SELECT id FROM river_job
+WHERE kind = 'tick_town' AND state = 'running' AND args ->> 'town_id' = $1
+ORDER BY id DESC LIMIT 1`, townID).Scan(&st.RunningJob)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return st, fmt.Errorf("look for a running tick of town %s: %w", townID, err)
+	}
+	return st, nil
+}
+
+// IsTickRunning reports whether a tick job is still running. A tick job turns completed
+// when its tick commits, and the tick then re-checks for pending events: an event
+// committed while the job still runs is found by that re-check.
+func (s *Store) IsTickRunning(ctx context.Context, jobID int64) (bool, error) {
+	var running bool
+	err := s.Pool.QueryRow(ctx, `SELECT state = 'running' FROM river_job WHERE id = $1`, jobID).Scan(&running)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("look for a waiting tick of town %s: %w", townID, err)
+		return false, fmt.Errorf("read tick job %d: %w", jobID, err)
 	}
-	return true, nil
+	return running, nil
+}
+
+// TownsWithTick returns which of the towns have a tick job waiting or running.
+func (s *Store) TownsWithTick(ctx context.Context, townIDs []string) (map[string]bool, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT DISTINCT args ->> 'town_id' FROM river_job
+WHERE kind = 'tick_town' AND state IN ('available', 'running') AND args ->> 'town_id' = ANY($1::text[])`, townIDs)
+	if err != nil {
+		return nil, fmt.Errorf("look for ticks of due towns: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
 }

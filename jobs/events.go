@@ -17,12 +17,11 @@ type Events struct {
 	svc *Service
 }
 
-// Append appends events to a town's inbox and enqueues its tick, in one transaction.
-//
-// When the tick insert is skipped because the town's tick is running, that tick may have
-// drained before these events committed; so after the commit Append enqueues again. By
-// then either the running tick has finished (the insert succeeds) or it will see these
-// events, committed, in its own post-commit check. No wake-up is lost.
+// Append appends events to a town's inbox and makes sure a tick will apply them: it joins
+// a waiting tick (locked so it cannot start before the events commit), or leaves them to
+// a running tick's post-commit re-check when that tick is still running after the events
+// committed, or enqueues a tick in the same transaction. No wake-up is lost: a tick job
+// turns completed at its tick's commit and re-checks for pending events after it.
 func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEvent) ([]db.AppendedEvent, error) {
 	tx, err := e.svc.store.Pool.Begin(ctx)
 	if err != nil {
@@ -37,16 +36,28 @@ func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEven
 		}
 		out = append(out, a)
 	}
-	// A tick already waiting will drain these events: join it (one cheap locked read)
-	// rather than re-inserting the unique job, which River answers by rewriting the job
-	// row and which serializes every append of a busy town.
-	joined, err := e.svc.store.JoinWaitingTick(ctx, tx, townID)
+	// A tick already waiting will drain these events: join it (one cheap locked read).
+	// A running tick re-checks for pending events once it has committed: leave it to
+	// that re-check while it still runs after our commit. Only a town with neither gets
+	// a new tick job. (Re-inserting River's unique job would rewrite the job row and wait
+	// for a running tick to commit: every append of a busy town queued behind its tick.)
+	st, err := e.svc.store.JoinTick(ctx, tx, townID)
 	if err != nil {
 		return nil, err
 	}
-	if joined {
+	if st.Waiting || st.RunningJob != 0 {
 		if err := tx.Commit(ctx); err != nil {
 			return nil, fmt.Errorf("commit events: %w", err)
+		}
+		if st.RunningJob != 0 {
+			running, err := e.svc.store.IsTickRunning(ctx, st.RunningJob)
+			if err != nil || !running {
+				// The tick committed before our events: it may have re-checked already.
+				if err := e.svc.Wake(ctx, townID); err != nil {
+					// Committed events are safe; the sweep finds them if this wake-up failed.
+					e.svc.logger.Warn("wake town after append", "town_id", townID, "error", err)
+				}
+			}
 		}
 		return out, nil
 	}

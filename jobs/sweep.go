@@ -52,14 +52,25 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	params := make([]river.InsertManyParams, len(ids))
-	for i, id := range ids {
-		params[i] = river.InsertManyParams{Args: TickTownArgs{TownID: id}}
+	// Towns with a tick waiting or running need no other: inserting River's unique job
+	// for them would wait for their running ticks to commit.
+	ticking, err := s.store.TownsWithTick(ctx, ids)
+	if err != nil {
+		return 0, err
 	}
-	if _, err := s.Client.InsertMany(ctx, params); err != nil {
-		return 0, fmt.Errorf("enqueue due ticks: %w", err)
+	params := make([]river.InsertManyParams, 0, len(ids))
+	for _, id := range ids {
+		if !ticking[id] {
+			params = append(params, river.InsertManyParams{Args: TickTownArgs{TownID: id}})
+		}
 	}
-	s.announce.announce(QueueTicks)
+	if len(params) > 0 {
+		if _, err := s.Client.InsertMany(ctx, params); err != nil {
+			return 0, fmt.Errorf("enqueue due ticks: %w", err)
+		}
+		s.announce.announce(QueueTicks)
+	}
+	// A due town whose tick is "running" may have lost its worker.
 	if err := s.recoverOrphanedTicks(ctx); err != nil {
 		s.logger.Warn("recover orphaned ticks", "error", err)
 	}
