@@ -66,7 +66,7 @@ func (o *Options) defaults() error {
 		o.Duration = 30 * time.Second
 	}
 	if o.TickWorkers <= 0 {
-		o.TickWorkers = 32
+		o.TickWorkers = 8
 	}
 	if o.SideEffectWorkers <= 0 {
 		o.SideEffectWorkers = 32

@@ -153,7 +153,7 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 		highRate, _ = strconv.ParseFloat(v, 64)
 	}
 	// Capacity: new issues at a rate the fleet cannot follow (each brings ~7 events).
-	high := e.drive(ctx, highRate, 2*n, next)
+	high := e.drive(ctx, highRate, min(2*n, 200), next)
 	time.Sleep(2 * time.Second) // warm-up
 	s0 := high.sent.Load()
 	capacity, err := e.measure(ctx, half, "capacity")
@@ -187,7 +187,7 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 	if rep.BytesPerTickRow, err = tickRowBytes(ctx, e.pool); err != nil {
 		return err
 	}
-	rep.Notes = append(rep.Notes, fmt.Sprintf("capacity phase: %d towns, new issues at up to %.0f/s while fewer than 2 events per town wait (~%.1f events each); latency phase: %.0f events/s",
+	rep.Notes = append(rep.Notes, fmt.Sprintf("capacity phase: %d towns, new issues at up to %.0f/s while fewer than min(2 per town, 200) events wait (~%.1f events each); latency phase: %.0f events/s",
 		n, highRate, eventsPerIssue, rate))
 	if rep.PgbenchTPS > 0 {
 		rep.target("active ticks/s ≥ 0.5 × pgbench -N", rep.TicksPerSec/rep.PgbenchTPS, "≥ 0.5", rep.TicksPerSec >= 0.5*rep.PgbenchTPS)

@@ -37,17 +37,16 @@ func stale(format string, args ...any) error {
 // An action whose statements fail (a constraint, a bug) is rolled back alone, logged and
 // counted as skipped: one bad action never stops a town from ticking. Only a failure of
 // the transaction itself aborts the tick.
-func (t *TownTx) ApplyActions(ctx context.Context, actions []reconciler.Action) (ApplyResult, error) {
-	res := ApplyResult{SkippedByType: map[reconciler.ActionType]int{}}
+func (t *TownTx) ApplyActions(ctx context.Context, actions []reconciler.Action) (res ApplyResult, err error) {
+	defer t.flushOnReturn(ctx, &err)
+	res = ApplyResult{SkippedByType: map[reconciler.ActionType]int{}}
 	for _, a := range actions {
-		sp, err := t.tx.Begin(ctx)
+		sp, err := t.beginSavepoint(ctx)
 		if err != nil {
 			return res, fmt.Errorf("savepoint for %s: %w", a.Type(), err)
 		}
 		effects := len(t.sideEffects)
-		t.db = sp
-		err = t.applyAction(ctx, a)
-		t.db = t.tx
+		err = t.endSavepointScope(ctx, t.applyAction(ctx, a))
 		var se *staleError
 		var me *MissingEntityError
 		if err == nil {

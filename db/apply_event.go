@@ -390,7 +390,8 @@ func (t *TownTx) clearDraining(ctx context.Context, why string) error {
 }
 
 // CheckDrainTimeout is the drain safety net: a drain older than DrainAutoClear ends.
-func (t *TownTx) CheckDrainTimeout(ctx context.Context) error {
+func (t *TownTx) CheckDrainTimeout(ctx context.Context) (err error) {
+	defer t.flushOnReturn(ctx, &err)
 	if t.Town.Draining && t.Town.DrainStartedAt != nil && t.Now.Sub(*t.Town.DrainStartedAt) > reconciler.DrainAutoClear {
 		return t.clearDraining(ctx, "safety net")
 	}

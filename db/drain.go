@@ -53,8 +53,8 @@ type EventFailure struct {
 // whose apply fails is rolled back alone and retried on later ticks until MaxAttempts,
 // then marked dead; an event naming a missing entity is marked processed, as in the
 // reference.
-func (t *TownTx) DrainEvents(ctx context.Context, opts DrainOptions) (DrainResult, error) {
-	var res DrainResult
+func (t *TownTx) DrainEvents(ctx context.Context, opts DrainOptions) (res DrainResult, err error) {
+	defer t.flushOnReturn(ctx, &err)
 	rows, err := t.q.EventListPending(ctx, t.db, dbsqlc.EventListPendingParams{TownID: t.TownID, MaxRows: int32(opts.MaxEvents + 1)})
 	if err != nil {
 		return res, fmt.Errorf("list pending events: %w", err)
@@ -139,25 +139,24 @@ func (t *TownTx) applyBatch(ctx context.Context, events []Event, fail func(Event
 	if len(events) == 1 {
 		return false, nil // one event: the per-event path costs the same
 	}
-	sp, err := t.tx.Begin(ctx)
+	sp, err := t.beginSavepoint(ctx)
 	if err != nil {
 		return false, fmt.Errorf("savepoint for %d events: %w", len(events), err)
 	}
 	effects := len(t.sideEffects)
-	t.db = sp
 	var applyErr error
 	for _, ev := range events {
 		if fail != nil {
 			applyErr = fail(ev)
 		}
 		if applyErr == nil {
-			applyErr = t.ApplyEvent(ctx, ev)
+			applyErr = t.applyEvent(ctx, ev)
 		}
 		if applyErr != nil {
 			break
 		}
 	}
-	t.db = t.tx
+	applyErr = t.endSavepointScope(ctx, applyErr)
 	if applyErr != nil {
 		t.sideEffects = t.sideEffects[:effects]
 		if err := sp.Rollback(ctx); err != nil {
@@ -180,19 +179,18 @@ func (t *TownTx) LastDrainedSeq() int64 { return t.lastSeq }
 // applyInSavepoint applies one event inside a savepoint. applyErr is the event's own
 // failure (its changes are rolled back); err is a failure of the transaction itself.
 func (t *TownTx) applyInSavepoint(ctx context.Context, ev Event, fail func(Event) error) (applyErr, err error) {
-	sp, err := t.tx.Begin(ctx)
+	sp, err := t.beginSavepoint(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("savepoint for event %d: %w", ev.Seq, err)
 	}
 	effects := len(t.sideEffects)
-	t.db = sp
 	if fail != nil {
 		applyErr = fail(ev)
 	}
 	if applyErr == nil {
-		applyErr = t.ApplyEvent(ctx, ev)
+		applyErr = t.applyEvent(ctx, ev)
 	}
-	t.db = t.tx
+	applyErr = t.endSavepointScope(ctx, applyErr)
 	if applyErr != nil {
 		t.sideEffects = t.sideEffects[:effects]
 		if err := sp.Rollback(ctx); err != nil {
@@ -209,9 +207,9 @@ func (t *TownTx) applyInSavepoint(ctx context.Context, ev Event, fail func(Event
 	return nil, nil
 }
 
-// ApplyEvent applies one event to the town's state (SPEC.md §3.3). Unknown types are a
+// applyEvent applies one event to the town's state (SPEC.md §3.3). Unknown types are a
 // no-op.
-func (t *TownTx) ApplyEvent(ctx context.Context, ev Event) error {
+func (t *TownTx) applyEvent(ctx context.Context, ev Event) error {
 	h, ok := eventHandlers[reconciler.EventType(ev.Type)]
 	if !ok {
 		t.logger.Warn("event type has no handler; marked processed", "seq", ev.Seq, "type", ev.Type)

@@ -31,8 +31,8 @@ type HousekeepingResult struct {
 // Housekeeping is SPEC.md §1.3 step 12, inside the tick: deliver mail to working agents,
 // expire nudges, re-escalate stale escalations, start a triage batch when triage requests
 // wait, and prune old processed events (a bounded batch per tick).
-func (t *TownTx) Housekeeping(ctx context.Context, retention time.Duration) (HousekeepingResult, error) {
-	var res HousekeepingResult
+func (t *TownTx) Housekeeping(ctx context.Context, retention time.Duration) (res HousekeepingResult, err error) {
+	defer t.flushOnReturn(ctx, &err)
 	mail, err := t.q.BeadListUndeliveredMail(ctx, t.db, dbsqlc.BeadListUndeliveredMailParams{TownID: t.TownID, MaxRows: mailPerTick})
 	if err != nil {
 		return res, fmt.Errorf("list mail: %w", err)

@@ -98,7 +98,8 @@ type ReplayResult struct {
 // ReplayWindow re-applies every event created in [from, to], whatever its state, on the
 // current state (SPEC.md §8.3), each in a savepoint; nothing is marked processed. The
 // caller rolls the transaction back.
-func (t *TownTx) ReplayWindow(ctx context.Context, from, to time.Time, limit int) ([]ReplayResult, error) {
+func (t *TownTx) ReplayWindow(ctx context.Context, from, to time.Time, limit int) (_ []ReplayResult, err error) {
+	defer t.flushOnReturn(ctx, &err)
 	rows, err := t.q.EventListWindow(ctx, t.db, dbsqlc.EventListWindowParams{TownID: t.TownID, FromAt: from, ToAt: to, MaxRows: int32(limit)})
 	if err != nil {
 		return nil, fmt.Errorf("list events to replay: %w", err)

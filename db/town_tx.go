@@ -22,7 +22,8 @@ import (
 type TownTx struct {
 	store  *Store
 	tx     pgx.Tx
-	db     Querier // tx, or the savepoint of the event being applied
+	db     Querier // wb: every statement of the tick goes through it
+	wb     *writeBehind
 	q      *dbsqlc.Queries
 	logger *slog.Logger
 
@@ -63,8 +64,9 @@ func (s *Store) LockTown(ctx context.Context, tx pgx.Tx, townID string, now time
 	if err != nil {
 		return nil, fmt.Errorf("allocate tick id: %w", err)
 	}
+	wb := &writeBehind{inner: tx}
 	return &TownTx{
-		store: s, tx: tx, db: tx, q: s.q, logger: logger.With("town_id", townID, "tick_id", tickID),
+		store: s, tx: tx, db: wb, wb: wb, q: s.q, logger: logger.With("town_id", townID, "tick_id", tickID),
 		Town: town, TownID: townID, TickID: tickID, Now: now,
 	}, nil
 }
@@ -300,7 +302,8 @@ type HeartbeatInput struct {
 
 // ApplyHeartbeats takes the heartbeats that arrived since the previous tick and applies
 // touchAgent to each agent that still exists. It returns the inputs it took.
-func (t *TownTx) ApplyHeartbeats(ctx context.Context) ([]HeartbeatInput, error) {
+func (t *TownTx) ApplyHeartbeats(ctx context.Context) (_ []HeartbeatInput, err error) {
+	defer t.flushOnReturn(ctx, &err)
 	rows, err := t.q.HeartbeatListUnapplied(ctx, t.db, t.TownID)
 	if err != nil {
 		return nil, fmt.Errorf("list heartbeats: %w", err)
@@ -409,7 +412,7 @@ func (t *TownTx) Finish(ctx context.Context, rec TickRecord) error {
 	if err := t.q.TownFinishTick(ctx, t.db, dbsqlc.TownFinishTickParams{TownID: t.TownID, Now: &t.Now, NextTickAt: rec.NextTickAt}); err != nil {
 		return fmt.Errorf("finish tick: %w", err)
 	}
-	return nil
+	return t.Flush(ctx)
 }
 
 // noteContainerInstance records the container instance a heartbeat came from; a heartbeat
@@ -427,4 +430,49 @@ func (t *TownTx) noteContainerInstance(ctx context.Context, instance string) err
 		return t.clearDraining(ctx, "heartbeat from a new container instance")
 	}
 	return nil
+}
+
+// beginSavepoint sends the writes held back so far, then begins a savepoint that the
+// tick's statements run in until endSavepointScope.
+func (t *TownTx) beginSavepoint(ctx context.Context) (pgx.Tx, error) {
+	if err := t.wb.flush(ctx); err != nil {
+		return nil, err
+	}
+	sp, err := t.tx.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t.wb.inner = sp
+	return sp, nil
+}
+
+// endSavepointScope ends the statements of a savepoint's work. When the work succeeded,
+// its held-back writes are sent inside the savepoint (their failure is the work's
+// failure); when it failed, they are dropped. The caller then releases or rolls back the
+// savepoint.
+func (t *TownTx) endSavepointScope(ctx context.Context, workErr error) error {
+	if workErr == nil {
+		workErr = t.wb.flush(ctx)
+	} else {
+		t.wb.discard()
+	}
+	t.wb.inner = t.tx
+	return workErr
+}
+
+// Flush sends the writes the tick has held back. The tick calls it before statements that
+// bypass the TownTx (River's job inserts, the job completion) and before it commits.
+func (t *TownTx) Flush(ctx context.Context) error {
+	if err := t.wb.flush(ctx); err != nil {
+		return fmt.Errorf("tick writes: %w", err)
+	}
+	return nil
+}
+
+// flushOnReturn sends the writes an exported TownTx method held back before it returns,
+// so its caller may commit or use tx directly. It keeps the method's own error.
+func (t *TownTx) flushOnReturn(ctx context.Context, err *error) {
+	if ferr := t.Flush(ctx); ferr != nil && *err == nil {
+		*err = ferr
+	}
 }

@@ -12,7 +12,8 @@ import (
 // RecordViolations keeps invariant_violations current with this tick's findings: a new
 // violation opens an episode, a persisting one is counted, one that stopped is resolved.
 // It returns the violations that started in this tick — the ones to report.
-func (t *TownTx) RecordViolations(ctx context.Context, found []reconciler.Violation) ([]reconciler.Violation, error) {
+func (t *TownTx) RecordViolations(ctx context.Context, found []reconciler.Violation) (_ []reconciler.Violation, err error) {
+	defer t.flushOnReturn(ctx, &err)
 	open, err := t.q.ViolationListOpen(ctx, t.db, t.TownID)
 	if err != nil {
 		return nil, fmt.Errorf("list open violations: %w", err)

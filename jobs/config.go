@@ -9,7 +9,8 @@ import (
 
 // Config tunes the workers. The zero value of every field takes the default.
 type Config struct {
-	// TickWorkers is how many ticks run at once in this process (default 32).
+	// TickWorkers is how many ticks run at once in this process (default 8: a tick is a
+	// few milliseconds of Postgres work; more concurrent ticks than cores only queue there).
 	TickWorkers int
 	// SideEffectWorkers is how many side-effect jobs run at once (default 32).
 	SideEffectWorkers int
@@ -78,7 +79,7 @@ func (c Config) withDefaults() Config {
 			*v = d
 		}
 	}
-	defInt(&c.TickWorkers, 32)
+	defInt(&c.TickWorkers, 8)
 	defInt(&c.SideEffectWorkers, 32)
 	def(&c.FetchCooldown, 5*time.Millisecond)
 	def(&c.FetchPollInterval, 200*time.Millisecond)

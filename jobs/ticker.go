@@ -147,6 +147,9 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		for i, se := range res.SideEffects {
 			params[i] = sideEffectJob(townID, tt.TickID, se)
 		}
+		if err := tt.Flush(ctx); err != nil { // River inserts on tx itself
+			return res, err
+		}
 		if err := t.insert(ctx, tx, params); err != nil {
 			return res, fmt.Errorf("insert side-effect jobs: %w", err)
 		}

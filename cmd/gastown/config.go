@@ -108,7 +108,7 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string) {
 	f.StringVar(&c.GitHubToken, "github-token", envString("GITHUB_TOKEN", ""), "default GitHub token (env GITHUB_TOKEN)")
 	f.StringVar(&c.GitHubTokens, "github-tokens", envString("GASTOWN_GITHUB_TOKENS", ""), "GitHub tokens per owner or owner/repo, e.g. acme=tok1,acme/web=tok2 (env GASTOWN_GITHUB_TOKENS)")
 	f.StringVar(&c.GitHubAPIURL, "github-api-url", envString("GITHUB_API_URL", "https://api.github.com"), "GitHub REST API base (env GITHUB_API_URL)")
-	f.IntVar(&c.Jobs.TickWorkers, "tick-workers", envInt("GASTOWN_TICK_WORKERS", 32), "ticks run at once by this process (env GASTOWN_TICK_WORKERS)")
+	f.IntVar(&c.Jobs.TickWorkers, "tick-workers", envInt("GASTOWN_TICK_WORKERS", 8), "ticks run at once by this process (env GASTOWN_TICK_WORKERS)")
 	f.IntVar(&c.Jobs.SideEffectWorkers, "side-effect-workers", envInt("GASTOWN_SIDE_EFFECT_WORKERS", 32), "side-effect jobs run at once (env GASTOWN_SIDE_EFFECT_WORKERS)")
 	f.DurationVar(&c.Jobs.ActiveInterval, "active-interval", envDuration("GASTOWN_ACTIVE_INTERVAL", 5*time.Second), "tick cadence of a town with active work (env GASTOWN_ACTIVE_INTERVAL)")
 	f.DurationVar(&c.Jobs.IdleInterval, "idle-interval", envDuration("GASTOWN_IDLE_INTERVAL", 5*time.Minute), "tick cadence of an idle town (env GASTOWN_IDLE_INTERVAL)")

@@ -1,0 +1,121 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// writeBehind is the executor of a tick's statements. It holds back the statements whose
+// result nobody reads — sqlc's ":exec" queries — and sends them in one batch, in order,
+// before the next statement that returns something, before a savepoint begins or ends,
+// and before the tick completes (Flush). A tick's writes then cost a round trip per
+// batch instead of one each. An error of a held-back statement surfaces at that flush:
+// within the same savepoint, so a failing event or action is still rolled back alone.
+type writeBehind struct {
+	inner   Querier // the transaction, or the savepoint of the event or action
+	pending pgx.Batch
+}
+
+// deferrable reports whether a statement is a sqlc ":exec" query: no rows, no count.
+func deferrable(sql string) bool {
+	if !strings.HasPrefix(sql, "-- name: ") {
+		return false
+	}
+	line, _, _ := strings.Cut(sql, "\n")
+	return strings.HasSuffix(strings.TrimSpace(line), " :exec")
+}
+
+func (w *writeBehind) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if deferrable(sql) {
+		w.pending.Queue(sql, args...)
+		return pgconn.CommandTag{}, nil
+	}
+	if err := w.flush(ctx); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return w.inner.Exec(ctx, sql, args...)
+}
+
+func (w *writeBehind) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := w.flush(ctx); err != nil {
+		return nil, err
+	}
+	return w.inner.Query(ctx, sql, args...)
+}
+
+func (w *writeBehind) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := w.flush(ctx); err != nil {
+		return failedRow{err}
+	}
+	return w.inner.QueryRow(ctx, sql, args...)
+}
+
+// SendBatch sends the held-back statements and the batch together, in one round trip.
+func (w *writeBehind) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	sender, ok := w.inner.(interface {
+		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	})
+	if !ok {
+		return failedBatch{errors.New("the tick's executor cannot send batches")}
+	}
+	n := len(w.pending.QueuedQueries)
+	if n == 0 {
+		return sender.SendBatch(ctx, b)
+	}
+	all := w.pending
+	w.pending = pgx.Batch{}
+	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
+	br := sender.SendBatch(ctx, &all)
+	for i := range n {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return failedBatch{fmt.Errorf("held-back statement %d: %w", i, err)}
+		}
+	}
+	return br
+}
+
+// flush sends the held-back statements.
+func (w *writeBehind) flush(ctx context.Context) error {
+	n := len(w.pending.QueuedQueries)
+	if n == 0 {
+		return nil
+	}
+	sender, ok := w.inner.(interface {
+		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	})
+	if !ok {
+		return errors.New("the tick's executor cannot send batches")
+	}
+	b := w.pending
+	w.pending = pgx.Batch{}
+	br := sender.SendBatch(ctx, &b)
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
+	return br.Close()
+}
+
+// discard drops the held-back statements (their savepoint is rolled back).
+func (w *writeBehind) discard() { w.pending = pgx.Batch{} }
+
+type failedRow struct{ err error }
+
+func (r failedRow) Scan(...any) error { return r.err }
+
+// failedBatch is the results of a batch that could not be sent.
+type failedBatch struct{ err error }
+
+func (b failedBatch) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, b.err }
+func (b failedBatch) Query() (pgx.Rows, error)         { return nil, b.err }
+func (b failedBatch) QueryRow() pgx.Row                { return failedRow(b) }
+func (b failedBatch) Close() error                     { return b.err }
+func (b failedBatch) Tx() pgx.Tx                       { return nil }
