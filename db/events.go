@@ -36,23 +36,73 @@ type AppendedEvent struct {
 // ErrTownNotFound is returned when an event or heartbeat names a town that does not exist.
 var ErrTownNotFound = errors.New("town not found")
 
-// AppendEvent appends one event on q (usually a transaction that also wakes the town).
-func (s *Store) AppendEvent(ctx context.Context, q Querier, townID string, ev NewEvent) (AppendedEvent, error) {
+// eventInsertParams encodes an event for EventInsert.
+func eventInsertParams(townID string, ev NewEvent) (dbsqlc.EventInsertParams, error) {
 	payload := []byte("{}")
 	if ev.Payload != nil {
 		var err error
 		if payload, err = json.Marshal(ev.Payload); err != nil {
-			return AppendedEvent{}, fmt.Errorf("encode %s payload: %w", ev.Type, err)
+			return dbsqlc.EventInsertParams{}, fmt.Errorf("encode %s payload: %w", ev.Type, err)
 		}
 	}
 	id := ev.ID
 	if id == "" {
 		id = NewID()
 	}
-	row, err := s.q.EventInsert(ctx, q, dbsqlc.EventInsertParams{
+	return dbsqlc.EventInsertParams{
 		TownID: townID, EventID: id, EventType: string(ev.Type), AgentID: ptr(ev.AgentID),
 		BeadID: ptr(ev.BeadID), Payload: payload, IdempotencyKey: ptr(ev.IdempotencyKey),
-	})
+	}, nil
+}
+
+// AppendEvents appends events in order on q, in one round trip.
+func (s *Store) AppendEvents(ctx context.Context, q Querier, townID string, evs []NewEvent) ([]AppendedEvent, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	if len(evs) == 1 {
+		a, err := s.AppendEvent(ctx, q, townID, evs[0])
+		return []AppendedEvent{a}, err
+	}
+	out := make([]AppendedEvent, len(evs))
+	var p pipeline
+	for i, ev := range evs {
+		params, err := eventInsertParams(townID, ev)
+		if err != nil {
+			return nil, err
+		}
+		out[i].ID = params.EventID
+		p.add(func(q Querier) error {
+			row, err := s.q.EventInsert(ctx, q, params)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				out[i].Duplicate = true // the idempotency key was used already
+				return nil
+			case err != nil:
+				return err
+			}
+			out[i].Seq = row.Seq
+			return nil
+		})
+	}
+	if err := p.run(ctx, q); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+			return nil, ErrTownNotFound
+		}
+		return nil, fmt.Errorf("append %d events: %w", len(evs), err)
+	}
+	return out, nil
+}
+
+// AppendEvent appends one event on q (usually a transaction that also wakes the town).
+func (s *Store) AppendEvent(ctx context.Context, q Querier, townID string, ev NewEvent) (AppendedEvent, error) {
+	params, err := eventInsertParams(townID, ev)
+	if err != nil {
+		return AppendedEvent{}, err
+	}
+	id := params.EventID
+	row, err := s.q.EventInsert(ctx, q, params)
 	if err != nil {
 		if err := interpretError(err); errors.Is(err, ErrNotFound) {
 			return AppendedEvent{ID: id, Duplicate: true}, nil

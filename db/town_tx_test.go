@@ -237,6 +237,34 @@ func TestIdempotencyKeyAppendsOnce(t *testing.T) {
 	require.Len(t, evs, 1)
 }
 
+// Several events append in one round trip, in order, with the same idempotency and
+// missing-town answers as one at a time.
+func TestAppendEventsInOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, _ := b.town(t)
+	dup := db.NewEvent{Type: reconciler.EventAgentDispatchFailed, AgentID: db.NewID(), IdempotencyKey: "start_agent:7"}
+	b.append(t, townID, dup)
+	evs := []db.NewEvent{
+		{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}},
+		dup,
+		{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}},
+	}
+	out, err := b.store.AppendEvents(ctx, b.store.Pool, townID, evs)
+	require.NoError(t, err)
+	require.Len(t, out, 3)
+	require.False(t, out[0].Duplicate)
+	require.True(t, out[1].Duplicate)
+	require.Less(t, out[0].Seq, out[2].Seq, "in order")
+	pending, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, pending, 3, "the first duplicate and the two new ones")
+
+	_, err = b.store.AppendEvents(ctx, b.store.Pool, db.NewID(), evs)
+	require.ErrorIs(t, err, db.ErrTownNotFound)
+}
+
 func TestDispatchCreatesPolecatFromPoolAndDoneSubmitsMR(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

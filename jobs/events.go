@@ -28,13 +28,9 @@ func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEven
 		return nil, fmt.Errorf("begin append: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	out := make([]db.AppendedEvent, 0, len(events))
-	for _, ev := range events {
-		a, err := e.svc.store.AppendEvent(ctx, tx, townID, ev)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, a)
+	out, err := e.svc.store.AppendEvents(ctx, tx, townID, events)
+	if err != nil {
+		return nil, err
 	}
 	// A tick already waiting will drain these events: join it (one cheap locked read).
 	// A running tick re-checks for pending events once it has committed: leave it to
