@@ -3,6 +3,7 @@ package agentrt
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -51,11 +52,11 @@ type Simulator struct {
 	wg     sync.WaitGroup
 
 	mu       sync.Mutex
-	rnd      *rand.Rand
 	running  map[string]*simAgent // by town/agent
 	starts   int
 	messages int
-	prs      int
+	prs      map[string]int // PRs opened per repository
+	runs     map[string]int // runs per bead, role and repository
 }
 
 // NewSimulator returns a simulator reporting through r.
@@ -72,8 +73,9 @@ func NewSimulator(cfg SimConfig, r Reporter, logger *slog.Logger) *Simulator {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Simulator{
 		cfg: cfg, reporter: r, logger: logger, ctx: ctx, cancel: cancel,
-		rnd:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		running: make(map[string]*simAgent),
+		prs:     map[string]int{},
+		runs:    map[string]int{},
 	}
 }
 
@@ -95,12 +97,17 @@ func (s *Simulator) StartAgent(_ context.Context, req StartRequest) error {
 	if _, ok := s.running[key]; ok {
 		return nil // already running counts as started
 	}
+	// Each run draws from its own stream, named by what it works on: the same seed gives
+	// the same fates, durations and PR numbers whatever order the starts arrive in.
+	runKey := req.GitURL + "\x00" + string(req.Role) + "\x00" + req.BeadTitle
+	s.runs[runKey]++
+	rnd := rand.New(rand.NewPCG(s.cfg.Seed, streamOf(runKey, s.runs[runKey])))
 	work := s.cfg.WorkMin
 	if span := s.cfg.WorkMax - s.cfg.WorkMin; span > 0 {
-		work += time.Duration(s.rnd.Int64N(int64(span)))
+		work += time.Duration(rnd.Int64N(int64(span)))
 	}
 	fate := fateDone
-	switch r := s.rnd.Float64(); {
+	switch r := rnd.Float64(); {
 	case r < s.cfg.CrashProb:
 		fate = fateCrash
 	case r < s.cfg.CrashProb+s.cfg.HangProb:
@@ -108,8 +115,11 @@ func (s *Simulator) StartAgent(_ context.Context, req StartRequest) error {
 	case r < s.cfg.CrashProb+s.cfg.HangProb+s.cfg.SilentProb:
 		fate = fateSilent
 	}
-	s.prs++
-	prNumber := s.prs
+	prNumber := 0
+	if req.Role == reconciler.RoleRefinery && req.MergeStrategy == reconciler.MergeStrategyPR && req.PRURL == "" {
+		s.prs[req.GitURL]++ // a rig's refinery reviews one MR at a time: numbers follow the work
+		prNumber = s.prs[req.GitURL]
+	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	ag := &simAgent{stop: cancel, nudged: make(chan struct{}, 1)}
 	s.running[key] = ag
@@ -295,4 +305,11 @@ func prURLFor(gitURL string, n int) string {
 		repo = "github.com/sim/repo"
 	}
 	return fmt.Sprintf("https://%s/pull/%d", repo, n)
+}
+
+// streamOf names a random stream: a hash of a key and a counter.
+func streamOf(key string, n int) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(key))
+	return h.Sum64() ^ uint64(n)*0x9e3779b97f4a7c15
 }

@@ -2,6 +2,7 @@ package agentrt
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -146,4 +147,54 @@ func TestSimulatedAgentsOpenAndFixPRs(t *testing.T) {
 	require.Equal(t, "gt/toast/x", done[1].Branch, "the fix goes to the PR's branch")
 	require.Empty(t, done[1].PRURL)
 	require.Equal(t, []string{done[0].PRURL}, host.fixd)
+}
+
+// outcomes records each agent's last report.
+type outcomes struct {
+	mu   sync.Mutex
+	last map[string]string
+}
+
+func (o *outcomes) Heartbeat(context.Context, string, string, Activity) error { return nil }
+func (o *outcomes) Done(_ context.Context, _, agent string, p reconciler.AgentDonePayload) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.last[agent] = "done " + p.PRURL
+	return nil
+}
+func (o *outcomes) Completed(_ context.Context, _, agent string, p reconciler.AgentCompletedPayload) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if p.Status == "failed" {
+		o.last[agent] = "crashed"
+	}
+	return nil
+}
+
+// The same seed gives every run the same fate whatever order the starts arrive in (ticks
+// of several towns interleave differently from one run to the next).
+func TestSimulatorSeedIsReproducibleAcrossStartOrders(t *testing.T) {
+	t.Parallel()
+	run := func(order []int) map[string]string {
+		o := &outcomes{last: map[string]string{}}
+		s := NewSimulator(SimConfig{Seed: 9, CrashProb: 0.5, HeartbeatInterval: time.Second, WorkMin: time.Millisecond, WorkMax: 5 * time.Millisecond}, o, quiet)
+		defer s.Close()
+		for _, i := range order {
+			require.NoError(t, s.StartAgent(context.Background(), StartRequest{TownID: "t", AgentID: fmt.Sprint("a", i), Role: reconciler.RoleRefinery,
+				BeadTitle: fmt.Sprint("bead ", i), GitURL: fmt.Sprint("https://github.com/acme/r", i%2), MergeStrategy: reconciler.MergeStrategyPR}))
+		}
+		require.Eventually(t, func() bool { o.mu.Lock(); defer o.mu.Unlock(); return len(o.last) == len(order) }, 5*time.Second, time.Millisecond)
+		return o.last
+	}
+	forward := run([]int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+	backward := run([]int{9, 8, 7, 6, 5, 4, 3, 2, 1, 0})
+	crashed := 0
+	for a, v := range forward {
+		if v == "crashed" {
+			crashed++
+			require.Equal(t, v, backward[a], a)
+		}
+	}
+	require.Positive(t, crashed)
+	require.Less(t, crashed, 10)
 }

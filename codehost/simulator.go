@@ -2,6 +2,7 @@ package codehost
 
 import (
 	"context"
+	"hash/fnv"
 	"math/rand/v2"
 	"sync"
 
@@ -25,8 +26,8 @@ type Simulator struct {
 	prs    map[string]*SimPR
 	merges int
 	evo    *Evolution
-	rnd    *rand.Rand
-	polls  map[string]int // polls of an evolving PR since it was opened or last changed
+	rnds   map[string]*rand.Rand // a stream per PR: the same seed, the same life
+	polls  map[string]int        // polls of an evolving PR since it was opened or last changed
 	fixes  int
 }
 
@@ -52,7 +53,7 @@ func NewSimulator() *Simulator {
 func NewEvolvingSimulator(evo Evolution) *Simulator {
 	s := NewSimulator()
 	s.evo = &evo
-	s.rnd = rand.New(rand.NewPCG(evo.Seed, evo.Seed^0x5851f42d4c957f2d))
+	s.rnds = map[string]*rand.Rand{}
 	return s
 }
 
@@ -109,8 +110,15 @@ func (s *Simulator) evolve(prURL string, pr *SimPR) {
 	if s.troubled(pr) {
 		return // waits for a fix
 	}
+	rnd := s.rnds[prURL]
+	if rnd == nil {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(prURL))
+		rnd = rand.New(rand.NewPCG(s.evo.Seed, h.Sum64()))
+		s.rnds[prURL] = rnd
+	}
 	f := &pr.Feedback
-	switch r := s.rnd.Float64(); {
+	switch r := rnd.Float64(); {
 	case r < s.evo.CommentProb:
 		f.HasUnresolvedComments, f.ReviewDecision = true, "CHANGES_REQUESTED"
 	case r < s.evo.CommentProb+s.evo.FailProb:
