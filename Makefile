@@ -33,7 +33,7 @@ check/dashboard: ## Render the built-in dashboard in headless Chromium (apt-get 
 .PHONY: bench
 bench: ## Go benchmarks of the pure core and the snapshot, then every `gastown bench` workload (own databases; several minutes)
 	go test -run '^$$' -bench . -benchmem ./reconciler ./db
-	@for w in active burst hot idle large; do go run ./cmd/gastown bench --workload $$w --duration $${BENCH_DURATION:-30s} || exit 1; done
+	@for w in active burst crash hot idle large; do go run ./cmd/gastown bench --workload $$w --duration $${BENCH_DURATION:-30s} || exit 1; done
 
 .PHONY: generate
 generate: $(SQLC) ## Regenerate db/internal/dbsqlc from sql/ with the pinned sqlc

@@ -24,7 +24,7 @@ import (
 )
 
 // Workloads lists the workloads by name.
-var Workloads = []string{"active", "burst", "hot", "idle", "large"}
+var Workloads = []string{"active", "burst", "crash", "hot", "idle", "large"}
 
 // Options configure one run.
 type Options struct {
@@ -56,6 +56,8 @@ type Options struct {
 	// Progress, when set, receives a progress line (a bar on a terminal).
 	Progress io.Writer
 	Logger   *slog.Logger
+	// Executable is the gastown binary the crash workload runs as worker processes.
+	Executable string
 }
 
 func (o *Options) defaults() error {
@@ -132,6 +134,11 @@ type Report struct {
 	OtherTownsP99       float64 `json:"other_towns_latency_p99_ms,omitempty"`
 	OtherTownsP99Alone  float64 `json:"other_towns_latency_p99_alone_ms,omitempty"`
 	HotTownEventsPerSec float64 `json:"hot_town_events_per_sec,omitempty"`
+	// Crash: ticks in flight on the killed worker, how long until their towns ticked
+	// again, and the longest wait of an event appended just after the kill.
+	CrashOrphanedTowns     int     `json:"crash_ticks_in_flight,omitempty"`
+	CrashRecoveryS         float64 `json:"crash_recovery_s,omitempty"`
+	CrashLatencyAfterKillS float64 `json:"crash_latency_after_kill_s,omitempty"`
 	// Large: snapshot load and reconcile per town size.
 	Sizes []SizePoint `json:"sizes,omitempty"`
 	// Targets are the issue's targets with what this run measured.
@@ -199,6 +206,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		err = runActive(ctx, opts, rep)
 	case "burst":
 		err = runBurst(ctx, opts, rep)
+	case "crash":
+		err = runCrash(ctx, opts, rep)
 	case "hot":
 		err = runHot(ctx, opts, rep)
 	case "idle":

@@ -332,3 +332,17 @@ WHERE kind = 'tick_town' AND state IN ('available', 'running') AND args ->> 'tow
 	}
 	return out, rows.Err()
 }
+
+// CancelOrphanedTick finishes a running tick job whose worker died (its tick was rolled
+// back with the worker's connection), so that the town's appends and the sweep stop
+// counting on it. It reports whether this call did it. (Raw SQL on River's table: River
+// offers no way to finish another client's running job before its rescuer runs.)
+func (s *Store) CancelOrphanedTick(ctx context.Context, jobID int64) (bool, error) {
+	tag, err := s.Pool.Exec(ctx, `UPDATE river_job SET state = 'cancelled', finalized_at = now(),
+    errors = array_append(errors, jsonb_build_object('at', now(), 'attempt', attempt, 'error', 'worker died mid-tick; cancelled by gastown')) 
+WHERE id = $1 AND state = 'running'`, jobID)
+	if err != nil {
+		return false, fmt.Errorf("cancel orphaned tick job %d: %w", jobID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

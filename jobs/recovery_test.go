@@ -9,8 +9,9 @@ import (
 )
 
 // A tick job whose worker died stays "running" in River until the rescuer, and blocks any
-// new tick of its town (tick jobs are unique per town). The sweep notices that no tick
-// holds the town and queues a stand-in, so the town's events are applied in seconds.
+// new tick of its town (tick jobs are unique per town; appends count on a running tick).
+// Every worker process notices that no tick holds the town, cancels the orphan and wakes
+// the town, so its events are applied in seconds.
 func TestOrphanedTickJobDoesNotStallItsTown(t *testing.T) {
 	t.Parallel()
 	b := setup(t, testOpts{workers: true, cfg: Config{SweepInterval: 200 * time.Millisecond}})

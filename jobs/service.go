@@ -53,8 +53,12 @@ type Service struct {
 	observer Observer
 	onTick   func(string, TickResult)
 	announce *announcer
-	cfg      Config
-	logger   *slog.Logger
+	workers  bool
+
+	stopRecovery context.CancelFunc
+	recoveryDone chan struct{}
+	cfg          Config
+	logger       *slog.Logger
 }
 
 // testHooks are fault-injection points for tests; production never sets them.
@@ -90,7 +94,7 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 	if deps.CodeHost == nil {
 		deps.CodeHost = codehost.NewSimulator()
 	}
-	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, observer: deps.Observer, onTick: deps.OnTick, cfg: cfg, logger: deps.Logger}
+	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, observer: deps.Observer, onTick: deps.OnTick, cfg: cfg, logger: deps.Logger, workers: workers}
 	svc.announce = newAnnouncer(deps.Store, cfg.FetchCooldown, deps.Logger)
 	svc.Ticker = &Ticker{
 		store: deps.Store, cfg: cfg, clock: deps.Clock, logger: deps.Logger, reporter: deps.Reporter,
@@ -168,10 +172,47 @@ func (s *Service) Wake(ctx context.Context, townID string) error {
 }
 
 // Start starts the River client (fetching jobs when the service has workers).
-func (s *Service) Start(ctx context.Context) error { return s.Client.Start(ctx) }
+//
+// A process with workers also watches, every second, for tick jobs whose worker died
+// (see recoverOrphanedTicks). Every worker process does it, not only River's leader: a
+// dead leader's term outlives it by up to 15 s, and its towns must not wait that long.
+func (s *Service) Start(ctx context.Context) error {
+	if err := s.Client.Start(ctx); err != nil {
+		return err
+	}
+	if s.workers {
+		loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		s.stopRecovery = cancel
+		s.recoveryDone = make(chan struct{})
+		go s.recoveryLoop(loopCtx)
+	}
+	return nil
+}
 
 // Stop stops the River client: running jobs finish first, until ctx expires.
-func (s *Service) Stop(ctx context.Context) error { return s.Client.Stop(ctx) }
+func (s *Service) Stop(ctx context.Context) error {
+	if s.stopRecovery != nil {
+		s.stopRecovery()
+		<-s.recoveryDone
+	}
+	return s.Client.Stop(ctx)
+}
+
+func (s *Service) recoveryLoop(ctx context.Context) {
+	defer close(s.recoveryDone)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.recoverOrphanedTicks(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("recover orphaned ticks", "error", err)
+		}
+	}
+}
 
 // quietRiver gives River a logger that keeps its periodic informational lines (producer
 // job counts every few seconds) out of a steady-state log, unless debug is on.

@@ -70,22 +70,19 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 		}
 		s.announce.announce(QueueTicks)
 	}
-	// A due town whose tick is "running" may have lost its worker.
-	if err := s.recoverOrphanedTicks(ctx); err != nil {
-		s.logger.Warn("recover orphaned ticks", "error", err)
-	}
 	return len(ids), nil
 }
 
-// orphanAfter is how long a tick job may be running before the sweep checks whether a
-// tick really holds its town. Ticks take milliseconds; a job running this long whose town
-// is not locked lost its worker (the process died, Postgres rolled the tick back).
-const orphanAfter = 5 * time.Second
+// orphanAfter is how long a tick job may be running before it is checked for a dead
+// worker. Ticks take milliseconds and lock their town first thing; a job running this
+// long whose town is not locked lost its worker (the process died, Postgres rolled the
+// tick back).
+const orphanAfter = 2 * time.Second
 
-// recoverOrphanedTicks stands in for tick jobs whose worker died: River leaves such a job
-// running until its rescuer (a minute or more), and while it is running no other tick of
-// the town can be queued. A stand-in job with a distinct unique key ticks the town now;
-// the rescued original later finds nothing to do.
+// recoverOrphanedTicks finishes tick jobs whose worker died and wakes their towns. River
+// would leave such a job running until its rescuer (a minute or more), and meanwhile the
+// town's appends and the sweep would count on it. Every worker process runs this each
+// second (see Service.Start).
 func (s *Service) recoverOrphanedTicks(ctx context.Context) error {
 	res, err := s.Client.JobList(ctx, river.NewJobListParams().Kinds(TickTownArgs{}.Kind()).
 		States(rivertype.JobStateRunning).First(1000))
@@ -97,18 +94,24 @@ func (s *Service) recoverOrphanedTicks(ctx context.Context) error {
 			continue
 		}
 		var args TickTownArgs
-		if err := json.Unmarshal(j.EncodedArgs, &args); err != nil || args.Recovers != 0 {
+		if err := json.Unmarshal(j.EncodedArgs, &args); err != nil {
 			continue
 		}
 		ticking, err := s.store.TownIsTicking(ctx, args.TownID)
 		if err != nil || ticking {
 			continue
 		}
-		if _, err := s.Client.Insert(ctx, TickTownArgs{TownID: args.TownID, Recovers: j.ID}, nil); err != nil {
-			return fmt.Errorf("enqueue stand-in tick of town %s: %w", args.TownID, err)
+		won, err := s.store.CancelOrphanedTick(ctx, j.ID)
+		if err != nil {
+			return err
 		}
-		s.announce.announce(QueueTicks)
-		s.logger.Warn("tick job lost its worker; a stand-in ticks the town", "town_id", args.TownID, "job_id", j.ID)
+		if !won {
+			continue // it finished after all, or another process took it
+		}
+		s.logger.Warn("tick job lost its worker; cancelled, the town ticks again", "town_id", args.TownID, "job_id", j.ID)
+		if err := s.Wake(ctx, args.TownID); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -25,10 +25,6 @@ import (
 // commit when it met a running tick (see Events.Append). The sweep is the last resort.
 type TickTownArgs struct {
 	TownID string `json:"town_id"`
-	// Recovers names an orphaned running tick job of the town (its worker died) that this
-	// job stands in for: a distinct unique key, so the town need not wait for River's
-	// rescuer.
-	Recovers int64 `json:"recovers,omitempty"`
 }
 
 // Kind implements river.JobArgs.

@@ -39,6 +39,8 @@ func newBenchCommand() *cobra.Command {
 			"  active  1,000 small towns; new issues go through their whole life cycle (simulated\n" +
 			"          agents). Phase one measures capacity, phase two latency at half of it.\n" +
 			"  burst   10,000 events committed at once to one town: how many ticks apply them.\n" +
+			"  crash   two worker processes (gastown serve --no-api); the leader is killed with\n" +
+			"          SIGKILL mid-run: how soon its towns tick again, and nothing lost or doubled.\n" +
 			"  hot     one town sends 90% of the events among 200 normal towns: do the others suffer?\n" +
 			"  idle    100,000 towns with nothing to do: what their idle cadence costs.\n" +
 			"  large   one town of 1,000 agents and 10,000 beads (and 1/8, 1/4, 1/2 of it):\n" +
@@ -54,6 +56,9 @@ func newBenchCommand() *cobra.Command {
 			defer stop()
 			opts.Logger = newLogger(logLvl, logFmt)
 			opts.Progress = cmd.ErrOrStderr()
+			if exe, err := os.Executable(); err == nil {
+				opts.Executable = exe
+			}
 			rep, err := bench.Run(ctx, opts)
 			if err != nil {
 				return err
@@ -69,7 +74,7 @@ func newBenchCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.DatabaseURL, "database-url", envString("DATABASE_URL", db.DefaultURL), "the server to use, as a postgres:// URL (env DATABASE_URL); bench makes databases of its own there")
-	f.StringVar(&opts.Workload, "workload", "active", "active, burst, hot, idle or large")
+	f.StringVar(&opts.Workload, "workload", "active", "active, burst, crash, hot, idle or large")
 	f.DurationVar(&opts.Duration, "duration", 30*time.Second, "how long the workload is measured")
 	f.IntVar(&opts.Towns, "towns", 0, "number of towns (0: the workload's default)")
 	f.Float64Var(&opts.Rate, "rate", 0, "events/s of the latency phase (active: default half the measured capacity; hot: the normal towns' rate, default 500)")
@@ -94,9 +99,13 @@ func printReport(out io.Writer, r *bench.Report) {
 		row("baseline pgbench -N", "%.0f tx/s", r.PgbenchTPS)
 		row("baseline River no-op", "%.0f jobs/s", r.RiverNoopJobsPerSec)
 	}
-	row("ticks/s", "%.0f (%.2f× pgbench -N, %.2f× River no-op)", r.TicksPerSec, r.RatioToPgbench, r.RatioToRiverNoop)
-	row("events/s", "%.0f", r.EventsPerSec)
-	row("event → applied latency", "p50 %.1f ms, p99 %.1f ms%s", r.LatencyP50ms, r.LatencyP99ms, rateNote(r.LatencyRate))
+	if r.TicksPerSec > 0 {
+		row("ticks/s", "%.0f (%.2f× pgbench -N, %.2f× River no-op)", r.TicksPerSec, r.RatioToPgbench, r.RatioToRiverNoop)
+	}
+	if r.EventsPerSec > 0 {
+		row("events/s", "%.0f", r.EventsPerSec)
+		row("event → applied latency", "p50 %.1f ms, p99 %.1f ms%s", r.LatencyP50ms, r.LatencyP99ms, rateNote(r.LatencyRate))
+	}
 	if len(r.Phases) > 0 {
 		var parts []string
 		for _, k := range []string{"drain", "snapshot", "reconcile", "apply", "commit", "total"} {
@@ -108,6 +117,10 @@ func printReport(out io.Writer, r *bench.Report) {
 	}
 	if r.BurstEvents > 0 {
 		row("burst", "%d events in %d ticks (bound %d)", r.BurstEvents, r.BurstTicks, r.BurstBound)
+	}
+	if r.CrashRecoveryS > 0 || r.CrashOrphanedTowns > 0 {
+		row("crash", "%d ticks in flight on the killed worker; their towns ticked again after %.1f s; events appended just after the kill waited at most %.1f s",
+			r.CrashOrphanedTowns, r.CrashRecoveryS, r.CrashLatencyAfterKillS)
 	}
 	if r.HotTownEventsPerSec > 0 {
 		row("hot town", "%.0f events/s; other towns p99 %.1f ms (alone %.1f ms)", r.HotTownEventsPerSec, r.OtherTownsP99, r.OtherTownsP99Alone)
