@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -73,4 +75,28 @@ func TestActiveWorkloadTicksAndMeasuresLatency(t *testing.T) {
 	require.Positive(t, rep.LatencyP50ms)
 	require.GreaterOrEqual(t, rep.LatencyP99ms, rep.LatencyP50ms)
 	require.Contains(t, rep.Phases, "snapshot")
+}
+
+// A worker process killed with SIGKILL mid-run (the River leader) loses nothing and
+// applies nothing twice, and its towns tick again within seconds. Real processes: the
+// test builds the gastown binary.
+func TestCrashWorkloadKillsAWorkerProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs worker processes")
+	}
+	t.Parallel()
+	exe := filepath.Join(t.TempDir(), "gastown")
+	out, err := exec.Command("go", "build", "-o", exe, "gastown/cmd/gastown").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	prefix := fmt.Sprintf("gastown_bench_test_crash_%d", os.Getpid())
+	t.Cleanup(func() { dropDatabase(t, prefix) })
+	rep, err := bench.Run(context.Background(), bench.Options{
+		DatabaseURL: dbtest.ServerURL(), DatabasePrefix: prefix, Workload: "crash", Duration: 8 * time.Second, Scale: 0.05,
+		TickWorkers: 4, SideEffectWorkers: 4, Executable: exe,
+	})
+	require.NoError(t, err)
+	require.Positive(t, rep.CrashOrphanedTowns, "the worker died in the middle of a tick")
+	for _, target := range rep.Targets {
+		require.True(t, target.Met, "%s: %.2f (goal %s); %v", target.Name, target.Measured, target.Goal, rep.Notes)
+	}
 }

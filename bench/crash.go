@@ -102,23 +102,34 @@ func runCrash(ctx context.Context, opts Options, rep *Report) error {
 	if err := e.pool.QueryRow(ctx, `SELECT leader_id FROM river_leader LIMIT 1`).Scan(&leader); err == nil && leader == b.id {
 		victim = b
 	}
-	var orphaned []string
-	rows, err := e.pool.Query(ctx, `SELECT DISTINCT args ->> 'town_id' FROM river_job
-WHERE kind = 'tick_town' AND state = 'running' AND attempted_by[array_length(attempted_by, 1)] = $1`, victim.id)
-	if err == nil {
-		for rows.Next() {
-			var id string
-			if rows.Scan(&id) == nil {
-				orphaned = append(orphaned, id)
-			}
+	// Kill it in the middle of a tick: wait (up to 10 s) until it runs one.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var running bool
+		if err := e.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = 'tick_town' AND state = 'running'
+AND attempted_by[array_length(attempted_by, 1)] = $1)`, victim.id).Scan(&running); err == nil && running {
+			break
 		}
-		rows.Close()
 	}
 	killedAt := time.Now()
 	if err := victim.cmd.Process.Kill(); err != nil {
 		return fmt.Errorf("kill worker: %w", err)
 	}
 	_ = victim.cmd.Wait()
+	// The ticks that died with it: its tick jobs still running after the kill.
+	var orphaned []string
+	rows, err := e.pool.Query(ctx, `SELECT DISTINCT args ->> 'town_id' FROM river_job
+WHERE kind = 'tick_town' AND state = 'running' AND attempted_by[array_length(attempted_by, 1)] = $1`, victim.id)
+	if err != nil {
+		return fmt.Errorf("find the ticks that died: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		if rows.Scan(&id) == nil {
+			orphaned = append(orphaned, id)
+		}
+	}
+	rows.Close()
 	time.Sleep(opts.Duration / 2)
 	d.stop()
 	p.done()
