@@ -443,3 +443,11 @@ func (rep *Report) target(name string, measured float64, goal string, met bool) 
 func (o Options) scaled(n, least int) int {
 	return max(least, int(float64(n)*o.Scale))
 }
+
+// townsFor is the run's number of towns: --towns, or the workload's default at scale.
+func (o Options) townsFor(def, least int) int {
+	if o.Towns > 0 {
+		return o.Towns
+	}
+	return o.scaled(def, least)
+}

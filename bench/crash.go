@@ -53,10 +53,7 @@ func (w *worker) stop() {
 // The killed worker's towns must tick again within 10 s, and every event must be applied
 // exactly once.
 func runCrash(ctx context.Context, opts Options, rep *Report) error {
-	n := opts.Towns
-	if n <= 0 {
-		n = opts.scaled(200, 4)
-	}
+	n := opts.townsFor(200, 4)
 	rep.Towns = n
 	e, err := newEnv(ctx, opts, jobs.Config{})
 	if err != nil {

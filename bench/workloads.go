@@ -36,6 +36,18 @@ func (e *env) seedTowns(ctx context.Context, n int) (towns, rigs []string, err e
 	return towns, rigs, nil
 }
 
+// startSeeded starts the in-process workers, seeds n towns and waits until their first
+// events are applied.
+func (e *env) startSeeded(ctx context.Context, n int) (towns, rigs []string, err error) {
+	if err := e.start(ctx); err != nil {
+		return nil, nil, err
+	}
+	if towns, rigs, err = e.seedTowns(ctx, n); err != nil {
+		return nil, nil, err
+	}
+	return towns, rigs, e.settle(ctx, time.Minute)
+}
+
 // driver appends events at a steady rate from several goroutines until stopped.
 type driver struct {
 	sent   atomic.Int64
@@ -123,24 +135,15 @@ func deliveryEvent() db.NewEvent {
 // Phase one drives more than the fleet can take and measures its capacity; phase two
 // drives half of it and measures the event-to-applied latency.
 func runActive(ctx context.Context, opts Options, rep *Report) error {
-	n := opts.Towns
-	if n <= 0 {
-		n = opts.scaled(1000, 2)
-	}
+	n := opts.townsFor(1000, 2)
 	rep.Towns = n
 	e, err := newEnv(ctx, opts, jobs.Config{})
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	if err := e.start(ctx); err != nil {
-		return err
-	}
-	towns, rigs, err := e.seedTowns(ctx, n)
+	towns, rigs, err := e.startSeeded(ctx, n)
 	if err != nil {
-		return err
-	}
-	if err := e.settle(ctx, time.Minute); err != nil {
 		return err
 	}
 	next := func(i int64) (string, db.NewEvent) {
@@ -210,14 +213,8 @@ func runBurst(ctx context.Context, opts Options, rep *Report) error {
 		return err
 	}
 	defer e.close()
-	if err := e.start(ctx); err != nil {
-		return err
-	}
-	towns, _, err := e.seedTowns(ctx, 1)
+	towns, _, err := e.startSeeded(ctx, 1)
 	if err != nil {
-		return err
-	}
-	if err := e.settle(ctx, time.Minute); err != nil {
 		return err
 	}
 	evs := make([]db.NewEvent, events)
@@ -261,24 +258,15 @@ func runBurst(ctx context.Context, opts Options, rep *Report) error {
 // runHot: one town sends nine tenths of the events among many normal towns; the normal
 // towns' latency must stay close to its value without the hot town.
 func runHot(ctx context.Context, opts Options, rep *Report) error {
-	n := opts.Towns
-	if n <= 0 {
-		n = opts.scaled(200, 2)
-	}
+	n := opts.townsFor(200, 2)
 	rep.Towns = n + 1
 	e, err := newEnv(ctx, opts, jobs.Config{})
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	if err := e.start(ctx); err != nil {
-		return err
-	}
-	towns, _, err := e.seedTowns(ctx, n+1)
+	towns, _, err := e.startSeeded(ctx, n+1)
 	if err != nil {
-		return err
-	}
-	if err := e.settle(ctx, time.Minute); err != nil {
 		return err
 	}
 	hot, normal := towns[0], towns[1:]
@@ -355,10 +343,7 @@ func runHot(ctx context.Context, opts Options, rep *Report) error {
 
 // runIdle: many registered towns with nothing to do; their idle cadence must cost little.
 func runIdle(ctx context.Context, opts Options, rep *Report) error {
-	n := opts.Towns
-	if n <= 0 {
-		n = opts.scaled(100000, 10)
-	}
+	n := opts.townsFor(100000, 10)
 	rep.Towns = n
 	e, err := newEnv(ctx, opts, jobs.Config{})
 	if err != nil {
