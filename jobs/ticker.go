@@ -159,10 +159,14 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		return res, err
 	}
 
-	// Invariants and the next tick, over the state the actions left.
-	after, err := tt.LoadState(ctx)
-	if err != nil {
-		return res, err
+	// Invariants and the next tick, over the state the actions left: the snapshot itself
+	// when nothing changed it (no action applied, no housekeeping write that the rules
+	// see) — most ticks of idle towns — else the state read again.
+	after := snap
+	if hk := res.Housekeeping; res.Apply.Applied > 0 || hk.MailRequested > 0 || hk.ReEscalated > 0 || hk.TriageBatch {
+		if after, err = tt.LoadState(ctx); err != nil {
+			return res, err
+		}
 	}
 	res.Violations = reconciler.CheckInvariants(after)
 	if res.NewViolations, err = tt.RecordViolations(ctx, res.Violations); err != nil {
