@@ -81,8 +81,10 @@ func (e *env) drive(ctx context.Context, rate float64, maxPending int, next func
 			}
 		}()
 	}
-	const goroutines = 16
-	interval := time.Duration(float64(time.Second) * goroutines / rate)
+	// Enough goroutines that a slow append does not hold the rate back, few enough that
+	// each still sends within a fraction of a second at low rates.
+	goroutines := max(1, min(16, int(rate/20)))
+	interval := time.Duration(float64(time.Second) * float64(goroutines) / rate)
 	var seq atomic.Int64
 	for g := range goroutines {
 		d.wg.Add(1)
@@ -90,7 +92,7 @@ func (e *env) drive(ctx context.Context, rate float64, maxPending int, next func
 			defer d.wg.Done()
 			t := time.NewTicker(interval)
 			defer t.Stop()
-			time.Sleep(interval * time.Duration(g) / goroutines) // spread the goroutines
+			time.Sleep(interval * time.Duration(g) / time.Duration(goroutines)) // spread the goroutines
 			for {
 				select {
 				case <-ctx.Done():
