@@ -24,12 +24,10 @@ func run(t *testing.T, workload string, d time.Duration) *bench.Report {
 func runAt(t *testing.T, workload string, d time.Duration, rate float64) *bench.Report {
 	t.Helper()
 	prefix := fmt.Sprintf("gastown_bench_test_%s_%d", workload, os.Getpid())
-	if os.Getenv("KEEP") == "" {
-		t.Cleanup(func() { dropDatabase(t, prefix) })
-	}
+	t.Cleanup(func() { dropDatabase(t, prefix) })
 	rep, err := bench.Run(context.Background(), bench.Options{
 		DatabaseURL: dbtest.ServerURL(), DatabasePrefix: prefix, Workload: workload, Duration: d, Scale: 0.01, Rate: rate,
-		TickWorkers: 4, SideEffectWorkers: 4, Progress: os.Stderr,
+		TickWorkers: 4, SideEffectWorkers: 4,
 	})
 	require.NoError(t, err)
 	require.Equal(t, workload, rep.Workload)
