@@ -405,7 +405,7 @@ loop:
 	w.perTown = e.col.perTown
 	e.col.mu.Unlock()
 	w.pgTPS = float64(pg1.xacts-pg0.xacts) / pg1.at.Sub(pg0.at).Seconds()
-	w.cpuSelf, w.cpuPG = cpuShares(cpu0, cpu1, 0)
+	w.cpuSelf, w.cpuPG = cpuShares(cpu0, cpu1)
 	if e.statements {
 		w.statements, _ = topStatements(ctx, e.pool, 12)
 	}

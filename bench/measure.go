@@ -140,14 +140,14 @@ func sampleCPU() cpuSample {
 }
 
 // cpuShares returns the CPU used between two samples, as a percentage of one core, by
-// this process (plus extra, the CPU of worker processes measured elsewhere) and by the
-// rest of the machine (Postgres, on a machine that runs only the two).
-func cpuShares(a, b cpuSample, extra time.Duration) (self, rest float64) {
+// this process and by the rest of the machine (Postgres, on a machine that runs only the
+// two).
+func cpuShares(a, b cpuSample) (self, rest float64) {
 	wall := b.at.Sub(a.at).Seconds()
 	if wall <= 0 {
 		return 0, 0
 	}
-	mine := (b.self - a.self + extra).Seconds()
+	mine := (b.self - a.self).Seconds()
 	other := (b.machineBusy - a.machineBusy).Seconds() - mine
 	return 100 * mine / wall, max(0, 100*other/wall)
 }

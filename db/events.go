@@ -271,7 +271,8 @@ type TickState struct {
 	RunningJob int64
 }
 
-// JoinTick looks for the town's tick jobs inside tx, the transaction that appended events.
+// JoinTick looks for the town's tick jobs inside tx, the transaction that appended events,
+// in one round trip.
 // A waiting (available) job is share-locked until tx ends: River's fetch skips locked
 // jobs, so that tick cannot start before tx commits and will drain tx's events. Otherwise
 // it reports a running tick job, whose post-commit recheck will find tx's events if tx
@@ -279,22 +280,23 @@ type TickState struct {
 // table, unknown to sqlc; the index river_job_town_tick serves both lookups.)
 func (s *Store) JoinTick(ctx context.Context, tx pgx.Tx, townID string) (TickState, error) {
 	var st TickState
-	var id int64
-	err := tx.QueryRow(ctx, `SELECT id FROM river_job
-WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $1
-LIMIT 1 FOR SHARE SKIP LOCKED`, townID).Scan(&id)
-	switch {
-	case err == nil:
+	var waiting, running *int64
+	err := tx.QueryRow(ctx, `WITH waiting AS (
+    SELECT id FROM river_job
+    WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $1
+    LIMIT 1 FOR SHARE SKIP LOCKED)
+SELECT (SELECT id FROM waiting),
+       (SELECT id FROM river_job WHERE kind = 'tick_town' AND state = 'running' AND args ->> 'town_id' = $1
+        ORDER BY id DESC LIMIT 1)`, townID).Scan(&waiting, &running)
+	if err != nil {
+		return st, fmt.Errorf("look for a tick of town %s: %w", townID, err)
+	}
+	if waiting != nil {
 		st.Waiting = true
 		return st, nil
-	case !errors.Is(err, pgx.ErrNoRows):
-		return st, fmt.Errorf("look for a waiting tick of town %s: %w", townID, err)
 	}
-	err = tx.QueryRow(ctx, `SELECT id FROM river_job
-WHERE kind = 'tick_town' AND state = 'running' AND args ->> 'town_id' = $1
-ORDER BY id DESC LIMIT 1`, townID).Scan(&st.RunningJob)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return st, fmt.Errorf("look for a running tick of town %s: %w", townID, err)
+	if running != nil {
+		st.RunningJob = *running
 	}
 	return st, nil
 }

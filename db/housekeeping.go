@@ -28,6 +28,13 @@ type HousekeepingResult struct {
 	EventsPruned  int
 }
 
+// ChangedState reports whether housekeeping wrote anything the rules or invariants read
+// (mail requests, re-escalations, a triage batch); expiring nudges and pruning processed
+// events do not count.
+func (r HousekeepingResult) ChangedState() bool {
+	return r.MailRequested > 0 || r.ReEscalated > 0 || r.TriageBatch
+}
+
 // Housekeeping is SPEC.md §1.3 step 12, inside the tick: deliver mail to working agents,
 // expire nudges, re-escalate stale escalations, start a triage batch when triage requests
 // wait, and prune old processed events (a bounded batch per tick).

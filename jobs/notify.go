@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -27,16 +28,14 @@ func (quietDriver) SupportsListenNotify() bool { return false }
 type announcer struct {
 	store    *db.Store
 	interval time.Duration
-	logger   interface {
-		Warn(msg string, args ...any)
-	}
+	logger   *slog.Logger
 
 	mu       sync.Mutex
 	last     map[string]time.Time
 	trailing map[string]bool
 }
 
-func newAnnouncer(store *db.Store, interval time.Duration, logger interface{ Warn(string, ...any) }) *announcer {
+func newAnnouncer(store *db.Store, interval time.Duration, logger *slog.Logger) *announcer {
 	return &announcer{store: store, interval: interval, logger: logger, last: map[string]time.Time{}, trailing: map[string]bool{}}
 }
 

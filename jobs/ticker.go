@@ -163,7 +163,7 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	// when nothing changed it (no action applied, no housekeeping write that the rules
 	// see) — most ticks of idle towns — else the state read again.
 	after := snap
-	if hk := res.Housekeeping; res.Apply.Applied > 0 || hk.MailRequested > 0 || hk.ReEscalated > 0 || hk.TriageBatch {
+	if res.Apply.Applied > 0 || res.Housekeeping.ChangedState() {
 		if after, err = tt.LoadState(ctx); err != nil {
 			return res, err
 		}

@@ -123,23 +123,31 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func timingOr(t *Timings, pick func(*Timings) Duration, def time.Duration) time.Duration {
-	if t == nil || pick(t) <= 0 {
-		return def
+// timings are the town's timing overrides (all unset when it has none).
+func (c TownConfig) timings() Timings {
+	if c.Timings == nil {
+		return Timings{}
 	}
-	return time.Duration(pick(t))
+	return *c.Timings
+}
+
+// or is d when it is set, else def.
+func (d Duration) or(def time.Duration) time.Duration {
+	if d > 0 {
+		return time.Duration(d)
+	}
+	return def
 }
 
 // PRPollEvery is the town's PR poll interval (Rule R1).
 func (c TownConfig) PRPollEvery() time.Duration {
-	return timingOr(c.Timings, func(t *Timings) Duration { return t.PRPollInterval }, PRPollInterval)
+	return c.timings().PRPollInterval.or(PRPollInterval)
 }
 
 // GUPPTiers are the town's GUPP warn, escalate and force-stop thresholds.
 func (c TownConfig) GUPPTiers() (warn, escalate, forceStop time.Duration) {
-	return timingOr(c.Timings, func(t *Timings) Duration { return t.GUPPWarn }, GUPPWarn),
-		timingOr(c.Timings, func(t *Timings) Duration { return t.GUPPEscalate }, GUPPEscalate),
-		timingOr(c.Timings, func(t *Timings) Duration { return t.GUPPForceStop }, GUPPForceStop)
+	t := c.timings()
+	return t.GUPPWarn.or(GUPPWarn), t.GUPPEscalate.or(GUPPEscalate), t.GUPPForceStop.or(GUPPForceStop)
 }
 
 // GUPPNudgeDedupe is how long a GUPP nudge of one tier suppresses the next: four times
@@ -151,17 +159,8 @@ func (c TownConfig) GUPPNudgeDedupe() time.Duration {
 
 // Validate names the first problem of a town configuration.
 func (c TownConfig) Validate() error {
-	if err := validMergeStrategy(c.MergeStrategy); err != nil {
+	if err := validShared(c.MergeStrategy, c.ConvoyMergeMode, c.MaxDispatchAttempts, c.MaxConcurrentPolecats); err != nil {
 		return err
-	}
-	if err := validConvoyMergeMode(c.ConvoyMergeMode); err != nil {
-		return err
-	}
-	if c.MaxDispatchAttempts != nil && *c.MaxDispatchAttempts < 1 {
-		return errors.New("max_dispatch_attempts must be at least 1")
-	}
-	if c.MaxConcurrentPolecats != nil && *c.MaxConcurrentPolecats < 1 {
-		return errors.New("max_concurrent_polecats must be at least 1")
 	}
 	if r := c.Refinery; r != nil {
 		if err := validReviewMode(r.ReviewMode); err != nil {
@@ -190,23 +189,31 @@ func (c TownConfig) Validate() error {
 
 // Validate names the first problem of a rig configuration.
 func (c RigConfig) Validate() error {
-	if err := validMergeStrategy(c.MergeStrategy); err != nil {
-		return err
-	}
-	if err := validConvoyMergeMode(c.ConvoyMergeMode); err != nil {
+	if err := validShared(c.MergeStrategy, c.ConvoyMergeMode, c.MaxDispatchAttempts, c.MaxConcurrentPolecats); err != nil {
 		return err
 	}
 	if err := validReviewMode(c.ReviewMode); err != nil {
 		return err
 	}
-	if c.MaxDispatchAttempts != nil && *c.MaxDispatchAttempts < 1 {
-		return errors.New("max_dispatch_attempts must be at least 1")
-	}
-	if c.MaxConcurrentPolecats != nil && *c.MaxConcurrentPolecats < 1 {
-		return errors.New("max_concurrent_polecats must be at least 1")
-	}
 	if c.AutoMergeDelayMinutes != nil && *c.AutoMergeDelayMinutes < 0 {
 		return errors.New("auto_merge_delay_minutes must not be negative")
+	}
+	return nil
+}
+
+// validShared checks the settings a town and a rig both have.
+func validShared(mergeStrategy, convoyMergeMode string, maxDispatchAttempts, maxConcurrentPolecats *int) error {
+	if err := validMergeStrategy(mergeStrategy); err != nil {
+		return err
+	}
+	if err := validConvoyMergeMode(convoyMergeMode); err != nil {
+		return err
+	}
+	if maxDispatchAttempts != nil && *maxDispatchAttempts < 1 {
+		return errors.New("max_dispatch_attempts must be at least 1")
+	}
+	if maxConcurrentPolecats != nil && *maxConcurrentPolecats < 1 {
+		return errors.New("max_concurrent_polecats must be at least 1")
 	}
 	return nil
 }

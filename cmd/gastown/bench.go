@@ -20,11 +20,10 @@ import (
 
 func newBenchCommand() *cobra.Command {
 	var (
-		opts    bench.Options
-		asJSON  bool
-		logLvl  string
-		logFmt  string
-		noBases bool
+		opts   bench.Options
+		asJSON bool
+		logLvl string
+		logFmt string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -48,9 +47,9 @@ func newBenchCommand() *cobra.Command {
 		Example: "  gastown bench --workload active --duration 30s\n  gastown bench --workload burst --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts.Baselines = !noBases
-			if opts.Workload == "large" || opts.Workload == "burst" {
-				opts.Baselines = opts.Baselines && cmd.Flags().Changed("baselines")
+			if !cmd.Flags().Changed("baselines") {
+				// Only the throughput workloads compare themselves with the baselines.
+				opts.Baselines = opts.Workload == "active" || opts.Workload == "hot" || opts.Workload == "idle"
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -82,8 +81,7 @@ func newBenchCommand() *cobra.Command {
 	f.IntVar(&opts.SideEffectWorkers, "side-effect-workers", 32, "side-effect workers")
 	f.DurationVar(&opts.FetchCooldown, "fetch-cooldown", 5*time.Millisecond, "River fetch cooldown of the workers and the River baseline")
 	f.DurationVar(&opts.BaselineDuration, "baseline-duration", 10*time.Second, "how long each baseline runs")
-	f.BoolVar(&noBases, "no-baselines", false, "skip pgbench and the River baseline (ratios are then 0)")
-	f.Bool("baselines", true, "run the baselines for burst and large too (they run by default for active, hot and idle)")
+	f.BoolVar(&opts.Baselines, "baselines", false, "run pgbench -N and the River baseline first (when not given: yes for active, hot and idle, no for the others; without them the ratios are 0)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	f.StringVar(&logLvl, "log-level", "warn", "log level of the workers")
 	f.StringVar(&logFmt, "log-format", "text", "log format: text or json")
