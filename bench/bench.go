@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -122,8 +123,16 @@ type Report struct {
 	TxPerTick      float64 `json:"postgres_xact_per_tick,omitempty"`
 	CPUGastownPct  float64 `json:"cpu_gastown_pct_of_core"`
 	CPUPostgresPct float64 `json:"cpu_postgres_pct_of_core"`
-	// BytesPerTickRow is reconciler_ticks' size on disk divided by its rows.
-	BytesPerTickRow float64 `json:"bytes_per_tick_row,omitempty"`
+	// BytesPerTickRow is what a reconciler_ticks row costs in steady state (heap bytes in
+	// use plus indexes, per row); BytesPerTickRowOnDisk divides everything on disk,
+	// fixed overhead and pages extended ahead included (see tickRowBytes).
+	BytesPerTickRow       float64 `json:"bytes_per_tick_row,omitempty"`
+	BytesPerTickRowOnDisk float64 `json:"bytes_per_tick_row_on_disk,omitempty"`
+	// TickRowCostPct is what writing reconciler_ticks costs in ticks/s (active): capacity
+	// slices alternate with and without the row; 100 × (1 − with ÷ without).
+	TickRowCostPct        float64 `json:"tick_row_cost_pct,omitempty"`
+	TicksPerSecWithRow    float64 `json:"ticks_per_sec_with_row,omitempty"`
+	TicksPerSecWithoutRow float64 `json:"ticks_per_sec_without_row,omitempty"`
 	// TownsHOTPct is the share of towns-table updates that were HOT.
 	TownsHOTPct float64 `json:"towns_hot_update_pct"`
 	// Burst: events of the burst, the ticks that applied them, and the bound
@@ -177,6 +186,8 @@ type env struct {
 	col   *collector
 	// statements: pg_stat_statements is available.
 	statements bool
+	// omitRow makes ticks skip their reconciler_ticks row (the row-cost comparison).
+	omitRow atomic.Bool
 }
 
 // withDatabase returns the server URL with another database name.
@@ -269,7 +280,7 @@ func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
 	cfg.WorkerID = "bench"
 	e.sim = agentrt.NewSimulator(agentrt.SimConfig{HeartbeatInterval: 30 * time.Second, WorkMin: 100 * time.Millisecond, WorkMax: 300 * time.Millisecond, Seed: 1},
 		reporter{e}, opts.Logger)
-	e.svc, err = jobs.New(jobs.Deps{Store: e.store, Runtime: e.sim, Logger: opts.Logger, OnTick: e.col.onTick}, cfg, true)
+	e.svc, err = jobs.New(jobs.Deps{Store: e.store, Runtime: e.sim, Logger: opts.Logger, OnTick: e.col.onTick, OmitTickRow: e.omitRow.Load}, cfg, true)
 	if err != nil {
 		e.close()
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 // collector hears every committed tick of the in-process workers.
 type collector struct {
+	all         atomic.Int64 // every committed tick, in or out of a window
 	mu          sync.Mutex
 	from, until time.Time // the measurement window (zero: not measuring)
 	ticks       int
@@ -56,6 +58,7 @@ func (c *collector) stop(now time.Time) {
 }
 
 func (c *collector) onTick(townID string, res jobs.TickResult) {
+	c.all.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.from.IsZero() || res.CommittedAt.Before(c.from) || (!c.until.IsZero() && res.CommittedAt.After(c.until)) {
@@ -172,20 +175,37 @@ func samplePG(ctx context.Context, pool *pgxpool.Pool) (pgSample, error) {
 	return s, nil
 }
 
-// tickRowBytes is the on-disk size of reconciler_ticks (heap, indexes, TOAST of every
-// partition) divided by its rows.
-func tickRowBytes(ctx context.Context, pool *pgxpool.Pool) (float64, error) {
+// tickRowBytes measures reconciler_ticks per row. onDisk divides every partition's size
+// (heap, indexes, free-space and visibility maps, TOAST, the empty partitions made ahead)
+// by the rows: on a short run it is dominated by fixed overhead and by the heap pages
+// Postgres extends ahead under concurrent inserts, which later rows fill. steady leaves
+// those out: the heap's bytes in use (pgstattuple: length minus free space) plus the
+// indexes of the partitions that hold rows, whose free space is the B-tree's own (random
+// inserts settle near 70% full), per row. Without pgstattuple, steady is onDisk.
+func tickRowBytes(ctx context.Context, pool *pgxpool.Pool) (steady, onDisk float64, err error) {
 	var bytes, rows int64
-	err := pool.QueryRow(ctx, `
+	err = pool.QueryRow(ctx, `
 SELECT (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('reconciler_ticks') WHERE isleaf),
        (SELECT count(*) FROM reconciler_ticks)`).Scan(&bytes, &rows)
 	if err != nil {
-		return 0, fmt.Errorf("measure reconciler_ticks: %w", err)
+		return 0, 0, fmt.Errorf("measure reconciler_ticks: %w", err)
 	}
 	if rows == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
-	return float64(bytes) / float64(rows), nil
+	onDisk = float64(bytes) / float64(rows)
+	if _, err := pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pgstattuple`); err != nil {
+		return onDisk, onDisk, nil
+	}
+	var used int64
+	err = pool.QueryRow(ctx, `
+SELECT coalesce(sum(s.table_len - s.free_space + pg_indexes_size(p.relid)), 0)::bigint
+FROM pg_partition_tree('reconciler_ticks') p, LATERAL pgstattuple(p.relid) s
+WHERE p.isleaf AND s.tuple_count > 0`).Scan(&used)
+	if err != nil {
+		return 0, 0, fmt.Errorf("measure reconciler_ticks with pgstattuple: %w", err)
+	}
+	return float64(used) / float64(rows), onDisk, nil
 }
 
 // queueDepth counts the tick jobs waiting and running.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -189,7 +190,13 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 		return err
 	}
 	rep.LatencyP50ms, rep.LatencyP99ms = lat.latency.P50, lat.latency.P99
-	if rep.BytesPerTickRow, err = tickRowBytes(ctx, e.pool); err != nil {
+	if err := e.settle(ctx, 2*time.Minute); err != nil {
+		return err
+	}
+	if err := e.tickRowCost(ctx, towns[:min(len(towns), opts.TickWorkers)], opts.Duration/3, rep); err != nil {
+		return err
+	}
+	if rep.BytesPerTickRow, rep.BytesPerTickRowOnDisk, err = tickRowBytes(ctx, e.pool); err != nil {
 		return err
 	}
 	rep.Notes = append(rep.Notes, fmt.Sprintf("capacity phase: %d towns, new issues at up to %.0f/s while fewer than min(2 per town, 200) events wait (~%.1f events each); latency phase: %.0f events/s",
@@ -200,6 +207,9 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 	rep.target("latency p50 at half capacity (ms)", rep.LatencyP50ms, "≤ 10", rep.LatencyP50ms <= 10)
 	rep.target("latency p99 at half capacity (ms)", rep.LatencyP99ms, "≤ 50", rep.LatencyP99ms <= 50)
 	rep.target("bytes per reconciler_ticks row", rep.BytesPerTickRow, "≤ 200", rep.BytesPerTickRow <= 200)
+	if rep.TicksPerSecWithoutRow > 0 {
+		rep.target("reconciler_ticks cost (% of ticks/s)", rep.TickRowCostPct, "≤ 5", rep.TickRowCostPct <= 5)
+	}
 	rep.target("towns updates HOT (%)", rep.TownsHOTPct, "≥ 95", rep.TownsHOTPct >= 95)
 	return nil
 }
@@ -499,4 +509,93 @@ SELECT $1, mr.bead_id, (mr.metadata ->> 'source_bead_id')::uuid, 'tracks', now()
 		return "", fmt.Errorf("seed merge requests: %w", err)
 	}
 	return town, nil
+}
+
+// tickRowCost measures what the reconciler_ticks row costs in tick throughput. River's
+// fetch loop and the issue life cycle make the fleet's ticks/s swing by ±20% from second
+// to second, far more than a row can cost, so this measures the tick transaction itself:
+// one goroutine per town (as many as tick workers) appends one event with a plain INSERT
+// (no tick job, so River stays out of it) and runs and commits a tick of it, as fast as
+// it can. Slices of d alternate with and without the row (ABBA, so a drift in either
+// direction cancels).
+func (e *env) tickRowCost(ctx context.Context, towns []string, d time.Duration, rep *Report) error {
+	const slice = 200 * time.Millisecond // short: the machine's own drift averages out
+	pairs := max(int(d/(2*slice)), 2)
+	var done atomic.Int64
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	errc := make(chan error, len(towns))
+	for _, town := range towns {
+		go func() { errc <- e.tickLoop(runCtx, town, &done) }()
+	}
+	select { // warm-up: caches, prepared statements, the first extension of the heap
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-errc:
+		return err
+	case <-time.After(time.Second):
+	}
+	var ticks [2]int64 // [with, without]
+	var spent [2]time.Duration
+	defer e.omitRow.Store(false)
+	for i := range 2 * pairs {
+		without := (i%4 == 1) || (i%4 == 2) // A B B A
+		e.omitRow.Store(without)
+		c0, t0 := done.Load(), time.Now()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errc:
+			return err
+		case <-time.After(slice):
+		}
+		k := 0
+		if without {
+			k = 1
+		}
+		ticks[k] += done.Load() - c0
+		spent[k] += time.Since(t0)
+	}
+	stop()
+	for range towns {
+		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	with, without := float64(ticks[0])/spent[0].Seconds(), float64(ticks[1])/spent[1].Seconds()
+	rep.TicksPerSecWithRow, rep.TicksPerSecWithoutRow = with, without
+	if without > 0 {
+		rep.TickRowCostPct = 100 * (1 - with/without)
+	}
+	return nil
+}
+
+// tickLoop appends an event to town and ticks it, over and over, counting the ticks; a
+// tick that finds the town busy (a River tick of it) is simply retried.
+func (e *env) tickLoop(ctx context.Context, town string, done *atomic.Int64) error {
+	payload := []byte(`{"nudge_id": "00000000-0000-0000-0000-000000000000"}`)
+	for ctx.Err() == nil {
+		if _, err := e.pool.Exec(ctx, `INSERT INTO town_events (town_id, event_id, event_type, payload, created_at)
+			VALUES ($1, gen_random_uuid(), $2, $3, now())`, town, string(reconciler.EventNudgeDelivered), payload); err != nil {
+			return err
+		}
+		tx, err := e.pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = e.svc.Ticker.Tick(ctx, tx, town, jobs.TickOptions{})
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		switch {
+		case err == nil:
+			done.Add(1)
+		case ctx.Err() != nil: // stopped mid-tick: the connection went with the context
+		case errors.Is(err, db.ErrTownBusy):
+		default:
+			return err
+		}
+	}
+	return ctx.Err()
 }

@@ -40,10 +40,10 @@ func seedTicks(t *testing.T, b *testBundle, base time.Time) (townA, townB string
 		{townB, 10 * time.Second, 7, 40_000, 2, 0, `{"transition_bead": 1}`, 0, 0, 0, 0},
 	}
 	for i, r := range rows {
-		_, err := b.store.Pool.Exec(ctx, `INSERT INTO reconciler_ticks (tick_id, town_id, started_at, clock_at, wall_clock_us,
+		_, err := b.store.Pool.Exec(ctx, `INSERT INTO reconciler_ticks (tick_id, town_id, started_at, wall_clock_us,
 			events_drained, pending_event_count, invariant_violations, actions_by_type, actions_emitted,
 			side_effects_attempted, side_effects_succeeded, side_effects_failed, actions_skipped)
-			VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8::jsonb, (SELECT coalesce(sum(value::int), 0) FROM jsonb_each_text($8::jsonb)), $9, $10, $11, $12)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, gastown_encode_actions($8::jsonb), (SELECT coalesce(sum(value::int), 0) FROM jsonb_each_text($8::jsonb)), $9, $10, $11, $12)`,
 			1000+i, r.town, base.Add(r.at), r.wallUS, r.drained, r.pending, r.violations, r.byType, r.attempted, r.succeeded, r.failed, r.skipped)
 		require.NoError(t, err)
 	}

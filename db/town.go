@@ -186,23 +186,21 @@ func (s *Store) GetAgent(ctx context.Context, townID, agentID string) (reconcile
 // Tick is one reconciler_ticks row as the API shows it.
 type Tick struct {
 	ID                   int64          `json:"tick_id"`
-	StartedAt            time.Time      `json:"started_at"`
-	ClockAt              time.Time      `json:"clock_at"`
+	StartedAt            time.Time      `json:"started_at"` // the clock the tick reconciled with
 	WallClockUS          int32          `json:"wall_clock_us"`
 	EventsDrained        int32          `json:"events_drained"`
-	EventsFailed         int32          `json:"events_failed"`
-	EventsDead           int32          `json:"events_dead"`
-	HeartbeatsApplied    int32          `json:"heartbeats_applied"`
+	EventsFailed         int16          `json:"events_failed"`
+	EventsDead           int16          `json:"events_dead"`
+	HeartbeatsApplied    int16          `json:"heartbeats_applied"`
 	ActionsEmitted       int32          `json:"actions_emitted"`
-	ActionsSkipped       int32          `json:"actions_skipped"`
+	ActionsSkipped       int16          `json:"actions_skipped"`
 	ActionsByType        map[string]int `json:"actions_by_type"`
-	SideEffectsAttempted int32          `json:"side_effects_attempted"`
-	SideEffectsSucceeded int32          `json:"side_effects_succeeded"`
-	SideEffectsFailed    int32          `json:"side_effects_failed"`
-	InvariantViolations  int32          `json:"invariant_violations"`
+	SideEffectsAttempted int16          `json:"side_effects_attempted"`
+	SideEffectsSucceeded int16          `json:"side_effects_succeeded"`
+	SideEffectsFailed    int16          `json:"side_effects_failed"`
+	InvariantViolations  int16          `json:"invariant_violations"`
 	PendingEventCount    int32          `json:"pending_event_count"`
-	NextTickAt           *time.Time     `json:"next_tick_at,omitempty"`
-	WorkerID             string         `json:"worker_id,omitempty"`
+	NextTickAt           time.Time      `json:"next_tick_at"`
 }
 
 // ListTicks lists a town's most recent ticks.
@@ -214,14 +212,15 @@ func (s *Store) ListTicks(ctx context.Context, townID string, limit int) ([]Tick
 	out := make([]Tick, len(rows))
 	for i, r := range rows {
 		t := Tick{
-			ID: r.TickID, StartedAt: r.StartedAt, ClockAt: r.ClockAt, WallClockUS: r.WallClockUs,
+			ID: r.TickID, StartedAt: r.StartedAt, WallClockUS: r.WallClockUs,
 			EventsDrained: r.EventsDrained, EventsFailed: r.EventsFailed, EventsDead: r.EventsDead,
 			HeartbeatsApplied: r.HeartbeatsApplied, ActionsEmitted: r.ActionsEmitted, ActionsSkipped: r.ActionsSkipped,
 			SideEffectsAttempted: r.SideEffectsAttempted, SideEffectsSucceeded: r.SideEffectsSucceeded,
 			SideEffectsFailed: r.SideEffectsFailed, InvariantViolations: r.InvariantViolations,
-			PendingEventCount: r.PendingEventCount, NextTickAt: r.NextTickAt, WorkerID: deref(r.WorkerID),
+			PendingEventCount: r.PendingEventCount,
+			NextTickAt:        r.StartedAt.Add(time.Duration(r.NextTickMs) * time.Millisecond),
 		}
-		_ = json.Unmarshal(r.ActionsByType, &t.ActionsByType)
+		t.ActionsByType = decodeActionCounts(r.ActionsByType)
 		out[i] = t
 	}
 	return out, nil

@@ -391,7 +391,7 @@ func TestHeartbeatsAreRecordedTickInputsAppliedOnce(t *testing.T) {
 	require.Len(t, inputs, 1)
 	require.Equal(t, agentID, inputs[0].AgentID)
 	require.Equal(t, []string{"bash"}, inputs[0].ActiveTools)
-	require.NoError(t, tt.Finish(ctx, db.TickRecord{StartedAt: b.now, Heartbeats: inputs, NextTickAt: b.now}))
+	require.NoError(t, tt.Finish(ctx, db.TickRecord{Heartbeats: inputs, NextTickAt: b.now}))
 	require.NoError(t, tx.Commit(ctx))
 
 	agent, err = b.store.GetAgent(ctx, townID, agentID)

@@ -48,7 +48,7 @@ type Config struct {
 	AgentTokenTTL time.Duration
 	// EventRetention is how long processed events are kept (default 7 days).
 	EventRetention time.Duration
-	// WorkerID names this process in reconciler_ticks.
+	// WorkerID names this process to River (its client ID) and in logs.
 	WorkerID string
 }
 

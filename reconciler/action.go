@@ -301,6 +301,15 @@ func (DispatchAgent) Type() ActionType { return ActDispatchAgent }
 // Type implements Action.
 func (NotifyMayor) Type() ActionType { return ActNotifyMayor }
 
+// ActionTypes lists every action type, in declaration order (a test keeps it complete).
+var ActionTypes = []ActionType{
+	ActTransitionBead, ActClearBeadAssignee, ActTransitionAgent, ActHookAgent, ActUnhookAgent,
+	ActDispatchAgent, ActNotifyMayor, ActAssignBead, ActCreateMRBead, ActCreateLandingMR,
+	ActCloseSiblingMRs, ActSetReviewPRURL, ActResetAgentDispatchAttempts, ActClearAgentCheckpoint,
+	ActDeleteAgent, ActUpdateConvoyProgress, ActSetConvoyReadyToLand, ActCloseConvoy, ActFailConvoy,
+	ActStopAgent, ActPollPR, ActMergePR, ActSendNudge, ActCreateTriageRequest, ActEmitEvent,
+}
+
 // CountByType returns how many actions of each type the list holds.
 func CountByType(actions []Action) map[ActionType]int {
 	m := make(map[ActionType]int)

@@ -99,9 +99,7 @@ func (s *Server) townStatus(c *gin.Context) {
 	var reconcilerMetrics any
 	if st.LastTick != nil {
 		lt := st.LastTick
-		if lt.NextTickAt != nil {
-			interval = lt.NextTickAt.Sub(lt.ClockAt)
-		}
+		interval = lt.NextTickAt.Sub(lt.StartedAt)
 		reconcilerMetrics = gin.H{
 			"eventsDrained": lt.EventsDrained, "actionsEmitted": lt.ActionsEmitted, "actionsByType": lt.ActionsByType,
 			"actionsSkipped": lt.ActionsSkipped, "sideEffectsAttempted": lt.SideEffectsAttempted,

@@ -136,7 +136,10 @@ func printReport(out io.Writer, r *bench.Report) {
 		row("CPU (% of one core)", "gastown %.0f%%, Postgres (rest of the machine) %.0f%%", r.CPUGastownPct, r.CPUPostgresPct)
 	}
 	if r.BytesPerTickRow > 0 {
-		row("reconciler_ticks", "%.0f bytes per row", r.BytesPerTickRow)
+		row("reconciler_ticks", "%.0f bytes per row (steady state; %.0f on disk now, with fixed overhead and pages extended ahead)", r.BytesPerTickRow, r.BytesPerTickRowOnDisk)
+	}
+	if r.TicksPerSecWithoutRow > 0 {
+		row("tick row cost", "%.1f%% of ticks/s (%.0f ticks/s with the row, %.0f without)", r.TickRowCostPct, r.TicksPerSecWithRow, r.TicksPerSecWithoutRow)
 	}
 	if r.TownsHOTPct > 0 {
 		row("towns updates HOT", "%.1f%%", r.TownsHOTPct)

@@ -4,20 +4,18 @@ SELECT nextval('reconciler_ticks_tick_id_seq')::bigint;
 
 -- name: TickInsert :exec
 -- TickInsert writes the metrics row of one tick.
-INSERT INTO reconciler_ticks (tick_id, town_id, started_at, clock_at, wall_clock_us, drain_us,
-    snapshot_us, reconcile_us, apply_us, events_drained, events_failed, events_dead,
-    heartbeats_applied, actions_emitted, actions_skipped, actions_by_type,
-    side_effects_attempted, side_effects_succeeded, side_effects_failed,
-    invariant_violations, pending_event_count, next_tick_at, worker_id)
-VALUES (@tick_id, @town_id, @started_at, @clock_at, @wall_clock_us, @drain_us,
-    @snapshot_us, @reconcile_us, @apply_us, @events_drained, @events_failed, @events_dead,
-    @heartbeats_applied, @actions_emitted, @actions_skipped, @actions_by_type,
-    @side_effects_attempted, @side_effects_succeeded, @side_effects_failed,
-    @invariant_violations, @pending_event_count, @next_tick_at, @worker_id);
+INSERT INTO reconciler_ticks (tick_id, started_at, town_id, wall_clock_us, drain_us, snapshot_us,
+    reconcile_us, apply_us, events_drained, actions_emitted, pending_event_count, next_tick_ms,
+    events_failed, events_dead, heartbeats_applied, actions_skipped, side_effects_attempted,
+    side_effects_succeeded, side_effects_failed, invariant_violations, actions_by_type)
+VALUES (@tick_id, @started_at, @town_id, @wall_clock_us, @drain_us, @snapshot_us,
+    @reconcile_us, @apply_us, @events_drained, @actions_emitted, @pending_event_count, @next_tick_ms,
+    @events_failed, @events_dead, @heartbeats_applied, @actions_skipped, @side_effects_attempted,
+    @side_effects_succeeded, @side_effects_failed, @invariant_violations, @actions_by_type);
 
 -- name: TickListByTown :many
 -- TickListByTown lists a town's most recent ticks.
-SELECT * FROM reconciler_ticks WHERE town_id = @town_id ORDER BY started_at DESC, tick_id DESC LIMIT @max_rows;
+SELECT * FROM reconciler_ticks WHERE town_id = @town_id ORDER BY tick_id DESC LIMIT @max_rows;
 
 -- name: TickInputInsert :exec
 -- TickInputInsert records the non-event inputs of a tick.

@@ -13,7 +13,7 @@ WITH ticks AS (
     SELECT town_id, minute, jsonb_object_agg(action_type, n) AS actions_by_type
     FROM (
         SELECT k.town_id, k.minute, a.action_type, sum(a.n_text::int) AS n
-        FROM ticks k CROSS JOIN LATERAL jsonb_each_text(k.actions_by_type) AS a(action_type, n_text)
+        FROM ticks k CROSS JOIN LATERAL jsonb_each_text(gastown_actions_by_type(k.actions_by_type)) AS a(action_type, n_text)
         GROUP BY k.town_id, k.minute, a.action_type
     ) x
     GROUP BY town_id, minute

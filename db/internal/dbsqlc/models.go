@@ -131,31 +131,53 @@ type InvariantViolation struct {
 
 type ReconcilerTick struct {
 	TickID               int64
-	TownID               string
 	StartedAt            time.Time
-	ClockAt              time.Time
+	TownID               string
 	WallClockUs          int32
 	DrainUs              int32
 	SnapshotUs           int32
 	ReconcileUs          int32
 	ApplyUs              int32
 	EventsDrained        int32
-	EventsFailed         int32
-	EventsDead           int32
-	HeartbeatsApplied    int32
 	ActionsEmitted       int32
-	ActionsSkipped       int32
-	ActionsByType        []byte
-	SideEffectsAttempted int32
-	SideEffectsSucceeded int32
-	SideEffectsFailed    int32
-	InvariantViolations  int32
 	PendingEventCount    int32
-	NextTickAt           *time.Time
-	WorkerID             *string
+	NextTickMs           int32
+	EventsFailed         int16
+	EventsDead           int16
+	HeartbeatsApplied    int16
+	ActionsSkipped       int16
+	SideEffectsAttempted int16
+	SideEffectsSucceeded int16
+	SideEffectsFailed    int16
+	InvariantViolations  int16
+	ActionsByType        []byte
 }
 
 type ReconcilerTicksDefault struct {
+	TickID               int64
+	StartedAt            time.Time
+	TownID               string
+	WallClockUs          int32
+	DrainUs              int32
+	SnapshotUs           int32
+	ReconcileUs          int32
+	ApplyUs              int32
+	EventsDrained        int32
+	ActionsEmitted       int32
+	PendingEventCount    int32
+	NextTickMs           int32
+	EventsFailed         int16
+	EventsDead           int16
+	HeartbeatsApplied    int16
+	ActionsSkipped       int16
+	SideEffectsAttempted int16
+	SideEffectsSucceeded int16
+	SideEffectsFailed    int16
+	InvariantViolations  int16
+	ActionsByType        []byte
+}
+
+type ReconcilerTicksDefaultV1 struct {
 	TickID               int64
 	TownID               string
 	StartedAt            time.Time
@@ -225,6 +247,11 @@ type Rig struct {
 type RollupWatermark struct {
 	Name  string
 	Until time.Time
+}
+
+type TickActionType struct {
+	Code int16
+	Name string
 }
 
 type TickInput struct {

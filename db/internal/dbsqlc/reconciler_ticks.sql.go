@@ -45,76 +45,70 @@ func (q *Queries) TickInputInsert(ctx context.Context, db DBTX, arg TickInputIns
 }
 
 const tickInsert = `-- name: TickInsert :exec
-INSERT INTO reconciler_ticks (tick_id, town_id, started_at, clock_at, wall_clock_us, drain_us,
-    snapshot_us, reconcile_us, apply_us, events_drained, events_failed, events_dead,
-    heartbeats_applied, actions_emitted, actions_skipped, actions_by_type,
-    side_effects_attempted, side_effects_succeeded, side_effects_failed,
-    invariant_violations, pending_event_count, next_tick_at, worker_id)
+INSERT INTO reconciler_ticks (tick_id, started_at, town_id, wall_clock_us, drain_us, snapshot_us,
+    reconcile_us, apply_us, events_drained, actions_emitted, pending_event_count, next_tick_ms,
+    events_failed, events_dead, heartbeats_applied, actions_skipped, side_effects_attempted,
+    side_effects_succeeded, side_effects_failed, invariant_violations, actions_by_type)
 VALUES ($1, $2, $3, $4, $5, $6,
     $7, $8, $9, $10, $11, $12,
-    $13, $14, $15, $16,
-    $17, $18, $19,
-    $20, $21, $22, $23)
+    $13, $14, $15, $16, $17,
+    $18, $19, $20, $21)
 `
 
 type TickInsertParams struct {
 	TickID               int64
-	TownID               string
 	StartedAt            time.Time
-	ClockAt              time.Time
+	TownID               string
 	WallClockUs          int32
 	DrainUs              int32
 	SnapshotUs           int32
 	ReconcileUs          int32
 	ApplyUs              int32
 	EventsDrained        int32
-	EventsFailed         int32
-	EventsDead           int32
-	HeartbeatsApplied    int32
 	ActionsEmitted       int32
-	ActionsSkipped       int32
-	ActionsByType        []byte
-	SideEffectsAttempted int32
-	SideEffectsSucceeded int32
-	SideEffectsFailed    int32
-	InvariantViolations  int32
 	PendingEventCount    int32
-	NextTickAt           *time.Time
-	WorkerID             *string
+	NextTickMs           int32
+	EventsFailed         int16
+	EventsDead           int16
+	HeartbeatsApplied    int16
+	ActionsSkipped       int16
+	SideEffectsAttempted int16
+	SideEffectsSucceeded int16
+	SideEffectsFailed    int16
+	InvariantViolations  int16
+	ActionsByType        []byte
 }
 
 // TickInsert writes the metrics row of one tick.
 func (q *Queries) TickInsert(ctx context.Context, db DBTX, arg TickInsertParams) error {
 	_, err := db.Exec(ctx, tickInsert,
 		arg.TickID,
-		arg.TownID,
 		arg.StartedAt,
-		arg.ClockAt,
+		arg.TownID,
 		arg.WallClockUs,
 		arg.DrainUs,
 		arg.SnapshotUs,
 		arg.ReconcileUs,
 		arg.ApplyUs,
 		arg.EventsDrained,
+		arg.ActionsEmitted,
+		arg.PendingEventCount,
+		arg.NextTickMs,
 		arg.EventsFailed,
 		arg.EventsDead,
 		arg.HeartbeatsApplied,
-		arg.ActionsEmitted,
 		arg.ActionsSkipped,
-		arg.ActionsByType,
 		arg.SideEffectsAttempted,
 		arg.SideEffectsSucceeded,
 		arg.SideEffectsFailed,
 		arg.InvariantViolations,
-		arg.PendingEventCount,
-		arg.NextTickAt,
-		arg.WorkerID,
+		arg.ActionsByType,
 	)
 	return err
 }
 
 const tickListByTown = `-- name: TickListByTown :many
-SELECT tick_id, town_id, started_at, clock_at, wall_clock_us, drain_us, snapshot_us, reconcile_us, apply_us, events_drained, events_failed, events_dead, heartbeats_applied, actions_emitted, actions_skipped, actions_by_type, side_effects_attempted, side_effects_succeeded, side_effects_failed, invariant_violations, pending_event_count, next_tick_at, worker_id FROM reconciler_ticks WHERE town_id = $1 ORDER BY started_at DESC, tick_id DESC LIMIT $2
+SELECT tick_id, started_at, town_id, wall_clock_us, drain_us, snapshot_us, reconcile_us, apply_us, events_drained, actions_emitted, pending_event_count, next_tick_ms, events_failed, events_dead, heartbeats_applied, actions_skipped, side_effects_attempted, side_effects_succeeded, side_effects_failed, invariant_violations, actions_by_type FROM reconciler_ticks WHERE town_id = $1 ORDER BY tick_id DESC LIMIT $2
 `
 
 type TickListByTownParams struct {
@@ -134,28 +128,26 @@ func (q *Queries) TickListByTown(ctx context.Context, db DBTX, arg TickListByTow
 		var i ReconcilerTick
 		if err := rows.Scan(
 			&i.TickID,
-			&i.TownID,
 			&i.StartedAt,
-			&i.ClockAt,
+			&i.TownID,
 			&i.WallClockUs,
 			&i.DrainUs,
 			&i.SnapshotUs,
 			&i.ReconcileUs,
 			&i.ApplyUs,
 			&i.EventsDrained,
+			&i.ActionsEmitted,
+			&i.PendingEventCount,
+			&i.NextTickMs,
 			&i.EventsFailed,
 			&i.EventsDead,
 			&i.HeartbeatsApplied,
-			&i.ActionsEmitted,
 			&i.ActionsSkipped,
-			&i.ActionsByType,
 			&i.SideEffectsAttempted,
 			&i.SideEffectsSucceeded,
 			&i.SideEffectsFailed,
 			&i.InvariantViolations,
-			&i.PendingEventCount,
-			&i.NextTickAt,
-			&i.WorkerID,
+			&i.ActionsByType,
 		); err != nil {
 			return nil, err
 		}

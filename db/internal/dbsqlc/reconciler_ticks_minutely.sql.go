@@ -46,14 +46,14 @@ func (q *Queries) RollupSetWatermark(ctx context.Context, db DBTX, until time.Ti
 
 const rollupTicksMinutely = `-- name: RollupTicksMinutely :execrows
 WITH ticks AS (
-    SELECT t.tick_id, t.town_id, t.started_at, t.clock_at, t.wall_clock_us, t.drain_us, t.snapshot_us, t.reconcile_us, t.apply_us, t.events_drained, t.events_failed, t.events_dead, t.heartbeats_applied, t.actions_emitted, t.actions_skipped, t.actions_by_type, t.side_effects_attempted, t.side_effects_succeeded, t.side_effects_failed, t.invariant_violations, t.pending_event_count, t.next_tick_at, t.worker_id, date_trunc('minute', t.started_at) AS minute
+    SELECT t.tick_id, t.started_at, t.town_id, t.wall_clock_us, t.drain_us, t.snapshot_us, t.reconcile_us, t.apply_us, t.events_drained, t.actions_emitted, t.pending_event_count, t.next_tick_ms, t.events_failed, t.events_dead, t.heartbeats_applied, t.actions_skipped, t.side_effects_attempted, t.side_effects_succeeded, t.side_effects_failed, t.invariant_violations, t.actions_by_type, date_trunc('minute', t.started_at) AS minute
     FROM reconciler_ticks t
     WHERE t.started_at >= $1 AND t.started_at < $2
 ), by_type AS (
     SELECT town_id, minute, jsonb_object_agg(action_type, n) AS actions_by_type
     FROM (
         SELECT k.town_id, k.minute, a.action_type, sum(a.n_text::int) AS n
-        FROM ticks k CROSS JOIN LATERAL jsonb_each_text(k.actions_by_type) AS a(action_type, n_text)
+        FROM ticks k CROSS JOIN LATERAL jsonb_each_text(gastown_actions_by_type(k.actions_by_type)) AS a(action_type, n_text)
         GROUP BY k.town_id, k.minute, a.action_type
     ) x
     GROUP BY town_id, minute
