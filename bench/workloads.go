@@ -473,7 +473,7 @@ WITH r AS (SELECT rig_id, row_number() OVER (ORDER BY rig_id) - 1 AS k FROM rigs
 INSERT INTO beads (town_id, bead_id, type, status, title, rig_id, labels, metadata, created_at, updated_at)
 SELECT $1, gen_random_uuid(), 'issue',
        CASE i % 10 WHEN 0 THEN 'open' WHEN 1 THEN 'in_progress' WHEN 2 THEN 'in_review' ELSE 'closed' END,
-       'issue ' || i, r.rig_id, '["bench"]', '{"k": 1}', now() - interval '1 hour', now() - interval '1 minute'
+       'issue ' || i, r.rig_id, '["bench"]', '{"k": 1}', now() - interval '1 hour' + i * interval '1 millisecond', now() - interval '1 minute'
 FROM generate_series(1, $2) i JOIN r ON r.k = i % $3`, town, beads, rigs)
 	if err != nil {
 		return "", fmt.Errorf("seed beads: %w", err)

@@ -50,7 +50,7 @@ func (s *Store) OpenMailFor(ctx context.Context, townID, agentID string) ([]reco
 	}
 	out := make([]reconciler.Bead, len(rows))
 	for i, r := range rows {
-		out[i] = beadFromInternal(r)
+		out[i] = beadFromInternal(&r)
 	}
 	return out, nil
 }

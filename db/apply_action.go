@@ -408,7 +408,7 @@ func (t *TownTx) promptContext(ctx context.Context, start *StartAgent, b reconci
 		var sb strings.Builder
 		sb.WriteString("Pending triage requests; resolve each with gt_triage_resolve:\n")
 		for _, r := range reqs {
-			rb := beadFromInternal(r)
+			rb := beadFromInternal(&r)
 			fmt.Fprintf(&sb, "- %s [%s] agent %s: %s\n", rb.ID, rb.MetaString("triage_type"), rb.AssigneeID, rb.Title)
 		}
 		start.Prompt = sb.String()

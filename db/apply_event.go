@@ -161,7 +161,7 @@ func (t *TownTx) liveWorkOf(ctx context.Context, agentID string) (reconciler.Bea
 	}
 	var found []reconciler.Bead
 	for _, r := range rows {
-		if b := beadFromInternal(r); b.Type == reconciler.BeadIssue && b.Status == reconciler.StatusInProgress {
+		if b := beadFromInternal(&r); b.Type == reconciler.BeadIssue && b.Status == reconciler.StatusInProgress {
 			found = append(found, b)
 		}
 	}
@@ -290,7 +290,7 @@ func (t *TownTx) unhookedRefineryDone(ctx context.Context, a reconciler.Agent, p
 		}
 		return fmt.Errorf("find refinery %s's MR: %w", a.ID, err)
 	}
-	mr := beadFromInternal(row)
+	mr := beadFromInternal(&row)
 	if p.PRURL != "" {
 		return t.recordPR(ctx, a, mr, p.PRURL)
 	}

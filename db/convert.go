@@ -1,8 +1,11 @@
 package db
 
 import (
+	"bytes"
 	"encoding/json"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"gastown/db/internal/dbsqlc"
 	"gastown/reconciler"
@@ -48,7 +51,7 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-func beadFromInternal(b dbsqlc.Bead) reconciler.Bead {
+func beadFromInternal(b *dbsqlc.Bead) reconciler.Bead {
 	out := reconciler.Bead{
 		ID:                    b.BeadID,
 		Type:                  reconciler.BeadType(b.Type),
@@ -132,6 +135,9 @@ func decodeStrings(raw []byte) []string {
 	if isEmptyJSON(raw, '[', ']') {
 		return []string{}
 	}
+	if out, ok := parseFlatStrings(raw); ok {
+		return out
+	}
 	var out []string
 	_ = json.Unmarshal(raw, &out) // CHECK constraints guarantee an array
 	if out == nil {
@@ -145,6 +151,9 @@ func decodeMetadata(raw []byte) map[string]any {
 	if isEmptyJSON(raw, '{', '}') {
 		return map[string]any{}
 	}
+	if out, ok := parseFlatObject(raw); ok {
+		return out
+	}
 	out := map[string]any{}
 	_ = json.Unmarshal(raw, &out) // CHECK constraints guarantee an object
 	return out
@@ -154,4 +163,181 @@ func decodeMetadata(raw []byte) map[string]any {
 // renders them), or absent.
 func isEmptyJSON(raw []byte, open, closing byte) bool {
 	return len(raw) == 0 || (len(raw) == 2 && raw[0] == open && raw[1] == closing)
+}
+
+// parseFlatStrings parses a JSON array of strings without escapes (labels, tools: what
+// jsonb renders as ["a", "b"]); ok is false for anything else, which the caller hands to
+// encoding/json.
+func parseFlatStrings(raw []byte) (out []string, ok bool) {
+	p := jsonScanner{b: raw}
+	if !p.consume('[') {
+		return nil, false
+	}
+	out = []string{}
+	if p.consume(']') {
+		return out, p.end()
+	}
+	for {
+		s, ok := p.str()
+		if !ok {
+			return nil, false
+		}
+		out = append(out, s)
+		if p.consume(']') {
+			return out, p.end()
+		}
+		if !p.consume(',') {
+			return nil, false
+		}
+	}
+}
+
+// parseFlatObject parses a JSON object whose values are strings without escapes,
+// numbers, booleans or null, into what encoding/json would make of it (numbers as
+// float64); ok is false for anything else (nested values, escapes).
+func parseFlatObject(raw []byte) (out map[string]any, ok bool) {
+	p := jsonScanner{b: raw}
+	if !p.consume('{') {
+		return nil, false
+	}
+	out = map[string]any{}
+	if p.consume('}') {
+		return out, p.end()
+	}
+	for {
+		k, ok := p.str()
+		if !ok || !p.consume(':') {
+			return nil, false
+		}
+		v, ok := p.scalar()
+		if !ok {
+			return nil, false
+		}
+		out[k] = v
+		if p.consume('}') {
+			return out, p.end()
+		}
+		if !p.consume(',') {
+			return nil, false
+		}
+	}
+}
+
+// jsonScanner reads the simple JSON that parseFlatStrings and parseFlatObject accept.
+type jsonScanner struct {
+	b []byte
+	i int
+}
+
+func (p *jsonScanner) skipSpace() {
+	for p.i < len(p.b) && (p.b[p.i] == ' ' || p.b[p.i] == '\t' || p.b[p.i] == '\n' || p.b[p.i] == '\r') {
+		p.i++
+	}
+}
+
+func (p *jsonScanner) consume(c byte) bool {
+	p.skipSpace()
+	if p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+func (p *jsonScanner) end() bool {
+	p.skipSpace()
+	return p.i == len(p.b)
+}
+
+// str reads a string without escapes or control characters, in valid UTF-8.
+func (p *jsonScanner) str() (string, bool) {
+	if !p.consume('"') {
+		return "", false
+	}
+	start := p.i
+	for p.i < len(p.b) {
+		switch c := p.b[p.i]; {
+		case c == '"':
+			raw := p.b[start:p.i]
+			if !utf8.Valid(raw) { // encoding/json would substitute U+FFFD
+				return "", false
+			}
+			p.i++
+			return string(raw), true
+		case c == '\\' || c < 0x20:
+			return "", false
+		}
+		p.i++
+	}
+	return "", false
+}
+
+// scalar reads a string, number, true, false or null.
+func (p *jsonScanner) scalar() (any, bool) {
+	p.skipSpace()
+	if p.i >= len(p.b) {
+		return nil, false
+	}
+	switch c := p.b[p.i]; {
+	case c == '"':
+		return p.str()
+	case c == 't' || c == 'f' || c == 'n':
+		rest := p.b[p.i:]
+		switch {
+		case bytes.HasPrefix(rest, []byte("true")):
+			p.i += 4
+			return true, true
+		case bytes.HasPrefix(rest, []byte("false")):
+			p.i += 5
+			return false, true
+		case bytes.HasPrefix(rest, []byte("null")):
+			p.i += 4
+			return nil, true
+		}
+		return nil, false
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := p.i
+		if !p.number() {
+			return nil, false
+		}
+		f, err := strconv.ParseFloat(string(p.b[start:p.i]), 64)
+		return f, err == nil
+	}
+	return nil, false
+}
+
+// number reads a number in JSON's grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func (p *jsonScanner) number() bool {
+	digits := func() int {
+		n := 0
+		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+			p.i++
+			n++
+		}
+		return n
+	}
+	if p.i < len(p.b) && p.b[p.i] == '-' {
+		p.i++
+	}
+	if p.i < len(p.b) && p.b[p.i] == '0' {
+		p.i++
+	} else if digits() == 0 {
+		return false
+	}
+	if p.i < len(p.b) && p.b[p.i] == '.' {
+		p.i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
+		p.i++
+		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
+			p.i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return true
 }

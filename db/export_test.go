@@ -6,3 +6,9 @@ var (
 	DecodeActionCounts = decodeActionCounts
 	ActionCodes        = actionCodes
 )
+
+var (
+	FastScan         = fastScan
+	ParseFlatStrings = parseFlatStrings
+	ParseFlatObject  = parseFlatObject
+)

@@ -45,7 +45,7 @@ func (t *TownTx) Housekeeping(ctx context.Context, retention time.Duration) (res
 		return res, fmt.Errorf("list mail: %w", err)
 	}
 	for _, row := range mail {
-		m := beadFromInternal(row)
+		m := beadFromInternal(&row)
 		if err := t.mergeMetadata(ctx, m.ID, map[string]any{"delivery_requested_at": t.Now}); err != nil {
 			return res, err
 		}

@@ -81,7 +81,7 @@ func (t *TownTx) trackers(ctx context.Context, beadID string) ([]reconciler.Bead
 	}
 	out := make([]reconciler.Bead, len(rows))
 	for i, r := range rows {
-		out[i] = beadFromInternal(r)
+		out[i] = beadFromInternal(&r)
 	}
 	return out, nil
 }
@@ -93,7 +93,7 @@ func (t *TownTx) tracked(ctx context.Context, beadID string) ([]reconciler.Bead,
 	}
 	out := make([]reconciler.Bead, len(rows))
 	for i, r := range rows {
-		out[i] = beadFromInternal(r)
+		out[i] = beadFromInternal(&r)
 	}
 	return out, nil
 }
@@ -107,7 +107,7 @@ func (t *TownTx) liveBlocker(ctx context.Context, beadID, label string) (*reconc
 		}
 		return nil, fmt.Errorf("find %s blocker of %s: %w", label, beadID, err)
 	}
-	b := beadFromInternal(row)
+	b := beadFromInternal(&row)
 	return &b, nil
 }
 

@@ -48,7 +48,7 @@ func (s *Store) TownStatus(ctx context.Context, townID string, now time.Time) (T
 		return st, fmt.Errorf("list live beads: %w", err)
 	}
 	for _, b := range live {
-		st.LiveBeads = append(st.LiveBeads, beadFromInternal(b))
+		st.LiveBeads = append(st.LiveBeads, beadFromInternal(&b))
 	}
 	counts, err := s.q.BeadCountByStatus(ctx, s.Pool, townID)
 	if err != nil {

@@ -135,7 +135,7 @@ func (s *Store) GetBead(ctx context.Context, townID, beadID string) (reconciler.
 	if err != nil {
 		return reconciler.Bead{}, interpretError(err)
 	}
-	return beadFromInternal(b), nil
+	return beadFromInternal(&b), nil
 }
 
 // BeadFilter narrows ListBeads; empty fields do not filter.
@@ -156,7 +156,7 @@ func (s *Store) ListBeads(ctx context.Context, townID string, f BeadFilter) ([]r
 	}
 	out := make([]reconciler.Bead, len(rows))
 	for i, r := range rows {
-		out[i] = beadFromInternal(r)
+		out[i] = beadFromInternal(&r)
 	}
 	return out, nil
 }

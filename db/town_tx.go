@@ -182,7 +182,7 @@ func (t *TownTx) bead(ctx context.Context, id string) (reconciler.Bead, error) {
 	if err != nil {
 		return reconciler.Bead{}, fmt.Errorf("get bead %s: %w", id, err)
 	}
-	return beadFromInternal(b), nil
+	return beadFromInternal(&b), nil
 }
 
 // agent reads an agent of this town; a missing agent is a MissingEntityError.
@@ -238,13 +238,13 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		nudges   []dbsqlc.NudgeListRecentBySourceRow
 		failures int32
 	)
-	p.add(func(q Querier) (err error) { beads, err = t.q.BeadListForSnapshot(ctx, q, t.TownID); return })
-	p.add(func(q Querier) (err error) { agents, err = t.q.AgentListByTown(ctx, q, t.TownID); return })
-	p.add(func(q Querier) (err error) { deps, err = t.q.DependencyListByTown(ctx, q, t.TownID); return })
-	p.add(func(q Querier) (err error) { reviews, err = t.q.ReviewListByTown(ctx, q, t.TownID); return })
+	p.add(func(q Querier) (err error) { beads, err = t.q.BeadListForSnapshot(ctx, fastScan(q), t.TownID); return })
+	p.add(func(q Querier) (err error) { agents, err = t.q.AgentListByTown(ctx, fastScan(q), t.TownID); return })
+	p.add(func(q Querier) (err error) { deps, err = t.q.DependencyListByTown(ctx, fastScan(q), t.TownID); return })
+	p.add(func(q Querier) (err error) { reviews, err = t.q.ReviewListByTown(ctx, fastScan(q), t.TownID); return })
 	if forRules {
-		p.add(func(q Querier) (err error) { rigs, err = t.q.RigListByTown(ctx, q, t.TownID); return })
-		p.add(func(q Querier) (err error) { convoys, err = t.q.ConvoyListByTown(ctx, q, t.TownID); return })
+		p.add(func(q Querier) (err error) { rigs, err = t.q.RigListByTown(ctx, fastScan(q), t.TownID); return })
+		p.add(func(q Querier) (err error) { convoys, err = t.q.ConvoyListByTown(ctx, fastScan(q), t.TownID); return })
 		p.add(func(q Querier) (err error) {
 			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-townConfig(t.Town.Config).GUPPNudgeDedupe())})
 			return
@@ -260,8 +260,8 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		return nil, fmt.Errorf("load snapshot: %w", err)
 	}
 	s.Beads = make([]reconciler.Bead, len(beads))
-	for i, b := range beads {
-		s.Beads[i] = beadFromInternal(b)
+	for i := range beads {
+		s.Beads[i] = beadFromInternal(&beads[i])
 	}
 	s.Agents = make([]reconciler.Agent, len(agents))
 	for i, a := range agents {

@@ -1,0 +1,90 @@
+package db_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"gastown/db"
+	"gastown/db/dbtest"
+	"gastown/db/internal/dbsqlc"
+)
+
+// TestFastScanMatchesPgx scans the same rows through the snapshot's fast path and through
+// pgx's own, over values that exercise every branch: NULLs, escapes and unicode, nested
+// metadata, timestamps before 1970 and before 2000 (Postgres's epoch).
+func TestFastScanMatchesPgx(t *testing.T) {
+	ctx := context.Background()
+	store := dbtest.NewStore(t)
+	town := db.NewID()
+	_, err := store.Pool.Exec(ctx, `
+WITH t AS (INSERT INTO towns (town_id, name, created_at, updated_at) VALUES ($1, 'fast', now(), now()) RETURNING town_id),
+     r AS (INSERT INTO rigs (town_id, rig_id, name, created_at) SELECT town_id, gen_random_uuid(), 'r', now() FROM t RETURNING rig_id)
+INSERT INTO beads (town_id, bead_id, type, status, title, body, rig_id, assignee_agent_bead_id, labels, metadata,
+                   dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at)
+SELECT $1, gen_random_uuid(), 'issue', 'open', v.title, v.body, CASE WHEN v.k % 2 = 0 THEN r.rig_id END, v.assignee,
+       v.labels::jsonb, v.metadata::jsonb, v.k, v.last, v.created_by, v.created, now(), v.closed
+FROM r, (VALUES
+  (1, 'plain', NULL, NULL, '[]', '{}', NULL::timestamptz, NULL, '2026-01-01 00:00:00+00'::timestamptz, NULL::timestamptz),
+  (2, 'quote " and \ backslash', 'body ✓ ünïcode', 'system', '["a", "b:c", "ü"]', '{"k": 1, "s": "x", "b": true, "n": null, "f": -1.5e3}',
+      '1999-12-31 23:59:59.999999+00', 'me', '1970-01-01 00:00:00+00', '1969-07-20 20:17:40.5+00'),
+  (3, '', '', 'agent', '["esc\"aped", "tab\t"]', '{"nested": {"a": [1, 2]}, "esc": "new\nline"}',
+      '1899-12-31 23:59:59.123456+00', NULL, '2000-01-01 00:00:00.000001+00', '2100-06-30 12:00:00+00'),
+  (4, 'big', NULL, NULL, '["x"]', '{"big": 12345678901234567890, "small": 1e-7, "zero": 0}',
+      NULL, NULL, '0001-01-01 00:00:00+00', NULL)
+) AS v(k, title, body, assignee, labels, metadata, last, created_by, created, closed)`, town)
+	require.NoError(t, err)
+
+	q := dbsqlc.New()
+	slow, err := q.BeadListForSnapshot(ctx, store.Pool, town)
+	require.NoError(t, err)
+	fast, err := q.BeadListForSnapshot(ctx, db.FastScan(store.Pool), town)
+	require.NoError(t, err)
+	require.Len(t, slow, 4)
+	sortByID := func(bs []dbsqlc.Bead) {
+		slices.SortFunc(bs, func(a, b dbsqlc.Bead) int { return strings.Compare(a.BeadID, b.BeadID) })
+	}
+	sortByID(slow)
+	sortByID(fast)
+	require.Equal(t, len(slow), len(fast))
+	for i := range slow {
+		require.Equal(t, slow[i].BeadID, fast[i].BeadID)
+		// Times compare as instants; everything else exactly.
+		for _, pair := range [][2]any{
+			{slow[i].CreatedAt.UnixMicro(), fast[i].CreatedAt.UnixMicro()},
+			{slow[i].UpdatedAt.UnixMicro(), fast[i].UpdatedAt.UnixMicro()},
+		} {
+			require.Equal(t, pair[0], pair[1])
+		}
+		require.Equal(t, slow[i], fast[i], "row %d", i)
+	}
+}
+
+// FuzzFlatJSON: whenever the fast JSON paths accept an input, they agree with
+// encoding/json; inputs they refuse go to encoding/json anyway.
+func FuzzFlatJSON(f *testing.F) {
+	for _, s := range []string{`[]`, `["a", "b"]`, `["a","b"]`, `[ "x" ]`, `["a\"b"]`, `[1]`, `["a",]`, `["a"] x`,
+		`{}`, `{"k": 1}`, `{"a": "b", "c": true, "d": false, "e": null}`, `{"n": -0.5e-3}`, `{"n": 1e400}`,
+		`{"a": {"b": 1}}`, `{"a": [1]}`, `{"a" 1}`, `{"a": tru}`, `{"a": "x\ny"}`, `{"a": 1,}`, `{"a": 01}`, `{"a": 1} `} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if got, ok := db.ParseFlatStrings(raw); ok {
+			var want []string
+			require.NoError(t, json.Unmarshal(raw, &want), "fast path accepted invalid JSON %q", raw)
+			if want == nil {
+				want = []string{}
+			}
+			require.Equal(t, want, got, "%q", raw)
+		}
+		if got, ok := db.ParseFlatObject(raw); ok {
+			var want map[string]any
+			require.NoError(t, json.Unmarshal(raw, &want), "fast path accepted invalid JSON %q", raw)
+			require.Equal(t, want, got, "%q", raw)
+		}
+	})
+}
