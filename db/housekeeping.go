@@ -68,6 +68,11 @@ func (t *TownTx) Housekeeping(ctx context.Context, retention time.Duration) (res
 		return res, fmt.Errorf("prune events: %w", err)
 	}
 	res.EventsPruned = int(pruned)
+	if pruned > 0 { // the tick records go with the events they replay (same retention)
+		if _, err := t.q.TickInputPrune(ctx, t.db, dbsqlc.TickInputPruneParams{TownID: t.TownID, Before: t.Now.Add(-retention), MaxRows: PruneBatch}); err != nil {
+			return res, fmt.Errorf("prune tick records: %w", err)
+		}
+	}
 	return res, nil
 }
 

@@ -214,8 +214,8 @@ func (t *TownTx) LoadSnapshot(ctx context.Context) (*reconciler.Snapshot, error)
 	return t.loadSnapshot(ctx, true)
 }
 
-// LoadState reads what the invariants and HasActiveWork need after the actions applied:
-// beads, agents, edges and reviews, in one round trip.
+// LoadState reads the state the actions left — what the invariants, HasActiveWork and the
+// state hash need: rigs, beads, agents, edges, reviews and convoys, in one round trip.
 func (t *TownTx) LoadState(ctx context.Context) (*reconciler.Snapshot, error) {
 	return t.loadSnapshot(ctx, false)
 }
@@ -242,9 +242,9 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 	p.add(func(q Querier) (err error) { agents, err = t.q.AgentListByTown(ctx, fastScan(q), t.TownID); return })
 	p.add(func(q Querier) (err error) { deps, err = t.q.DependencyListByTown(ctx, fastScan(q), t.TownID); return })
 	p.add(func(q Querier) (err error) { reviews, err = t.q.ReviewListByTown(ctx, fastScan(q), t.TownID); return })
+	p.add(func(q Querier) (err error) { rigs, err = t.q.RigListByTown(ctx, fastScan(q), t.TownID); return })
+	p.add(func(q Querier) (err error) { convoys, err = t.q.ConvoyListByTown(ctx, fastScan(q), t.TownID); return })
 	if forRules {
-		p.add(func(q Querier) (err error) { rigs, err = t.q.RigListByTown(ctx, fastScan(q), t.TownID); return })
-		p.add(func(q Querier) (err error) { convoys, err = t.q.ConvoyListByTown(ctx, fastScan(q), t.TownID); return })
 		p.add(func(q Querier) (err error) {
 			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-townConfig(t.Town.Config).GUPPNudgeDedupe())})
 			return
@@ -372,6 +372,21 @@ type TickRecord struct {
 	// OmitRow skips the reconciler_ticks row (the benchmark harness measures its cost);
 	// the recorded inputs and the town's next tick are written regardless.
 	OmitRow bool
+	// What a faithful replay checks the tick against (tick_inputs, ISSUE 9): the events
+	// it drained but did not apply, the actions it emitted, whether it changed the town
+	// and the hash of the state it left.
+	FailedSeqs   []int64
+	Actions      []reconciler.Action
+	StateChanged bool
+	StateHash    uint64
+}
+
+// nonNil is s, or an empty slice for nil (a JSON array, not null; a SQL array, not NULL).
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // sat16 and sat32 store a count in a reconciler_ticks column, saturating at the column's
@@ -416,13 +431,20 @@ func (t *TownTx) Finish(ctx context.Context, rec TickRecord) error {
 	return t.finishTown(ctx, rec)
 }
 
-// finishTown records the tick's non-event inputs and schedules the town's next tick.
+// finishTown records the tick for replay and schedules the town's next tick. A tick that
+// took no input and changed nothing (an idle town's) records nothing: the town's state is
+// the one its last record names.
 func (t *TownTx) finishTown(ctx context.Context, rec TickRecord) error {
-	if len(rec.Heartbeats) > 0 {
+	if len(rec.Heartbeats) > 0 || rec.EventsDrained > 0 || len(rec.Actions) > 0 || rec.StateChanged {
+		actions, err := reconciler.EncodeActions(rec.Actions)
+		if err != nil {
+			return err
+		}
 		if err := t.q.TickInputInsert(ctx, t.db, dbsqlc.TickInputInsertParams{
-			TownID: t.TownID, TickID: t.TickID, ClockAt: t.Now, Heartbeats: mustJSON(rec.Heartbeats),
+			TownID: t.TownID, TickID: t.TickID, ClockAt: t.Now, Heartbeats: mustJSON(nonNil(rec.Heartbeats)),
+			FailedSeqs: nonNil(rec.FailedSeqs), Actions: mustJSON(actions), StateHash: int64(rec.StateHash),
 		}); err != nil {
-			return fmt.Errorf("insert tick inputs: %w", err)
+			return fmt.Errorf("insert tick record: %w", err)
 		}
 	}
 	if err := t.q.TownFinishTick(ctx, t.db, dbsqlc.TownFinishTickParams{TownID: t.TownID, Now: &t.Now, NextTickAt: rec.NextTickAt}); err != nil {

@@ -96,6 +96,10 @@ type TickResult struct {
 	CommittedAt                                                   time.Time
 	// LastSeq is the sequence number of the last event the tick drained (0: none).
 	LastSeq int64
+	// StateChanged: the tick applied an event or heartbeat, or its actions or housekeeping
+	// changed the state; StateHash fingerprints the state it left (reconciler.StateHash).
+	StateChanged bool
+	StateHash    uint64
 }
 
 // Tick runs one tick of a town on tx. It returns db.ErrTownBusy when another tick holds
@@ -170,6 +174,8 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 			return res, err
 		}
 	}
+	res.StateChanged = res.Drain.Applied > 0 || len(res.Heartbeats) > 0 || after != snap
+	res.StateHash = reconciler.StateHash(after)
 	res.Violations = reconciler.CheckInvariants(after)
 	if res.NewViolations, err = tt.RecordViolations(ctx, res.Violations); err != nil {
 		return res, err
@@ -199,10 +205,20 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		SideEffectsSucceeded: res.Drain.SideEffectsSucceeded, SideEffectsFailed: res.Drain.SideEffectsFailed,
 		InvariantViolations: len(res.Violations), PendingEventCount: res.PendingEventCount,
 		NextTickAt: res.NextTickAt, OmitRow: t.omitRow != nil && t.omitRow(),
+		FailedSeqs: failedSeqs(res.Drain.Failures), Actions: res.Actions, StateChanged: res.StateChanged, StateHash: res.StateHash,
 	}); err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// failedSeqs lists the sequence numbers of the events a drain took but did not apply.
+func failedSeqs(fs []db.EventFailure) []int64 {
+	out := make([]int64, len(fs))
+	for i, f := range fs {
+		out[i] = f.Event.Seq
+	}
+	return out
 }
 
 func (t *Ticker) at(ctx context.Context, stage, townID string) error {

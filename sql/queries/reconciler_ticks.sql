@@ -18,8 +18,18 @@ VALUES (@tick_id, @started_at, @town_id, @wall_clock_us, @drain_us, @snapshot_us
 SELECT * FROM reconciler_ticks WHERE town_id = @town_id ORDER BY tick_id DESC LIMIT @max_rows;
 
 -- name: TickInputInsert :exec
--- TickInputInsert records the non-event inputs of a tick.
-INSERT INTO tick_inputs (town_id, tick_id, clock_at, heartbeats) VALUES (@town_id, @tick_id, @clock_at, @heartbeats);
+-- TickInputInsert records what a replay of a tick needs besides its applied events.
+INSERT INTO tick_inputs (town_id, tick_id, clock_at, heartbeats, failed_seqs, actions, state_hash)
+VALUES (@town_id, @tick_id, @clock_at, @heartbeats, @failed_seqs, @actions, @state_hash);
+
+-- name: TickInputList :many
+-- TickInputList lists a town's tick records from tick @from_tick on, in tick order.
+SELECT * FROM tick_inputs WHERE town_id = @town_id AND tick_id >= @from_tick ORDER BY tick_id LIMIT @max_rows;
+
+-- name: TickInputPrune :execrows
+-- TickInputPrune deletes at most @max_rows of a town's tick records older than @before.
+DELETE FROM tick_inputs t WHERE t.town_id = @town_id AND t.tick_id IN (
+    SELECT o.tick_id FROM tick_inputs o WHERE o.town_id = @town_id AND o.clock_at < @before LIMIT @max_rows);
 
 -- name: TickEnsurePartitions :one
 -- TickEnsurePartitions creates the daily partitions of reconciler_ticks ahead of time.

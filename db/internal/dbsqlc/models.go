@@ -259,6 +259,9 @@ type TickInput struct {
 	TickID     int64
 	ClockAt    time.Time
 	Heartbeats []byte
+	FailedSeqs []int64
+	Actions    []byte
+	StateHash  int64
 }
 
 type Town struct {

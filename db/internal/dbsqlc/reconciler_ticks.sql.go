@@ -23,7 +23,8 @@ func (q *Queries) TickEnsurePartitions(ctx context.Context, db DBTX, daysAhead i
 }
 
 const tickInputInsert = `-- name: TickInputInsert :exec
-INSERT INTO tick_inputs (town_id, tick_id, clock_at, heartbeats) VALUES ($1, $2, $3, $4)
+INSERT INTO tick_inputs (town_id, tick_id, clock_at, heartbeats, failed_seqs, actions, state_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 `
 
 type TickInputInsertParams struct {
@@ -31,17 +32,82 @@ type TickInputInsertParams struct {
 	TickID     int64
 	ClockAt    time.Time
 	Heartbeats []byte
+	FailedSeqs []int64
+	Actions    []byte
+	StateHash  int64
 }
 
-// TickInputInsert records the non-event inputs of a tick.
+// TickInputInsert records what a replay of a tick needs besides its applied events.
 func (q *Queries) TickInputInsert(ctx context.Context, db DBTX, arg TickInputInsertParams) error {
 	_, err := db.Exec(ctx, tickInputInsert,
 		arg.TownID,
 		arg.TickID,
 		arg.ClockAt,
 		arg.Heartbeats,
+		arg.FailedSeqs,
+		arg.Actions,
+		arg.StateHash,
 	)
 	return err
+}
+
+const tickInputList = `-- name: TickInputList :many
+SELECT town_id, tick_id, clock_at, heartbeats, failed_seqs, actions, state_hash FROM tick_inputs WHERE town_id = $1 AND tick_id >= $2 ORDER BY tick_id LIMIT $3
+`
+
+type TickInputListParams struct {
+	TownID   string
+	FromTick int64
+	MaxRows  int32
+}
+
+// TickInputList lists a town's tick records from tick @from_tick on, in tick order.
+func (q *Queries) TickInputList(ctx context.Context, db DBTX, arg TickInputListParams) ([]TickInput, error) {
+	rows, err := db.Query(ctx, tickInputList, arg.TownID, arg.FromTick, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []TickInput{}
+	for rows.Next() {
+		var i TickInput
+		if err := rows.Scan(
+			&i.TownID,
+			&i.TickID,
+			&i.ClockAt,
+			&i.Heartbeats,
+			&i.FailedSeqs,
+			&i.Actions,
+			&i.StateHash,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const tickInputPrune = `-- name: TickInputPrune :execrows
+DELETE FROM tick_inputs t WHERE t.town_id = $1 AND t.tick_id IN (
+    SELECT o.tick_id FROM tick_inputs o WHERE o.town_id = $1 AND o.clock_at < $2 LIMIT $3)
+`
+
+type TickInputPruneParams struct {
+	TownID  string
+	Before  time.Time
+	MaxRows int32
+}
+
+// TickInputPrune deletes at most @max_rows of a town's tick records older than @before.
+func (q *Queries) TickInputPrune(ctx context.Context, db DBTX, arg TickInputPruneParams) (int64, error) {
+	result, err := db.Exec(ctx, tickInputPrune, arg.TownID, arg.Before, arg.MaxRows)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const tickInsert = `-- name: TickInsert :exec

@@ -1,0 +1,143 @@
+package reconciler
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"hash"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"time"
+)
+
+// StateHash is a compact fingerprint of a town's state: its draining flag, config, rigs,
+// beads, agents, dependencies, reviews and convoys, every field of each, in an order of
+// their own (by id), independent of the order the snapshot lists them in and of the time
+// zone its times carry. Each tick records the hash of the state it left, so a replay of
+// the tick can tell whether it reproduced that state (ISSUE 9). The recent-nudge and
+// dispatch-failure summaries are inputs read from logs, not state, and are left out.
+func StateHash(s *Snapshot) uint64 {
+	h := stateHasher{h: fnv.New64a()}
+	h.bool(s.Draining)
+	h.time(s.DrainStartedAt)
+	h.json(s.Config)
+
+	rigs := sortedBy(s.Rigs, func(r *Rig) string { return r.ID })
+	h.int(len(rigs))
+	for _, r := range rigs {
+		h.str(r.ID, r.Name, r.GitURL, r.DefaultBranch)
+		h.json(r.Config)
+	}
+	beads := sortedBy(s.Beads, func(b *Bead) string { return b.ID })
+	h.int(len(beads))
+	for _, b := range beads {
+		h.str(b.ID, string(b.Type), string(b.Status), b.Title, b.Body, b.RigID, b.ParentID, b.AssigneeID,
+			string(b.Priority), b.CreatedBy)
+		h.strs(b.Labels)
+		h.json(b.Metadata)
+		h.int(b.DispatchAttempts)
+		h.time(b.LastDispatchAttemptAt, b.CreatedAt, b.UpdatedAt, b.ClosedAt)
+	}
+	agents := sortedBy(s.Agents, func(a *Agent) string { return a.ID })
+	h.int(len(agents))
+	for _, a := range agents {
+		h.str(a.ID, string(a.Role), a.Name, a.RigID, a.Identity, string(a.Status), a.HookBeadID, a.LastEventType)
+		h.int(a.DispatchAttempts)
+		h.strs(a.ActiveTools)
+		h.time(a.LastActivityAt, a.LastEventAt, a.StalledAt, a.CreatedAt)
+	}
+	deps := sortedBy(s.Dependencies, func(d *Dependency) string {
+		return d.BeadID + "\x00" + d.DependsOnID + "\x00" + string(d.Type)
+	})
+	h.int(len(deps))
+	for _, d := range deps {
+		h.str(d.BeadID, d.DependsOnID, string(d.Type))
+	}
+	reviews := sortedBy(s.Reviews, func(r *Review) string { return r.BeadID })
+	h.int(len(reviews))
+	for _, r := range reviews {
+		h.str(r.BeadID, r.Branch, r.TargetBranch, r.PRURL)
+		h.int(r.RetryCount)
+		h.time(r.AutoMergeReadySince)
+	}
+	convoys := sortedBy(s.Convoys, func(c *Convoy) string { return c.BeadID })
+	h.int(len(convoys))
+	for _, c := range convoys {
+		h.str(c.BeadID, c.FeatureBranch, c.MergeMode)
+		h.int(c.TotalBeads, c.ClosedBeads)
+		h.bool(c.Staged)
+		h.time(c.LandedAt)
+	}
+	return h.h.Sum64()
+}
+
+// sortedBy returns pointers to the items ordered by key (the input is left alone).
+func sortedBy[T any](items []T, key func(*T) string) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	slices.SortFunc(out, func(a, b *T) int { return strings.Compare(key(a), key(b)) })
+	return out
+}
+
+// stateHasher feeds typed values to a hash, each delimited so that no two different
+// sequences of values write the same bytes.
+type stateHasher struct {
+	h   hash.Hash64
+	buf [8]byte
+}
+
+func (h *stateHasher) u64(v uint64) {
+	binary.LittleEndian.PutUint64(h.buf[:], v)
+	_, _ = h.h.Write(h.buf[:])
+}
+
+func (h *stateHasher) str(ss ...string) {
+	for _, s := range ss {
+		h.u64(uint64(len(s)))
+		_, _ = h.h.Write([]byte(s))
+	}
+}
+
+func (h *stateHasher) strs(ss []string) {
+	h.u64(uint64(len(ss)))
+	h.str(ss...)
+}
+
+func (h *stateHasher) int(vs ...int) {
+	for _, v := range vs {
+		h.u64(uint64(v))
+	}
+}
+
+func (h *stateHasher) bool(v bool) {
+	if v {
+		h.u64(1)
+	} else {
+		h.u64(0)
+	}
+}
+
+// time writes an instant (zero stays distinct from the Unix epoch), whatever its zone.
+func (h *stateHasher) time(ts ...time.Time) {
+	for _, t := range ts {
+		if t.IsZero() {
+			h.u64(0)
+			h.u64(0)
+			continue
+		}
+		h.u64(1)
+		h.u64(uint64(t.UnixNano()))
+	}
+}
+
+// json writes a value by its JSON encoding (maps encode with sorted keys).
+func (h *stateHasher) json(v any) {
+	b, err := json.Marshal(v)
+	if err != nil { // config and metadata come from JSON; this cannot fail
+		b = []byte(err.Error())
+	}
+	h.u64(uint64(len(b)))
+	_, _ = h.h.Write(b)
+}
