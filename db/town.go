@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"gastown/db/internal/dbsqlc"
 	"gastown/reconciler"
 )
@@ -47,9 +49,24 @@ func (s *Store) CreateTown(ctx context.Context, id, name string, cfg reconciler.
 	if err != nil {
 		return Town{}, fmt.Errorf("encode town config: %w", err)
 	}
-	t, err := s.q.TownInsert(ctx, s.Pool, dbsqlc.TownInsertParams{TownID: id, Name: name, Config: raw, Now: now})
+	var t dbsqlc.Town
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if t, err = s.q.TownInsert(ctx, tx, dbsqlc.TownInsertParams{TownID: id, Name: name, Config: raw, Now: now}); err != nil {
+			return fmt.Errorf("insert town: %w", err)
+		}
+		// The first checkpoint, before any tick: a replay of the whole history starts here.
+		snap, err := s.loadStateOn(ctx, tx, id, now)
+		if err != nil {
+			return err
+		}
+		if err := takeCheckpoint(ctx, tx, id, 0, now, reconciler.StateHash(snap)); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE towns SET checkpoint_tick_id = 0, checkpoint_at = $2 WHERE town_id = $1`, id, now)
+		return err
+	})
 	if err != nil {
-		return Town{}, fmt.Errorf("insert town: %w", err)
+		return Town{}, err
 	}
 	return townFromInternal(t), nil
 }

@@ -297,12 +297,26 @@ type HeartbeatInput struct {
 	ReceivedAt          time.Time  `json:"received_at"`
 	LastEventType       string     `json:"last_event_type,omitempty"`
 	LastEventAt         *time.Time `json:"last_event_at,omitempty"`
-	ActiveTools         []string   `json:"active_tools,omitempty"`
+	ActiveTools         []string   `json:"active_tools"` // null: the heartbeat did not say; []: no tools
 	ContainerInstanceID string     `json:"container_instance_id,omitempty"`
 }
 
 // ApplyHeartbeats takes the heartbeats that arrived since the previous tick and applies
 // touchAgent to each agent that still exists. It returns the inputs it took.
+// ApplyRecordedHeartbeats applies heartbeats a tick recorded, as that tick did (a replay).
+func (t *TownTx) ApplyRecordedHeartbeats(ctx context.Context, inputs []HeartbeatInput) (err error) {
+	defer t.flushOnReturn(ctx, &err)
+	for _, in := range inputs {
+		if err := t.applyHeartbeat(ctx, in); err != nil {
+			return err
+		}
+		if err := t.noteContainerInstance(ctx, in.ContainerInstanceID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (t *TownTx) ApplyHeartbeats(ctx context.Context) (_ []HeartbeatInput, err error) {
 	defer t.flushOnReturn(ctx, &err)
 	rows, err := t.q.HeartbeatListUnapplied(ctx, t.db, t.TownID)
@@ -379,6 +393,23 @@ type TickRecord struct {
 	Actions      []reconciler.Action
 	StateChanged bool
 	StateHash    uint64
+	// Checkpointed: the tick took a checkpoint of the state it left (TownTx.Checkpoint).
+	Checkpointed bool
+}
+
+// Recorded reports whether the tick leaves a record for replay: it took an input or
+// changed the town.
+func (rec TickRecord) Recorded() bool {
+	return len(rec.Heartbeats) > 0 || rec.EventsDrained > 0 || len(rec.Actions) > 0 || rec.StateChanged
+}
+
+// CheckpointDue reports whether a tick that leaves a record should also take a
+// checkpoint: every `every` records, or when the last checkpoint is older than interval.
+func (t *TownTx) CheckpointDue(every int, interval time.Duration) bool {
+	if t.Town.CheckpointAt == nil {
+		return true
+	}
+	return (every > 0 && int(t.Town.RecordsSinceCheckpoint)+1 >= every) || (interval > 0 && t.Now.Sub(*t.Town.CheckpointAt) >= interval)
 }
 
 // nonNil is s, or an empty slice for nil (a JSON array, not null; a SQL array, not NULL).
@@ -435,7 +466,8 @@ func (t *TownTx) Finish(ctx context.Context, rec TickRecord) error {
 // took no input and changed nothing (an idle town's) records nothing: the town's state is
 // the one its last record names.
 func (t *TownTx) finishTown(ctx context.Context, rec TickRecord) error {
-	if len(rec.Heartbeats) > 0 || rec.EventsDrained > 0 || len(rec.Actions) > 0 || rec.StateChanged {
+	recorded := rec.Recorded()
+	if recorded {
 		actions, err := reconciler.EncodeActions(rec.Actions)
 		if err != nil {
 			return err
@@ -447,7 +479,10 @@ func (t *TownTx) finishTown(ctx context.Context, rec TickRecord) error {
 			return fmt.Errorf("insert tick record: %w", err)
 		}
 	}
-	if err := t.q.TownFinishTick(ctx, t.db, dbsqlc.TownFinishTickParams{TownID: t.TownID, Now: &t.Now, NextTickAt: rec.NextTickAt}); err != nil {
+	if err := t.q.TownFinishTick(ctx, t.db, dbsqlc.TownFinishTickParams{
+		TownID: t.TownID, Now: &t.Now, NextTickAt: rec.NextTickAt,
+		Recorded: map[bool]int32{false: 0, true: 1}[recorded], Checkpointed: rec.Checkpointed, TickID: t.TickID,
+	}); err != nil {
 		return fmt.Errorf("finish tick: %w", err)
 	}
 	return t.Flush(ctx)

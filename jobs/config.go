@@ -50,6 +50,11 @@ type Config struct {
 	EventRetention time.Duration
 	// WorkerID names this process to River (its client ID) and in logs.
 	WorkerID string
+	// CheckpointEvery and CheckpointInterval: a tick that leaves a replay record also
+	// checkpoints the town's state every CheckpointEvery records (default 1,000) or when
+	// the last checkpoint is older than CheckpointInterval (default 1 h).
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
 }
 
 // Validate reports a configuration that cannot work.
@@ -96,6 +101,8 @@ func (c Config) withDefaults() Config {
 	def(&c.TickRetention, 7*24*time.Hour)
 	def(&c.RollupRetention, 90*24*time.Hour)
 	def(&c.ObserveInterval, reconciler.ActiveTickInterval)
+	defInt(&c.CheckpointEvery, 1000)
+	def(&c.CheckpointInterval, time.Hour)
 	if c.RescueStuckJobsAfter <= c.TickTimeout {
 		c.RescueStuckJobsAfter = c.TickTimeout + 10*time.Second
 	}

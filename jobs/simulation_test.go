@@ -158,6 +158,21 @@ func TestSimulatedFleetRun(t *testing.T) {
 	require.Positive(t, nudges, "GUPP nudged a hung agent")
 	t.Logf("%d issues, %d closed; %d side-effect jobs checked; %d agent starts; %d PR fixes, %d merges, %d GUPP nudges delivered",
 		len(issues), closed, len(jobs.Jobs), sim.Starts(), host.Fixes(), host.Merges(), nudges)
+
+	// Faithful replay: each town's whole history, re-run from the checkpoint taken when it
+	// was created, reproduces every recorded tick's actions and state hash.
+	for _, town := range towns {
+		rep, err := svc.Replay(ctx, town, ReplayOptions{LockTimeout: 30 * time.Second})
+		require.NoError(t, err)
+		require.Zero(t, rep.CheckpointTick)
+		require.True(t, rep.CheckpointValid)
+		require.Greater(t, rep.TicksReplayed, 10)
+		if rep.FirstDivergence != nil {
+			d := rep.FirstDivergence
+			t.Fatalf("town %s: tick %d of %d did not reproduce:\n%s", town, d.TickID, rep.TicksReplayed, d.Diff)
+		}
+		t.Logf("town %s: %d recorded ticks replayed, all reproduced", town, rep.TicksReplayed)
+	}
 }
 
 // waitingOnATimer reports whether an open bead is legitimately waiting: it, or the live MR

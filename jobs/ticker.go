@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -69,6 +70,12 @@ type TickOptions struct {
 	// DryRun waits for the town lock (bounded by the session's lock_timeout) instead of
 	// backing off, and inserts no side-effect jobs. The caller rolls the transaction back.
 	DryRun bool
+	// Replay re-runs a recorded tick (implies DryRun): its tick id and clock, its
+	// heartbeats instead of the unapplied ones, its failed events failing again. The
+	// caller has made exactly the tick's events pending. Nothing is recorded.
+	Replay *db.RecordedTick
+	// Reconcile replaces the rules (a what-if replay, or a test's changed rule).
+	Reconcile func(s *reconciler.Snapshot, o reconciler.Options, now time.Time) []reconciler.Action
 }
 
 // TickResult is what one tick did.
@@ -106,10 +113,25 @@ type TickResult struct {
 // the town, db.ErrNotFound when the town does not exist. The caller commits or rolls back.
 func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOptions) (TickResult, error) {
 	started := time.Now()
-	now := t.clock().UTC()
+	// The clock a tick reconciles with, at the microseconds Postgres stores: the record
+	// of the tick then holds exactly the clock a replay re-runs it with.
+	now := t.clock().UTC().Truncate(time.Microsecond)
+	replay := opts.Replay
+	if replay != nil {
+		opts.DryRun, now = true, replay.ClockAt.UTC()
+	}
 	tt, err := t.store.LockTown(ctx, tx, townID, now, opts.DryRun, t.logger)
 	if err != nil {
 		return TickResult{}, err
+	}
+	failEvent := t.failEvent
+	if replay != nil {
+		tt.TickID = replay.TickID // new ids derive from it
+		failEvent = replayFailures(replay.FailedSeqs)
+	}
+	reconcile := reconciler.Reconcile
+	if opts.Reconcile != nil {
+		reconcile = opts.Reconcile
 	}
 	res := TickResult{TickID: tt.TickID, ClockAt: now}
 
@@ -117,11 +139,17 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	if err := tt.CheckDrainTimeout(ctx); err != nil {
 		return res, err
 	}
-	if res.Heartbeats, err = tt.ApplyHeartbeats(ctx); err != nil {
+	if replay != nil {
+		res.Heartbeats = replay.Heartbeats
+		err = tt.ApplyRecordedHeartbeats(ctx, replay.Heartbeats)
+	} else {
+		res.Heartbeats, err = tt.ApplyHeartbeats(ctx)
+	}
+	if err != nil {
 		return res, err
 	}
 	if res.Drain, err = tt.DrainEvents(ctx, db.DrainOptions{
-		MaxEvents: t.cfg.DrainBatch, MaxAttempts: t.cfg.MaxEventAttempts, FailEvent: t.failEvent,
+		MaxEvents: t.cfg.DrainBatch, MaxAttempts: t.cfg.MaxEventAttempts, FailEvent: failEvent,
 	}); err != nil {
 		return res, err
 	}
@@ -136,7 +164,7 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		return res, err
 	}
 	loaded := time.Now()
-	res.Actions = reconciler.Reconcile(snap, reconciler.Options{Draining: tt.Draining()}, now)
+	res.Actions = reconcile(snap, reconciler.Options{Draining: tt.Draining()}, now)
 	reconciled := time.Now()
 	if res.Apply, err = tt.ApplyActions(ctx, res.Actions); err != nil {
 		return res, err
@@ -196,7 +224,10 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	res.WallClock = time.Since(started)
 	res.DrainTime, res.SnapshotTime = drained.Sub(started), loaded.Sub(drained)
 	res.ReconcileTime, res.ApplyTime = reconciled.Sub(loaded), applied.Sub(reconciled)
-	if err := tt.Finish(ctx, db.TickRecord{
+	if replay != nil {
+		return res, nil // a replay records nothing
+	}
+	rec := db.TickRecord{
 		WallClock: res.WallClock,
 		Drain:     drained.Sub(started), Snapshot: loaded.Sub(drained), Reconcile: reconciled.Sub(loaded), Apply: applied.Sub(reconciled),
 		EventsDrained: res.Drain.Drained, EventsFailed: res.Drain.Failed, EventsDead: res.Drain.Dead,
@@ -206,10 +237,27 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		InvariantViolations: len(res.Violations), PendingEventCount: res.PendingEventCount,
 		NextTickAt: res.NextTickAt, OmitRow: t.omitRow != nil && t.omitRow(),
 		FailedSeqs: failedSeqs(res.Drain.Failures), Actions: res.Actions, StateChanged: res.StateChanged, StateHash: res.StateHash,
-	}); err != nil {
+	}
+	if rec.Recorded() && !opts.DryRun && tt.CheckpointDue(t.cfg.CheckpointEvery, t.cfg.CheckpointInterval) {
+		if err := tt.Checkpoint(ctx, res.StateHash); err != nil {
+			return res, err
+		}
+		rec.Checkpointed = true
+	}
+	if err := tt.Finish(ctx, rec); err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// replayFailures fails the events a recorded tick failed, as it did.
+func replayFailures(seqs []int64) func(db.Event) error {
+	return func(e db.Event) error {
+		if slices.Contains(seqs, e.Seq) {
+			return fmt.Errorf("event %d failed in the recorded tick", e.Seq)
+		}
+		return nil
+	}
 }
 
 // failedSeqs lists the sequence numbers of the events a drain took but did not apply.

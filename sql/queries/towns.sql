@@ -27,7 +27,10 @@ SELECT * FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE;
 -- TownFinishTick records a finished tick and when the town is due next. It touches only
 -- unindexed columns, so the update is HOT.
 UPDATE towns
-SET last_tick_at = @now, next_tick_at = @next_tick_at, tick_count = tick_count + 1
+SET last_tick_at = @now, next_tick_at = @next_tick_at, tick_count = tick_count + 1,
+    records_since_checkpoint = CASE WHEN @checkpointed::bool THEN 0 ELSE records_since_checkpoint + @recorded::int END,
+    checkpoint_tick_id = CASE WHEN @checkpointed::bool THEN @tick_id::bigint ELSE checkpoint_tick_id END,
+    checkpoint_at = CASE WHEN @checkpointed::bool THEN @now ELSE checkpoint_at END
 WHERE town_id = @town_id;
 
 -- name: TownListDue :many

@@ -265,18 +265,29 @@ type TickInput struct {
 }
 
 type Town struct {
-	TownID              string
-	Name                string
-	Config              []byte
-	Draining            bool
-	DrainNonce          *string
-	DrainStartedAt      *time.Time
-	ContainerInstanceID *string
-	NextTickAt          time.Time
-	LastTickAt          *time.Time
-	TickCount           int64
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
+	TownID                 string
+	Name                   string
+	Config                 []byte
+	Draining               bool
+	DrainNonce             *string
+	DrainStartedAt         *time.Time
+	ContainerInstanceID    *string
+	NextTickAt             time.Time
+	LastTickAt             *time.Time
+	TickCount              int64
+	CreatedAt              time.Time
+	UpdatedAt              time.Time
+	CheckpointTickID       *int64
+	CheckpointAt           *time.Time
+	RecordsSinceCheckpoint int32
+}
+
+type TownCheckpoint struct {
+	TownID    string
+	TickID    int64
+	TakenAt   time.Time
+	State     []byte
+	StateHash int64
 }
 
 type TownEvent struct {

@@ -41,25 +41,38 @@ func (q *Queries) TownDelete(ctx context.Context, db DBTX, townID string) (int64
 
 const townFinishTick = `-- name: TownFinishTick :exec
 UPDATE towns
-SET last_tick_at = $1, next_tick_at = $2, tick_count = tick_count + 1
-WHERE town_id = $3
+SET last_tick_at = $1, next_tick_at = $2, tick_count = tick_count + 1,
+    records_since_checkpoint = CASE WHEN $3::bool THEN 0 ELSE records_since_checkpoint + $4::int END,
+    checkpoint_tick_id = CASE WHEN $3::bool THEN $5::bigint ELSE checkpoint_tick_id END,
+    checkpoint_at = CASE WHEN $3::bool THEN $1 ELSE checkpoint_at END
+WHERE town_id = $6
 `
 
 type TownFinishTickParams struct {
-	Now        *time.Time
-	NextTickAt time.Time
-	TownID     string
+	Now          *time.Time
+	NextTickAt   time.Time
+	Checkpointed bool
+	Recorded     int32
+	TickID       int64
+	TownID       string
 }
 
 // TownFinishTick records a finished tick and when the town is due next. It touches only
 // unindexed columns, so the update is HOT.
 func (q *Queries) TownFinishTick(ctx context.Context, db DBTX, arg TownFinishTickParams) error {
-	_, err := db.Exec(ctx, townFinishTick, arg.Now, arg.NextTickAt, arg.TownID)
+	_, err := db.Exec(ctx, townFinishTick,
+		arg.Now,
+		arg.NextTickAt,
+		arg.Checkpointed,
+		arg.Recorded,
+		arg.TickID,
+		arg.TownID,
+	)
 	return err
 }
 
 const townGet = `-- name: TownGet :one
-SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at FROM towns WHERE town_id = $1
+SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at, checkpoint_tick_id, checkpoint_at, records_since_checkpoint FROM towns WHERE town_id = $1
 `
 
 // TownGet reads one town.
@@ -79,6 +92,9 @@ func (q *Queries) TownGet(ctx context.Context, db DBTX, townID string) (Town, er
 		&i.TickCount,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CheckpointTickID,
+		&i.CheckpointAt,
+		&i.RecordsSinceCheckpoint,
 	)
 	return i, err
 }
@@ -86,7 +102,7 @@ func (q *Queries) TownGet(ctx context.Context, db DBTX, townID string) (Town, er
 const townInsert = `-- name: TownInsert :one
 INSERT INTO towns (town_id, name, config, created_at, updated_at, next_tick_at)
 VALUES ($1, $2, $3, $4, $4, $4)
-RETURNING town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at
+RETURNING town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at, checkpoint_tick_id, checkpoint_at, records_since_checkpoint
 `
 
 type TownInsertParams struct {
@@ -118,6 +134,9 @@ func (q *Queries) TownInsert(ctx context.Context, db DBTX, arg TownInsertParams)
 		&i.TickCount,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CheckpointTickID,
+		&i.CheckpointAt,
+		&i.RecordsSinceCheckpoint,
 	)
 	return i, err
 }
@@ -136,7 +155,7 @@ func (q *Queries) TownIsTicking(ctx context.Context, db DBTX, townID string) (*b
 }
 
 const townList = `-- name: TownList :many
-SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at FROM towns ORDER BY created_at, town_id LIMIT $1
+SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at, checkpoint_tick_id, checkpoint_at, records_since_checkpoint FROM towns ORDER BY created_at, town_id LIMIT $1
 `
 
 // TownList lists towns by creation time.
@@ -162,6 +181,9 @@ func (q *Queries) TownList(ctx context.Context, db DBTX, maxRows int32) ([]Town,
 			&i.TickCount,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CheckpointTickID,
+			&i.CheckpointAt,
+			&i.RecordsSinceCheckpoint,
 		); err != nil {
 			return nil, err
 		}
@@ -211,7 +233,7 @@ func (q *Queries) TownListDue(ctx context.Context, db DBTX, arg TownListDueParam
 }
 
 const townLockForTick = `-- name: TownLockForTick :one
-SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at FROM towns WHERE town_id = $1 FOR NO KEY UPDATE SKIP LOCKED
+SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at, checkpoint_tick_id, checkpoint_at, records_since_checkpoint FROM towns WHERE town_id = $1 FOR NO KEY UPDATE SKIP LOCKED
 `
 
 // TownLockForTick locks the town row for one tick. FOR NO KEY UPDATE leaves foreign-key
@@ -233,12 +255,15 @@ func (q *Queries) TownLockForTick(ctx context.Context, db DBTX, townID string) (
 		&i.TickCount,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CheckpointTickID,
+		&i.CheckpointAt,
+		&i.RecordsSinceCheckpoint,
 	)
 	return i, err
 }
 
 const townLockForTickWait = `-- name: TownLockForTickWait :one
-SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at FROM towns WHERE town_id = $1 FOR NO KEY UPDATE
+SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at, checkpoint_tick_id, checkpoint_at, records_since_checkpoint FROM towns WHERE town_id = $1 FOR NO KEY UPDATE
 `
 
 // TownLockForTickWait locks the town row, waiting up to the session's lock_timeout
@@ -259,6 +284,9 @@ func (q *Queries) TownLockForTickWait(ctx context.Context, db DBTX, townID strin
 		&i.TickCount,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CheckpointTickID,
+		&i.CheckpointAt,
+		&i.RecordsSinceCheckpoint,
 	)
 	return i, err
 }

@@ -1,0 +1,235 @@
+package db
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"gastown/reconciler"
+)
+
+// checkpointTables are the town's state tables, in an order in which their rows can be
+// inserted (foreign keys point backwards). Deleting a town's beads and rigs removes the
+// rest (ON DELETE CASCADE). bead_events (the audit feed), the inputs (events, heartbeats)
+// and the monitoring tables are not state: a tick never reads them back.
+var checkpointTables = []string{"rigs", "beads", "agents", "bead_dependencies", "review_metadata",
+	"convoy_metadata", "escalation_metadata", "agent_nudges"}
+
+// checkpointTownColumns are the columns of the town row that ticks read as state.
+var checkpointTownColumns = []string{"config", "draining", "drain_nonce", "drain_started_at", "container_instance_id"}
+
+// The SQL below is built from the two lists above (fixed at compile time, no input), so
+// a new state table is one entry here. Every statement filters by town_id.
+var (
+	checkpointSelectSQL = func() string {
+		var b strings.Builder
+		b.WriteString("SELECT jsonb_build_object('town', (SELECT jsonb_build_object(")
+		for i, c := range checkpointTownColumns {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "'%s', t.%s", c, c)
+		}
+		b.WriteString(") FROM towns t WHERE t.town_id = $1)")
+		for _, tbl := range checkpointTables {
+			fmt.Fprintf(&b, ", '%s', coalesce((SELECT jsonb_agg(to_jsonb(x)) FROM %s x WHERE x.town_id = $1), '[]'::jsonb)", tbl, tbl)
+		}
+		b.WriteString(")")
+		return b.String()
+	}()
+	restoreTownSQL = fmt.Sprintf(`UPDATE towns t SET (%s) = (SELECT %s FROM jsonb_populate_record(NULL::towns, $2) c) WHERE t.town_id = $1`,
+		strings.Join(checkpointTownColumns, ", "), "c."+strings.Join(checkpointTownColumns, ", c."))
+)
+
+// Checkpoint is one stored copy of a town's state.
+type Checkpoint struct {
+	TownID    string          `json:"town_id"`
+	TickID    int64           `json:"tick_id"` // the state after this tick (0: before the first)
+	TakenAt   time.Time       `json:"taken_at"`
+	StateHash uint64          `json:"state_hash"`
+	State     json.RawMessage `json:"-"`
+}
+
+// takeCheckpoint stores a copy of the town's state as it is on q now, as the state after
+// tick tickID.
+func takeCheckpoint(ctx context.Context, q Querier, townID string, tickID int64, at time.Time, hash uint64) error {
+	_, err := q.Exec(ctx, `INSERT INTO town_checkpoints (town_id, tick_id, taken_at, state, state_hash)
+VALUES ($1, $2, $3, (`+checkpointSelectSQL+`), $4)
+ON CONFLICT (town_id, tick_id) DO UPDATE SET taken_at = excluded.taken_at, state = excluded.state, state_hash = excluded.state_hash`,
+		townID, tickID, at, int64(hash))
+	if err != nil {
+		return fmt.Errorf("take checkpoint of town %s: %w", townID, err)
+	}
+	return nil
+}
+
+// Checkpoint takes a checkpoint inside the tick (after its actions applied): the state
+// after this tick, with the hash the tick computed.
+func (t *TownTx) Checkpoint(ctx context.Context, hash uint64) error {
+	if err := t.Flush(ctx); err != nil {
+		return err
+	}
+	return takeCheckpoint(ctx, t.db, t.TownID, t.TickID, t.Now, hash)
+}
+
+// CheckpointNow takes a checkpoint of a town outside a tick: it waits for the town's lock
+// (bounded by the context), so the copy falls on a tick boundary, and records it as the
+// state after the town's last recorded tick. It returns the checkpoint.
+func (s *Store) CheckpointNow(ctx context.Context, townID string, now time.Time) (Checkpoint, error) {
+	var cp Checkpoint
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var last int64
+		err := tx.QueryRow(ctx, `SELECT coalesce((SELECT max(tick_id) FROM tick_inputs WHERE town_id = t.town_id), 0)
+FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock town %s: %w", townID, err)
+		}
+		snap, err := s.loadStateOn(ctx, tx, townID, now)
+		if err != nil {
+			return err
+		}
+		hash := reconciler.StateHash(snap)
+		if err := takeCheckpoint(ctx, tx, townID, last, now, hash); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE towns SET checkpoint_tick_id = $2, checkpoint_at = $3, records_since_checkpoint = 0
+WHERE town_id = $1`, townID, last, now); err != nil {
+			return fmt.Errorf("note checkpoint: %w", err)
+		}
+		cp = Checkpoint{TownID: townID, TickID: last, TakenAt: now, StateHash: hash}
+		return nil
+	})
+	return cp, err
+}
+
+// loadStateOn reads a town's state on tx without taking a tick (no tick id allocated).
+func (s *Store) loadStateOn(ctx context.Context, tx pgx.Tx, townID string, now time.Time) (*reconciler.Snapshot, error) {
+	town, err := s.q.TownGet(ctx, tx, townID)
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	wb := &writeBehind{inner: tx}
+	tt := &TownTx{store: s, tx: tx, db: wb, wb: wb, q: s.q, Town: town, TownID: townID, Now: now}
+	return tt.LoadState(ctx)
+}
+
+// LatestCheckpoint returns the town's latest checkpoint at or before tick atOrBefore
+// (with its state), or ErrNotFound.
+func (s *Store) LatestCheckpoint(ctx context.Context, q Querier, townID string, atOrBefore int64) (Checkpoint, error) {
+	cp := Checkpoint{TownID: townID}
+	var hash int64
+	err := q.QueryRow(ctx, `SELECT tick_id, taken_at, state_hash, state FROM town_checkpoints
+WHERE town_id = $1 AND tick_id <= $2 ORDER BY tick_id DESC LIMIT 1`, townID, atOrBefore).Scan(&cp.TickID, &cp.TakenAt, &hash, &cp.State)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return cp, ErrNotFound
+	}
+	if err != nil {
+		return cp, fmt.Errorf("read checkpoint: %w", err)
+	}
+	cp.StateHash = uint64(hash)
+	return cp, nil
+}
+
+// ListCheckpoints lists a town's checkpoints (without their state), oldest first.
+func (s *Store) ListCheckpoints(ctx context.Context, townID string) ([]Checkpoint, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT tick_id, taken_at, state_hash FROM town_checkpoints WHERE town_id = $1 ORDER BY tick_id`, townID)
+	if err != nil {
+		return nil, fmt.Errorf("list checkpoints: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Checkpoint, error) {
+		cp := Checkpoint{TownID: townID}
+		var hash int64
+		err := r.Scan(&cp.TickID, &cp.TakenAt, &hash)
+		cp.StateHash = uint64(hash)
+		return cp, err
+	})
+}
+
+// RestoreCheckpoint replaces the town's state on tx with the checkpoint's. Callers run it
+// in a transaction they roll back (a replay); it never leaves a town restored.
+func RestoreCheckpoint(ctx context.Context, tx pgx.Tx, cp Checkpoint) error {
+	var state map[string]json.RawMessage
+	if err := json.Unmarshal(cp.State, &state); err != nil {
+		return fmt.Errorf("checkpoint of tick %d is not a JSON object: %w", cp.TickID, err)
+	}
+	for _, stmt := range []string{`DELETE FROM beads WHERE town_id = $1`, `DELETE FROM rigs WHERE town_id = $1`} {
+		if _, err := tx.Exec(ctx, stmt, cp.TownID); err != nil {
+			return fmt.Errorf("clear town state: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, restoreTownSQL, cp.TownID, []byte(state["town"])); err != nil {
+		return fmt.Errorf("restore town row: %w", err)
+	}
+	for _, tbl := range checkpointTables {
+		rows := state[tbl]
+		if len(rows) == 0 {
+			continue
+		}
+		// A row of the checkpoint is stored under its own town id; the filter keeps a
+		// doctored checkpoint from writing into another town.
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s SELECT * FROM jsonb_populate_recordset(NULL::%s, $2) r WHERE r.town_id = $1`, tbl, tbl),
+			cp.TownID, []byte(rows)); err != nil {
+			return fmt.Errorf("restore %s: %w", tbl, err)
+		}
+	}
+	return nil
+}
+
+// TickRecord is a tick as tick_inputs recorded it, with the events it applied.
+type RecordedTick struct {
+	TickID     int64
+	ClockAt    time.Time
+	Heartbeats []HeartbeatInput
+	FailedSeqs []int64
+	Actions    []reconciler.EncodedAction
+	StateHash  uint64
+	// AppliedSeqs are the events the tick applied (processed_tick_id), in order.
+	AppliedSeqs []int64
+}
+
+// RecordedTicks lists a town's recorded ticks after tick `after` up to tick `upTo`, in
+// order, at most limit of them.
+func (s *Store) RecordedTicks(ctx context.Context, q Querier, townID string, after, upTo int64, limit int) ([]RecordedTick, error) {
+	rows, err := q.Query(ctx, `SELECT i.tick_id, i.clock_at, i.heartbeats, i.failed_seqs, i.actions, i.state_hash,
+       coalesce((SELECT array_agg(e.seq ORDER BY e.seq) FROM town_events e
+                 WHERE e.town_id = i.town_id AND e.processed_tick_id = i.tick_id AND e.state = 'processed'), '{}')
+FROM tick_inputs i WHERE i.town_id = $1 AND i.tick_id > $2 AND i.tick_id <= $3 ORDER BY i.tick_id LIMIT $4`, townID, after, upTo, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list recorded ticks: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (RecordedTick, error) {
+		var (
+			rt          RecordedTick
+			hb, actions []byte
+			hash        int64
+		)
+		if err := r.Scan(&rt.TickID, &rt.ClockAt, &hb, &rt.FailedSeqs, &actions, &hash, &rt.AppliedSeqs); err != nil {
+			return rt, err
+		}
+		rt.StateHash = uint64(hash)
+		if err := json.Unmarshal(hb, &rt.Heartbeats); err != nil {
+			return rt, fmt.Errorf("tick %d heartbeats: %w", rt.TickID, err)
+		}
+		if err := json.Unmarshal(actions, &rt.Actions); err != nil {
+			return rt, fmt.Errorf("tick %d actions: %w", rt.TickID, err)
+		}
+		return rt, nil
+	})
+}
+
+// StateHashOn hashes a town's state as it is on tx (reconciler.StateHash).
+func (s *Store) StateHashOn(ctx context.Context, tx pgx.Tx, townID string) (uint64, error) {
+	snap, err := s.loadStateOn(ctx, tx, townID, time.Now())
+	if err != nil {
+		return 0, err
+	}
+	return reconciler.StateHash(snap), nil
+}

@@ -1,0 +1,284 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+// ReplayOptions selects what a faithful replay re-runs.
+type ReplayOptions struct {
+	// From and To bound the reported ticks by id (To 0: the last recorded tick). The
+	// replay starts at the latest checkpoint before From and re-runs every recorded tick
+	// from there; ticks before From are re-run but not reported.
+	From, To int64
+	// Config, when set, replaces the town's config at the checkpoint (a what-if replay):
+	// actions are compared as usual, state hashes are expected to differ.
+	Config *reconciler.TownConfig
+	// Reconcile replaces the rules (tests of verify-history use a deliberately changed one).
+	Reconcile func(s *reconciler.Snapshot, o reconciler.Options, now time.Time) []reconciler.Action
+	// StopAtDivergence ends the replay at the first tick that does not reproduce.
+	StopAtDivergence bool
+	// Progress hears after each re-run tick: how many are done of how many in all.
+	Progress func(done, total int)
+	// LockTimeout bounds the wait for the town's lock (default 5 s).
+	LockTimeout time.Duration
+}
+
+// TickReplay compares one recorded tick with its re-run.
+type TickReplay struct {
+	TickID          int64                      `json:"tick_id"`
+	ClockAt         time.Time                  `json:"clock_at"`
+	EventsApplied   int                        `json:"events_applied"`
+	RecordedActions []reconciler.EncodedAction `json:"recorded_actions"`
+	ReplayedActions []reconciler.EncodedAction `json:"replayed_actions"`
+	ActionsMatch    bool                       `json:"actions_match"`
+	RecordedHash    string                     `json:"recorded_state_hash"`
+	ReplayedHash    string                     `json:"replayed_state_hash"`
+	HashMatch       bool                       `json:"state_hash_matches"`
+	// Diff says how the re-run differs: actions only one side emitted ("- recorded",
+	// "+ replayed"), or the state it left.
+	Diff string `json:"diff,omitempty"`
+}
+
+// Reproduced reports whether the re-run matched the record.
+func (r TickReplay) Reproduced() bool { return r.ActionsMatch && r.HashMatch }
+
+// ReplayReport is the outcome of a faithful replay.
+type ReplayReport struct {
+	TownID          string       `json:"town_id"`
+	Mode            string       `json:"mode"`
+	CheckpointTick  int64        `json:"checkpoint_tick_id"`
+	CheckpointAt    time.Time    `json:"checkpoint_taken_at"`
+	CheckpointValid bool         `json:"checkpoint_hash_matches"`
+	From            int64        `json:"from_tick_id"`
+	To              int64        `json:"to_tick_id"`
+	TicksReplayed   int          `json:"ticks_replayed"`
+	Ticks           []TickReplay `json:"ticks"`
+	Reproduced      bool         `json:"reproduced"`
+	FirstDivergence *TickReplay  `json:"first_divergence,omitempty"`
+}
+
+// ErrNoHistory: the town has no checkpoint at or before the window (or no recorded tick
+// in it).
+var ErrNoHistory = errors.New("no checkpoint at or before the window: history before it is gone (retention)")
+
+// Replay re-runs a town's recorded ticks from a checkpoint inside a transaction it rolls
+// back, and compares each with its record (DESIGN.md §1, ISSUE 9). It holds the town's lock
+// while it runs: the town's live ticks back off until it ends. Side effects are never
+// executed (no job is inserted); nothing it does is kept.
+func (s *Service) Replay(ctx context.Context, townID string, opts ReplayOptions) (*ReplayReport, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 5 * time.Second
+	}
+	rep := &ReplayReport{TownID: townID, Mode: "faithful", From: opts.From, Reproduced: true}
+	if opts.Config != nil {
+		rep.Mode = "what-if"
+	}
+	tx, err := s.store.Pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", opts.LockTimeout.Milliseconds())); err != nil {
+		return nil, err
+	}
+	var last int64
+	err = tx.QueryRow(ctx, `SELECT coalesce((SELECT max(tick_id) FROM tick_inputs WHERE town_id = t.town_id), 0)
+FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, db.ErrNotFound
+	}
+	if err != nil {
+		return nil, busyOr(err)
+	}
+	rep.To = opts.To
+	if rep.To <= 0 || rep.To > last {
+		rep.To = last
+	}
+	cp, err := s.store.LatestCheckpoint(ctx, tx, townID, max(opts.From-1, 0))
+	if errors.Is(err, db.ErrNotFound) {
+		return nil, ErrNoHistory
+	}
+	if err != nil {
+		return nil, err
+	}
+	rep.CheckpointTick, rep.CheckpointAt = cp.TickID, cp.TakenAt
+	if err := db.RestoreCheckpoint(ctx, tx, cp); err != nil {
+		return nil, err
+	}
+	restored, err := s.store.StateHashOn(ctx, tx, townID)
+	if err != nil {
+		return nil, err
+	}
+	rep.CheckpointValid = restored == cp.StateHash
+	if opts.Config != nil {
+		raw, err := json.Marshal(opts.Config)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE towns SET config = $2 WHERE town_id = $1`, townID, raw); err != nil {
+			return nil, err
+		}
+	}
+	// Only the events a re-run tick took may be pending while it runs.
+	if _, err := tx.Exec(ctx, `UPDATE town_events SET state = 'processed' WHERE town_id = $1 AND state = 'pending'`, townID); err != nil {
+		return nil, err
+	}
+	var total int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM tick_inputs WHERE town_id = $1 AND tick_id > $2 AND tick_id <= $3`,
+		townID, cp.TickID, rep.To).Scan(&total); err != nil {
+		return nil, err
+	}
+	after := cp.TickID
+	for {
+		page, err := s.store.RecordedTicks(ctx, tx, townID, after, rep.To, 500)
+		if err != nil {
+			return nil, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		for i := range page {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			rec := &page[i]
+			tr, err := s.replayTick(ctx, tx, townID, rec, opts)
+			if err != nil {
+				return nil, fmt.Errorf("re-run tick %d: %w", rec.TickID, err)
+			}
+			rep.TicksReplayed++
+			if opts.Progress != nil {
+				opts.Progress(rep.TicksReplayed, total)
+			}
+			if rec.TickID >= opts.From {
+				rep.Ticks = append(rep.Ticks, tr)
+				if !tr.Reproduced() && rep.FirstDivergence == nil {
+					rep.Reproduced = false
+					rep.FirstDivergence = &rep.Ticks[len(rep.Ticks)-1]
+					if opts.StopAtDivergence {
+						d := *rep.FirstDivergence
+						rep.FirstDivergence = &d
+						return rep, nil
+					}
+				}
+			}
+			after = rec.TickID
+		}
+	}
+	if rep.FirstDivergence != nil { // a stable copy: rep.Ticks may have grown since
+		d := *rep.FirstDivergence
+		rep.FirstDivergence = &d
+	}
+	return rep, nil
+}
+
+// replayTick makes the recorded tick's events pending, re-runs the tick and compares.
+func (s *Service) replayTick(ctx context.Context, tx pgx.Tx, townID string, rec *db.RecordedTick, opts ReplayOptions) (TickReplay, error) {
+	seqs := append(append([]int64{}, rec.AppliedSeqs...), rec.FailedSeqs...)
+	if _, err := tx.Exec(ctx, `UPDATE town_events SET state = 'pending' WHERE town_id = $1 AND seq = ANY($2)`, townID, seqs); err != nil {
+		return TickReplay{}, err
+	}
+	res, err := s.Ticker.Tick(ctx, tx, townID, TickOptions{Replay: rec, Reconcile: opts.Reconcile})
+	if err != nil {
+		return TickReplay{}, err
+	}
+	if len(rec.FailedSeqs) > 0 { // failed again, as recorded: not for the next tick
+		if _, err := tx.Exec(ctx, `UPDATE town_events SET state = 'processed' WHERE town_id = $1 AND state = 'pending'`, townID); err != nil {
+			return TickReplay{}, err
+		}
+	}
+	replayed, err := reconciler.EncodeActions(res.Actions)
+	if err != nil {
+		return TickReplay{}, err
+	}
+	tr := TickReplay{
+		TickID: rec.TickID, ClockAt: rec.ClockAt, EventsApplied: res.Drain.Applied,
+		RecordedActions: rec.Actions, ReplayedActions: replayed,
+		RecordedHash: hashString(rec.StateHash), ReplayedHash: hashString(res.StateHash),
+		HashMatch: rec.StateHash == res.StateHash,
+	}
+	var diff []string
+	tr.ActionsMatch, diff = diffActions(rec.Actions, replayed)
+	if res.Drain.Applied != len(rec.AppliedSeqs) {
+		diff = append(diff, fmt.Sprintf("events: the record applied %d, the re-run %d (events pruned by retention?)", len(rec.AppliedSeqs), res.Drain.Applied))
+	}
+	if !tr.HashMatch {
+		diff = append(diff, fmt.Sprintf("state after the tick: hash %s recorded, %s replayed", tr.RecordedHash, tr.ReplayedHash))
+	}
+	tr.Diff = strings.Join(diff, "\n")
+	return tr, nil
+}
+
+func hashString(h uint64) string { return strconv.FormatUint(h, 16) }
+
+// diffActions compares two action lists by type and fields (as JSON values: the record
+// went through jsonb, which reorders keys). It reports whether they are equal and, if
+// not, the actions only one side has, in their order.
+func diffActions(recorded, replayed []reconciler.EncodedAction) (bool, []string) {
+	key := func(a reconciler.EncodedAction) string {
+		var v any
+		_ = json.Unmarshal(a.Fields, &v)
+		b, _ := json.Marshal(v) // canonical: sorted keys, no spaces
+		return string(a.Type) + " " + string(b)
+	}
+	rk, pk := make([]string, len(recorded)), make([]string, len(replayed))
+	for i, a := range recorded {
+		rk[i] = key(a)
+	}
+	for i, a := range replayed {
+		pk[i] = key(a)
+	}
+	if reflect.DeepEqual(rk, pk) {
+		return true, nil
+	}
+	count := func(ks []string) map[string]int {
+		m := map[string]int{}
+		for _, k := range ks {
+			m[k]++
+		}
+		return m
+	}
+	inRec, inRep := count(rk), count(pk)
+	var out []string
+	for _, k := range rk {
+		if inRep[k] > 0 {
+			inRep[k]--
+			continue
+		}
+		out = append(out, "- recorded: "+k)
+	}
+	inRep = count(pk)
+	for _, k := range pk {
+		if inRec[k] > 0 {
+			inRec[k]--
+			continue
+		}
+		out = append(out, "+ replayed: "+k)
+	}
+	if len(out) == 0 {
+		out = append(out, "same actions in another order")
+	}
+	return false, out
+}
+
+// busyOr maps a lock timeout (the town held by a tick) to db.ErrTownBusy.
+func busyOr(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+		return db.ErrTownBusy
+	}
+	return err
+}
