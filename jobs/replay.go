@@ -24,12 +24,16 @@ type ReplayOptions struct {
 	// from there; ticks before From are re-run but not reported.
 	From, To int64
 	// Config, when set, replaces the town's config at the checkpoint (a what-if replay):
-	// actions are compared as usual, state hashes are expected to differ.
+	// actions are compared as usual; state hashes differ by construction and are reported
+	// but do not count as a divergence.
 	Config *reconciler.TownConfig
 	// Reconcile replaces the rules (tests of verify-history use a deliberately changed one).
 	Reconcile func(s *reconciler.Snapshot, o reconciler.Options, now time.Time) []reconciler.Action
 	// StopAtDivergence ends the replay at the first tick that does not reproduce.
 	StopAtDivergence bool
+	// FromFirstCheckpoint starts at the town's earliest retained checkpoint instead of
+	// the latest one before From (verify-history: the whole retained history).
+	FromFirstCheckpoint bool
 	// Progress hears after each re-run tick: how many are done of how many in all.
 	Progress func(done, total int)
 	// LockTimeout bounds the wait for the town's lock (default 5 s).
@@ -107,7 +111,13 @@ FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
 	if rep.To <= 0 || rep.To > last {
 		rep.To = last
 	}
-	cp, err := s.store.LatestCheckpoint(ctx, tx, townID, max(opts.From-1, 0))
+	before := max(opts.From-1, 0)
+	if opts.FromFirstCheckpoint {
+		if err := tx.QueryRow(ctx, `SELECT coalesce(min(tick_id), 0) FROM town_checkpoints WHERE town_id = $1`, townID).Scan(&before); err != nil {
+			return nil, err
+		}
+	}
+	cp, err := s.store.LatestCheckpoint(ctx, tx, townID, before)
 	if errors.Is(err, db.ErrNotFound) {
 		return nil, ErrNoHistory
 	}
@@ -165,7 +175,9 @@ FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
 			}
 			if rec.TickID >= opts.From {
 				rep.Ticks = append(rep.Ticks, tr)
-				if !tr.Reproduced() && rep.FirstDivergence == nil {
+				// A what-if changes the config, part of the state: only actions count.
+				diverged := !tr.ActionsMatch || (!tr.HashMatch && opts.Config == nil)
+				if diverged && rep.FirstDivergence == nil {
 					rep.Reproduced = false
 					rep.FirstDivergence = &rep.Ticks[len(rep.Ticks)-1]
 					if opts.StopAtDivergence {
