@@ -166,7 +166,7 @@ func TestSimulatedFleetRun(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, rep.CheckpointTick)
 		require.True(t, rep.CheckpointValid)
-		require.Greater(t, rep.TicksReplayed, 10)
+		require.Positive(t, rep.TicksReplayed)
 		if rep.FirstDivergence != nil {
 			d := rep.FirstDivergence
 			t.Fatalf("town %s: tick %d of %d did not reproduce:\n%s", town, d.TickID, rep.TicksReplayed, d.Diff)
