@@ -233,3 +233,14 @@ func (s *Store) StateHashOn(ctx context.Context, tx pgx.Tx, townID string) (uint
 	}
 	return reconciler.StateHash(snap), nil
 }
+
+// TickRange returns the first and last recorded tick of a town whose clock falls in
+// [from, to] (0, 0 when none).
+func (s *Store) TickRange(ctx context.Context, townID string, from, to time.Time) (first, last int64, err error) {
+	err = s.Pool.QueryRow(ctx, `SELECT coalesce(min(tick_id), 0), coalesce(max(tick_id), 0) FROM tick_inputs
+WHERE town_id = $1 AND clock_at >= $2 AND clock_at <= $3`, townID, from, to).Scan(&first, &last)
+	if err != nil {
+		return 0, 0, fmt.Errorf("find recorded ticks: %w", err)
+	}
+	return first, last, nil
+}

@@ -108,7 +108,7 @@ func (b *testBundle) checksum(t *testing.T) string {
 	h := sha256.New()
 	for _, table := range []string{"towns", "rigs", "beads", "agents", "bead_dependencies", "review_metadata", "convoy_metadata",
 		"escalation_metadata", "town_events", "agent_heartbeats", "agent_nudges", "bead_events", "reconciler_ticks",
-		"tick_inputs", "invariant_violations", "river_job"} {
+		"tick_inputs", "town_checkpoints", "invariant_violations", "river_job"} {
 		var s string
 		require.NoError(t, b.store.Pool.QueryRow(context.Background(),
 			"SELECT coalesce(string_agg(t::text, '|' ORDER BY t::text), '') FROM "+table+" t").Scan(&s))

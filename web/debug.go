@@ -2,9 +2,11 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -160,6 +162,15 @@ const replayCaveat = "Events are re-applied on top of the CURRENT live state, no
 type replayRequest struct {
 	From string `json:"from"`
 	To   string `json:"to"`
+	// Mode is "reference" (default: the reference's approximate replay) or "faithful".
+	Mode string `json:"mode"`
+	// Faithful mode: tick ids instead of from/to times, a config for a what-if replay,
+	// stop at the first divergence, and "divergent" to list only the ticks that differ.
+	FromTick         int64                  `json:"from_tick"`
+	ToTick           int64                  `json:"to_tick"`
+	Config           *reconciler.TownConfig `json:"config"`
+	StopAtDivergence bool                   `json:"stop_at_divergence"`
+	Ticks            string                 `json:"ticks"`
 }
 
 // replayEvents re-applies the events of a window on the current state and reconciles, in a
@@ -171,6 +182,15 @@ func (s *Server) replayEvents(c *gin.Context) {
 	}
 	var req replayRequest
 	if !bindJSON(c, &req) {
+		return
+	}
+	switch req.Mode {
+	case "", "reference":
+	case "faithful":
+		s.replayFaithful(c, townID, req)
+		return
+	default:
+		writeError(c, http.StatusBadRequest, `mode must be "reference" or "faithful", not "`+req.Mode+`"`)
 		return
 	}
 	if req.From == "" || req.To == "" {
@@ -244,4 +264,145 @@ func busyOr(err error) error {
 		return db.ErrTownBusy
 	}
 	return err
+}
+
+// replayFaithful restores the latest checkpoint before the window inside a transaction
+// it rolls back, re-runs the recorded ticks and compares each with its record (ISSUE 9).
+// With "Accept: application/x-ndjson" it streams progress lines ({"progress": {"done",
+// "total"}}) and ends with {"report": ...}; a client that goes away cancels the replay.
+func (s *Server) replayFaithful(c *gin.Context, townID string, req replayRequest) {
+	opts := jobs.ReplayOptions{From: req.FromTick, To: req.ToTick, Config: req.Config,
+		StopAtDivergence: req.StopAtDivergence, LockTimeout: s.cfg.DryRunLockTimeout}
+	if req.FromTick < 0 || req.ToTick < 0 || (req.ToTick > 0 && req.FromTick > req.ToTick) {
+		writeError(c, http.StatusBadRequest, "from_tick and to_tick must be tick ids, from_tick not after to_tick")
+		return
+	}
+	if req.Ticks != "" && req.Ticks != "all" && req.Ticks != "divergent" {
+		writeError(c, http.StatusBadRequest, `ticks must be "all" or "divergent"`)
+		return
+	}
+	if req.Config != nil {
+		if err := req.Config.Validate(); err != nil {
+			writeError(c, http.StatusBadRequest, "config: "+err.Error())
+			return
+		}
+	}
+	if req.From != "" || req.To != "" {
+		from, to, ok := replayTimes(c, req)
+		if !ok {
+			return
+		}
+		first, last, err := s.store.TickRange(c, townID, from, to)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		if first == 0 {
+			writeError(c, http.StatusNotFound, "no recorded tick of this town between from and to")
+			return
+		}
+		opts.From, opts.To = first, last
+	}
+	stream := strings.Contains(c.GetHeader("Accept"), "application/x-ndjson")
+	if stream {
+		c.Header("Content-Type", "application/x-ndjson")
+		c.Status(http.StatusOK)
+		var lastSent time.Time
+		opts.Progress = func(done, total int) {
+			if done < total && time.Since(lastSent) < 200*time.Millisecond {
+				return
+			}
+			lastSent = time.Now()
+			_ = json.NewEncoder(c.Writer).Encode(gin.H{"progress": gin.H{"done": done, "total": total}})
+			c.Writer.Flush()
+		}
+	}
+	rep, err := s.svc.Replay(c.Request.Context(), townID, opts)
+	if err != nil {
+		if stream {
+			status, msg := errorStatus(busyOr(err))
+			if errors.Is(err, jobs.ErrNoHistory) {
+				msg = err.Error()
+			}
+			_ = json.NewEncoder(c.Writer).Encode(gin.H{"error": msg, "status": status})
+			return
+		}
+		if errors.Is(err, jobs.ErrNoHistory) {
+			writeError(c, http.StatusNotFound, err.Error())
+			return
+		}
+		s.fail(c, busyOr(err))
+		return
+	}
+	if req.Ticks == "divergent" {
+		kept := rep.Ticks[:0]
+		for _, tr := range rep.Ticks {
+			if !tr.Reproduced() {
+				kept = append(kept, tr)
+			}
+		}
+		rep.Ticks = kept
+	}
+	if stream {
+		_ = json.NewEncoder(c.Writer).Encode(gin.H{"report": rep})
+		return
+	}
+	c.JSON(http.StatusOK, rep)
+}
+
+// replayTimes parses the optional from/to times of a faithful replay (open ends allowed).
+func replayTimes(c *gin.Context, req replayRequest) (from, to time.Time, ok bool) {
+	var err error
+	if req.From != "" {
+		if from, err = time.Parse(time.RFC3339Nano, req.From); err != nil {
+			writeError(c, http.StatusBadRequest, "from is not an RFC 3339 timestamp: "+req.From)
+			return from, to, false
+		}
+	}
+	to = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	if req.To != "" {
+		if to, err = time.Parse(time.RFC3339Nano, req.To); err != nil {
+			writeError(c, http.StatusBadRequest, "to is not an RFC 3339 timestamp: "+req.To)
+			return from, to, false
+		}
+	}
+	if from.After(to) {
+		writeError(c, http.StatusBadRequest, "from must not be after to")
+		return from, to, false
+	}
+	return from, to, true
+}
+
+// takeCheckpoint takes a checkpoint of a town now (at a tick boundary).
+func (s *Server) takeCheckpoint(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c, s.cfg.DryRunLockTimeout+5*time.Second)
+	defer cancel()
+	cp, err := s.store.CheckpointNow(ctx, townID, s.clock().UTC())
+	if err != nil {
+		s.fail(c, busyOr(err))
+		return
+	}
+	c.JSON(http.StatusCreated, cp)
+}
+
+// listCheckpoints lists a town's checkpoints.
+func (s *Server) listCheckpoints(c *gin.Context) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return
+	}
+	if _, err := s.store.GetTown(c, townID); err != nil {
+		s.fail(c, err)
+		return
+	}
+	cps, err := s.store.ListCheckpoints(c, townID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"checkpoints": cps})
 }

@@ -162,6 +162,8 @@ func (s *Server) Handler() http.Handler {
 	debug.GET("/towns/:townId/status", s.townStatus)
 	debug.POST("/towns/:townId/reconcile-dry-run", s.reconcileDryRun)
 	debug.POST("/towns/:townId/replay-events", s.replayEvents)
+	debug.POST("/towns/:townId/checkpoints", s.takeCheckpoint)
+	debug.GET("/towns/:townId/checkpoints", s.listCheckpoints)
 	return r
 }
 
