@@ -170,15 +170,28 @@ func newOpsCommands() []*cobra.Command {
 	bindOps(dryRun, &fd)
 
 	var fr opsFlags
-	var from, to string
+	var (
+		from, to         string
+		faithful         bool
+		fromTick, toTick int64
+		whatIf           string
+	)
 	replay := &cobra.Command{
-		Use:   "replay TOWN --from TIME --to TIME",
-		Short: "Re-apply a window of events on the current state and show the result (rolled back)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "replay TOWN [--from TIME --to TIME | --faithful [--from-tick N] [--to-tick N] [--what-if-config JSON]]",
+		Short: "Replay a town's history, rolled back: reference-style on the current state, or --faithful from a checkpoint",
+		Long: "Without --faithful, replay re-applies a window of events on the CURRENT state (the\n" +
+			"reference's approximate replay). With --faithful it restores the latest checkpoint before\n" +
+			"the window and re-runs the recorded ticks, reporting for each whether its actions and\n" +
+			"state hash reproduce, and the first divergence with a diff. --what-if-config replays with\n" +
+			"another town config (e.g. '{\"max_dispatch_attempts\": 1}') and shows how actions differ.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := fr.client()
 			if err != nil {
 				return err
+			}
+			if faithful {
+				return replayFaithfulCmd(cmd, c, &fr, args[0], from, to, fromTick, toTick, whatIf)
 			}
 			out, raw, err := c.call(cmd.Context(), http.MethodPost, "/debug/towns/"+args[0]+"/replay-events", map[string]string{"from": from, "to": to})
 			if err != nil || fr.asJSON {
@@ -191,6 +204,10 @@ func newOpsCommands() []*cobra.Command {
 	bindOps(replay, &fr)
 	replay.Flags().StringVar(&from, "from", "", "start of the window (RFC 3339)")
 	replay.Flags().StringVar(&to, "to", "", "end of the window (RFC 3339)")
+	replay.Flags().BoolVar(&faithful, "faithful", false, "re-run the recorded ticks from a checkpoint and compare (exact)")
+	replay.Flags().Int64Var(&fromTick, "from-tick", 0, "with --faithful: the first tick to report")
+	replay.Flags().Int64Var(&toTick, "to-tick", 0, "with --faithful: the last tick to report (0: the last recorded)")
+	replay.Flags().StringVar(&whatIf, "what-if-config", "", "with --faithful: a town config (JSON) to replay with instead")
 	return []*cobra.Command{towns, status, dryRun, replay}
 }
 
@@ -265,4 +282,30 @@ func ago(v any) string {
 		return "in " + d.String()
 	}
 	return (-d).String() + " ago"
+}
+
+// replayFaithfulCmd asks the API for a faithful (or what-if) replay and summarises it.
+func replayFaithfulCmd(cmd *cobra.Command, c *apiClient, f *opsFlags, town, from, to string, fromTick, toTick int64, whatIf string) error {
+	body := map[string]any{"mode": "faithful", "from": from, "to": to, "from_tick": fromTick, "to_tick": toTick, "ticks": "divergent"}
+	if whatIf != "" {
+		var cfg map[string]any
+		if err := json.Unmarshal([]byte(whatIf), &cfg); err != nil {
+			return fmt.Errorf("--what-if-config is not a JSON object: %w", err)
+		}
+		body["config"] = cfg
+	}
+	out, raw, err := c.call(cmd.Context(), http.MethodPost, "/debug/towns/"+town+"/replay-events", body)
+	if err != nil || f.asJSON {
+		return printRaw(cmd, raw, err)
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "%s replay: %v ticks re-run from the checkpoint of tick %v (ticks %v..%v reported)\n",
+		out["mode"], out["ticks_replayed"], out["checkpoint_tick_id"], out["from_tick_id"], out["to_tick_id"])
+	d, _ := out["first_divergence"].(map[string]any)
+	if d == nil {
+		fmt.Fprintln(w, "every tick reproduced its recorded actions and state")
+		return nil
+	}
+	fmt.Fprintf(w, "first divergence at tick %v (clock %v):\n%s\n", d["tick_id"], d["clock_at"], indent(fmt.Sprint(d["diff"])))
+	return nil
 }

@@ -38,7 +38,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newMigrateCommand(), newServeCommand(), newDevCommand(), newBenchCommand())
+	root.AddCommand(newMigrateCommand(), newServeCommand(), newDevCommand(), newBenchCommand(), newVerifyHistoryCommand())
 	root.AddCommand(newOpsCommands()...)
 	return root
 }
