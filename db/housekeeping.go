@@ -26,6 +26,9 @@ type HousekeepingResult struct {
 	ReEscalated   int
 	TriageBatch   bool
 	EventsPruned  int
+	// CheckpointNeeded: pruning removed the checkpoints replays could start from; the
+	// tick must take one.
+	CheckpointNeeded bool
 }
 
 // ChangedState reports whether housekeeping wrote anything the rules or invariants read
@@ -68,9 +71,18 @@ func (t *TownTx) Housekeeping(ctx context.Context, retention time.Duration) (res
 		return res, fmt.Errorf("prune events: %w", err)
 	}
 	res.EventsPruned = int(pruned)
-	if pruned > 0 { // the tick records go with the events they replay (same retention)
-		if _, err := t.q.TickInputPrune(ctx, t.db, dbsqlc.TickInputPruneParams{TownID: t.TownID, Before: t.Now.Add(-retention), MaxRows: PruneBatch}); err != nil {
+	if pruned > 0 { // the tick records go with the events (same retention)
+		newest, err := t.q.TickInputPrune(ctx, t.db, dbsqlc.TickInputPruneParams{TownID: t.TownID, Before: t.Now.Add(-retention), MaxRows: PruneBatch})
+		if err != nil {
 			return res, fmt.Errorf("prune tick records: %w", err)
+		}
+		if newest > 0 {
+			// No replay can start before the records that remain: drop those checkpoints
+			// and have this tick take one, so there always is a place to start.
+			if _, err := t.q.CheckpointPrune(ctx, t.db, dbsqlc.CheckpointPruneParams{TownID: t.TownID, BeforeTick: newest}); err != nil {
+				return res, fmt.Errorf("prune checkpoints: %w", err)
+			}
+			res.CheckpointNeeded = true
 		}
 	}
 	return res, nil

@@ -123,6 +123,7 @@ func TestFaithfulReplayReproducesARandomHistory(t *testing.T) {
 		FROM tick_inputs WHERE town_id = $1`, s.townID).Scan(&failed, &heartbeats))
 	require.True(t, failed && heartbeats, "the history had failed events and heartbeats to replay")
 	require.Equal(t, before, townFingerprint(t, s), "a replay leaves the database as it found it")
+	require.Equal(t, hashString(before[0].(uint64)), whole.Ticks[len(whole.Ticks)-1].ReplayedHash, "the replay ends in the live state")
 
 	// From the checkpoint taken halfway: the same ticks, the same outcome.
 	require.Positive(t, mid)
@@ -229,4 +230,66 @@ func TestWhatIfReplayShowsHowActionsWouldDiffer(t *testing.T) {
 	rep, err = s.svc.Replay(ctx, s.townID, ReplayOptions{})
 	require.NoError(t, err)
 	require.True(t, rep.Reproduced)
+}
+
+func TestPeriodicCheckpointsAndTheirRetention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newScenario(t, reconciler.TownConfig{})
+	s.svc.Ticker.cfg.CheckpointEvery, s.svc.Ticker.cfg.CheckpointInterval = 5, 1000*time.Hour
+	randomHistory(t, s, 40)
+
+	var records, checkpoints, mismatched int
+	require.NoError(t, s.store.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM tick_inputs WHERE town_id = $1),
+		(SELECT count(*) FROM town_checkpoints WHERE town_id = $1),
+		(SELECT count(*) FROM town_checkpoints c JOIN tick_inputs i USING (town_id, tick_id)
+		 WHERE c.town_id = $1 AND c.state_hash <> i.state_hash)`, s.townID).Scan(&records, &checkpoints, &mismatched))
+	require.GreaterOrEqual(t, checkpoints, 1+records/5-2, "a checkpoint about every 5 records (%d records)", records)
+	require.Zero(t, mismatched, "a tick's checkpoint holds the state its record hashes")
+	cps, err := s.store.ListCheckpoints(ctx, s.townID)
+	require.NoError(t, err)
+	mid := cps[len(cps)/2].TickID
+	rep, err := s.svc.Replay(ctx, s.townID, ReplayOptions{From: mid + 1})
+	require.NoError(t, err)
+	require.Equal(t, mid, rep.CheckpointTick)
+	require.True(t, rep.CheckpointValid)
+	require.True(t, rep.Reproduced)
+
+	// Eight days later the events, records and checkpoints of the first week are pruned,
+	// all but the latest checkpoint; the retained history still replays.
+	s.clk.add(8 * 24 * time.Hour)
+	s.issue(t)
+	s.tick(t)
+	s.tick(t)
+	cps, err = s.store.ListCheckpoints(ctx, s.townID)
+	require.NoError(t, err)
+	require.NotEmpty(t, cps)
+	for _, cp := range cps {
+		require.Greater(t, cp.TakenAt, s.clk.now().Add(-7*24*time.Hour), "old checkpoints pruned, a new one taken")
+	}
+	var oldRecords int
+	require.NoError(t, s.store.Pool.QueryRow(ctx, `SELECT count(*) FROM tick_inputs WHERE town_id = $1 AND clock_at < $2`,
+		s.townID, s.clk.now().Add(-7*24*time.Hour)).Scan(&oldRecords))
+	require.Zero(t, oldRecords, "records pruned with the events")
+	rep, err = s.svc.Replay(ctx, s.townID, ReplayOptions{FromFirstCheckpoint: true})
+	require.NoError(t, err)
+	require.True(t, rep.Reproduced)
+	require.Positive(t, rep.TicksReplayed)
+}
+
+func TestReplayCanBeCancelled(t *testing.T) {
+	t.Parallel()
+	s := newScenario(t, reconciler.TownConfig{})
+	randomHistory(t, s, 20)
+	before := townFingerprint(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	var seen int
+	_, err := s.svc.Replay(ctx, s.townID, ReplayOptions{Progress: func(done, total int) {
+		seen = done
+		require.Greater(t, total, 2)
+		cancel()
+	}})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, 1, seen, "stopped after the tick in flight")
+	require.Equal(t, before, townFingerprint(t, s))
 }

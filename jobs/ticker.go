@@ -238,7 +238,8 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		NextTickAt: res.NextTickAt, OmitRow: t.omitRow != nil && t.omitRow(),
 		FailedSeqs: failedSeqs(res.Drain.Failures), Actions: res.Actions, StateChanged: res.StateChanged, StateHash: res.StateHash,
 	}
-	if rec.Recorded() && !opts.DryRun && tt.CheckpointDue(t.cfg.CheckpointEvery, t.cfg.CheckpointInterval) {
+	needed := res.Housekeeping.CheckpointNeeded
+	if !opts.DryRun && (needed || (rec.Recorded() && tt.CheckpointDue(t.cfg.CheckpointEvery, t.cfg.CheckpointInterval))) {
 		if err := tt.Checkpoint(ctx, res.StateHash); err != nil {
 			return res, err
 		}

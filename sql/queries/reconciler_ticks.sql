@@ -26,10 +26,20 @@ VALUES (@town_id, @tick_id, @clock_at, @heartbeats, @failed_seqs, @actions, @sta
 -- TickInputList lists a town's tick records from tick @from_tick on, in tick order.
 SELECT * FROM tick_inputs WHERE town_id = @town_id AND tick_id >= @from_tick ORDER BY tick_id LIMIT @max_rows;
 
--- name: TickInputPrune :execrows
--- TickInputPrune deletes at most @max_rows of a town's tick records older than @before.
-DELETE FROM tick_inputs t WHERE t.town_id = @town_id AND t.tick_id IN (
-    SELECT o.tick_id FROM tick_inputs o WHERE o.town_id = @town_id AND o.clock_at < @before LIMIT @max_rows);
+-- name: CheckpointPrune :execrows
+-- CheckpointPrune deletes a town's checkpoints from before tick @before_tick: once the
+-- records up to that tick are gone, a replay can no longer start from them.
+DELETE FROM town_checkpoints c WHERE c.town_id = @town_id AND c.tick_id < @before_tick::bigint;
+
+-- name: TickInputPrune :one
+-- TickInputPrune deletes at most @max_rows of a town's oldest tick records from before
+-- @before and returns the newest tick it deleted (0: none).
+WITH gone AS (
+    DELETE FROM tick_inputs t WHERE t.town_id = @town_id AND t.tick_id IN (
+        SELECT o.tick_id FROM tick_inputs o WHERE o.town_id = @town_id AND o.clock_at < @before ORDER BY o.tick_id LIMIT @max_rows)
+    RETURNING t.tick_id
+)
+SELECT coalesce(max(tick_id), 0)::bigint FROM gone;
 
 -- name: TickEnsurePartitions :one
 -- TickEnsurePartitions creates the daily partitions of reconciler_ticks ahead of time.

@@ -10,6 +10,25 @@ import (
 	"time"
 )
 
+const checkpointPrune = `-- name: CheckpointPrune :execrows
+DELETE FROM town_checkpoints c WHERE c.town_id = $1 AND c.tick_id < $2::bigint
+`
+
+type CheckpointPruneParams struct {
+	TownID     string
+	BeforeTick int64
+}
+
+// CheckpointPrune deletes a town's checkpoints from before tick @before_tick: once the
+// records up to that tick are gone, a replay can no longer start from them.
+func (q *Queries) CheckpointPrune(ctx context.Context, db DBTX, arg CheckpointPruneParams) (int64, error) {
+	result, err := db.Exec(ctx, checkpointPrune, arg.TownID, arg.BeforeTick)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const tickEnsurePartitions = `-- name: TickEnsurePartitions :one
 SELECT gastown_ensure_tick_partitions($1::int)::int
 `
@@ -90,9 +109,13 @@ func (q *Queries) TickInputList(ctx context.Context, db DBTX, arg TickInputListP
 	return items, nil
 }
 
-const tickInputPrune = `-- name: TickInputPrune :execrows
-DELETE FROM tick_inputs t WHERE t.town_id = $1 AND t.tick_id IN (
-    SELECT o.tick_id FROM tick_inputs o WHERE o.town_id = $1 AND o.clock_at < $2 LIMIT $3)
+const tickInputPrune = `-- name: TickInputPrune :one
+WITH gone AS (
+    DELETE FROM tick_inputs t WHERE t.town_id = $1 AND t.tick_id IN (
+        SELECT o.tick_id FROM tick_inputs o WHERE o.town_id = $1 AND o.clock_at < $2 ORDER BY o.tick_id LIMIT $3)
+    RETURNING t.tick_id
+)
+SELECT coalesce(max(tick_id), 0)::bigint FROM gone
 `
 
 type TickInputPruneParams struct {
@@ -101,13 +124,13 @@ type TickInputPruneParams struct {
 	MaxRows int32
 }
 
-// TickInputPrune deletes at most @max_rows of a town's tick records older than @before.
+// TickInputPrune deletes at most @max_rows of a town's oldest tick records from before
+// @before and returns the newest tick it deleted (0: none).
 func (q *Queries) TickInputPrune(ctx context.Context, db DBTX, arg TickInputPruneParams) (int64, error) {
-	result, err := db.Exec(ctx, tickInputPrune, arg.TownID, arg.Before, arg.MaxRows)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	row := db.QueryRow(ctx, tickInputPrune, arg.TownID, arg.Before, arg.MaxRows)
+	var column_1 int64
+	err := row.Scan(&column_1)
+	return column_1, err
 }
 
 const tickInsert = `-- name: TickInsert :exec
