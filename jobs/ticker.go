@@ -203,7 +203,9 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		}
 	}
 	res.StateChanged = res.Drain.Applied > 0 || len(res.Heartbeats) > 0 || after != snap
-	res.StateHash = reconciler.StateHash(after)
+	if res.StateChanged || len(res.Actions) > 0 || res.Drain.Drained > 0 || res.Housekeeping.CheckpointNeeded {
+		res.StateHash = reconciler.StateHash(after) // for the tick's record (an idle tick has none)
+	}
 	res.Violations = reconciler.CheckInvariants(after)
 	if res.NewViolations, err = tt.RecordViolations(ctx, res.Violations); err != nil {
 		return res, err

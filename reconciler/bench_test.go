@@ -56,3 +56,15 @@ func BenchmarkCheckInvariants(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStateHash: the hash each recording tick computes over the state it left.
+func BenchmarkStateHash(b *testing.B) {
+	for _, n := range []int{250, 500, 1000, 2000} {
+		s := benchTown(n)
+		b.Run(fmt.Sprintf("beads=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				StateHash(s)
+			}
+		})
+	}
+}

@@ -3,11 +3,11 @@ package reconciler
 import (
 	"encoding/binary"
 	"encoding/json"
-	"hash"
-	"hash/fnv"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // StateHash is a compact fingerprint of a town's state: its draining flag, config, rigs,
@@ -17,7 +17,7 @@ import (
 // the tick can tell whether it reproduced that state (ISSUE 9). The recent-nudge and
 // dispatch-failure summaries are inputs read from logs, not state, and are left out.
 func StateHash(s *Snapshot) uint64 {
-	h := stateHasher{h: fnv.New64a()}
+	h := stateHasher{h: xxhash.New(), b: make([]byte, 0, 20<<10)}
 	h.bool(s.Draining)
 	h.time(s.DrainStartedAt)
 	h.json(s.Config)
@@ -68,6 +68,7 @@ func StateHash(s *Snapshot) uint64 {
 		h.bool(c.Staged)
 		h.time(c.LandedAt)
 	}
+	_, _ = h.h.Write(h.b)
 	return h.h.Sum64()
 }
 
@@ -83,20 +84,29 @@ func sortedBy[T any](items []T, key func(*T) string) []*T {
 
 // stateHasher feeds typed values to a hash, each delimited so that no two different
 // sequences of values write the same bytes.
+// Values collect in b, which goes to the digest in chunks (a Write per value costs more
+// than the hashing).
 type stateHasher struct {
-	h   hash.Hash64
-	buf [8]byte
+	h *xxhash.Digest
+	b []byte
+}
+
+func (h *stateHasher) spill() {
+	if len(h.b) >= 16<<10 {
+		_, _ = h.h.Write(h.b)
+		h.b = h.b[:0]
+	}
 }
 
 func (h *stateHasher) u64(v uint64) {
-	binary.LittleEndian.PutUint64(h.buf[:], v)
-	_, _ = h.h.Write(h.buf[:])
+	h.b = binary.LittleEndian.AppendUint64(h.b, v)
+	h.spill()
 }
 
 func (h *stateHasher) str(ss ...string) {
 	for _, s := range ss {
-		h.u64(uint64(len(s)))
-		_, _ = h.h.Write([]byte(s))
+		h.b = append(binary.LittleEndian.AppendUint64(h.b, uint64(len(s))), s...)
+		h.spill()
 	}
 }
 
@@ -132,12 +142,16 @@ func (h *stateHasher) time(ts ...time.Time) {
 	}
 }
 
-// json writes a value by its JSON encoding (maps encode with sorted keys).
+// json writes a value by its JSON encoding (maps encode with sorted keys); an empty
+// metadata map, the common case, skips the encoder.
 func (h *stateHasher) json(v any) {
+	if m, ok := v.(map[string]any); ok && len(m) == 0 {
+		v = struct{}{} // encodes as {}, like an empty map
+	}
 	b, err := json.Marshal(v)
 	if err != nil { // config and metadata come from JSON; this cannot fail
 		b = []byte(err.Error())
 	}
-	h.u64(uint64(len(b)))
-	_, _ = h.h.Write(b)
+	h.b = append(binary.LittleEndian.AppendUint64(h.b, uint64(len(b))), b...)
+	h.spill()
 }
