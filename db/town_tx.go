@@ -252,6 +252,7 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		p.add(func(q Querier) (err error) {
 			failures, err = t.q.EventCountSince(ctx, q, dbsqlc.EventCountSinceParams{
 				TownID: t.TownID, EventType: string(reconciler.EventAgentDispatchFailed), Since: t.Now.Add(-reconciler.CircuitBreakerWindow),
+				TickID: t.TickID,
 			})
 			return
 		})

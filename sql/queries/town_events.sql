@@ -77,9 +77,12 @@ SELECT EXISTS (
 );
 
 -- name: EventCountSince :one
--- EventCountSince counts a town's events of one type created since @since.
+-- EventCountSince counts a town's events of one type created since @since that ticks up
+-- to tick @tick_id applied: what the tick knows, and what a replay of it sees again
+-- (events that arrived later are not counted).
 SELECT count(*)::int FROM town_events
-WHERE town_id = @town_id AND event_type = @event_type AND created_at >= @since;
+WHERE town_id = @town_id AND event_type = @event_type AND created_at >= @since
+  AND state <> 'pending' AND processed_tick_id <= @tick_id::bigint;
 
 -- name: EventListWindow :many
 -- EventListWindow lists a town's events created in [@from, @to], whatever their state, in

@@ -25,17 +25,26 @@ func (q *Queries) EventCountPending(ctx context.Context, db DBTX, townID string)
 const eventCountSince = `-- name: EventCountSince :one
 SELECT count(*)::int FROM town_events
 WHERE town_id = $1 AND event_type = $2 AND created_at >= $3
+  AND state <> 'pending' AND processed_tick_id <= $4::bigint
 `
 
 type EventCountSinceParams struct {
 	TownID    string
 	EventType string
 	Since     time.Time
+	TickID    int64
 }
 
-// EventCountSince counts a town's events of one type created since @since.
+// EventCountSince counts a town's events of one type created since @since that ticks up
+// to tick @tick_id applied: what the tick knows, and what a replay of it sees again
+// (events that arrived later are not counted).
 func (q *Queries) EventCountSince(ctx context.Context, db DBTX, arg EventCountSinceParams) (int32, error) {
-	row := db.QueryRow(ctx, eventCountSince, arg.TownID, arg.EventType, arg.Since)
+	row := db.QueryRow(ctx, eventCountSince,
+		arg.TownID,
+		arg.EventType,
+		arg.Since,
+		arg.TickID,
+	)
 	var column_1 int32
 	err := row.Scan(&column_1)
 	return column_1, err
