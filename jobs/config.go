@@ -69,6 +69,9 @@ func (c Config) Validate() error {
 	if c.DrainBatch < 0 || c.MaxEventAttempts < 0 {
 		errs = append(errs, errors.New("drain batch and event attempts must not be negative"))
 	}
+	if c.CheckpointEvery < 0 || c.CheckpointInterval < 0 {
+		errs = append(errs, errors.New("checkpoint-every and checkpoint-interval must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 

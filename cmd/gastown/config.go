@@ -115,6 +115,8 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string) {
 	f.DurationVar(&c.Jobs.SweepInterval, "sweep-interval", envDuration("GASTOWN_SWEEP_INTERVAL", time.Second), "how often the leader looks for due towns (env GASTOWN_SWEEP_INTERVAL)")
 	f.IntVar(&c.Jobs.DrainBatch, "drain-batch", envInt("GASTOWN_DRAIN_BATCH", 500), "most events one tick drains (env GASTOWN_DRAIN_BATCH)")
 	f.IntVar(&c.Jobs.MaxEventAttempts, "max-event-attempts", envInt("GASTOWN_MAX_EVENT_ATTEMPTS", 3), "applies of a failing event before it goes dead (env GASTOWN_MAX_EVENT_ATTEMPTS)")
+	f.IntVar(&c.Jobs.CheckpointEvery, "checkpoint-every", envInt("GASTOWN_CHECKPOINT_EVERY", 1000), "a town's state is checkpointed every this many recorded ticks (env GASTOWN_CHECKPOINT_EVERY)")
+	f.DurationVar(&c.Jobs.CheckpointInterval, "checkpoint-interval", envDuration("GASTOWN_CHECKPOINT_INTERVAL", time.Hour), "... or when its last checkpoint is this old (env GASTOWN_CHECKPOINT_INTERVAL)")
 }
 
 func (c *config) validate() error {
