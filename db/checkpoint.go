@@ -183,7 +183,7 @@ func RestoreCheckpoint(ctx context.Context, tx pgx.Tx, cp Checkpoint) error {
 	return nil
 }
 
-// TickRecord is a tick as tick_inputs recorded it, with the events it applied.
+// RecordedTick is a tick as tick_inputs recorded it, with the events it applied.
 type RecordedTick struct {
 	TickID     int64
 	ClockAt    time.Time

@@ -302,8 +302,6 @@ type HeartbeatInput struct {
 	ContainerInstanceID string     `json:"container_instance_id,omitempty"`
 }
 
-// ApplyHeartbeats takes the heartbeats that arrived since the previous tick and applies
-// touchAgent to each agent that still exists. It returns the inputs it took.
 // ApplyRecordedHeartbeats applies heartbeats a tick recorded, as that tick did (a replay).
 func (t *TownTx) ApplyRecordedHeartbeats(ctx context.Context, inputs []HeartbeatInput) (err error) {
 	defer t.flushOnReturn(ctx, &err)
@@ -318,6 +316,8 @@ func (t *TownTx) ApplyRecordedHeartbeats(ctx context.Context, inputs []Heartbeat
 	return nil
 }
 
+// ApplyHeartbeats takes the heartbeats that arrived since the previous tick and applies
+// touchAgent to each agent that still exists. It returns the inputs it took.
 func (t *TownTx) ApplyHeartbeats(ctx context.Context) (_ []HeartbeatInput, err error) {
 	defer t.flushOnReturn(ctx, &err)
 	rows, err := t.q.HeartbeatListUnapplied(ctx, t.db, t.TownID)

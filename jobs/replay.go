@@ -74,8 +74,7 @@ type ReplayReport struct {
 	FirstDivergence *TickReplay  `json:"first_divergence,omitempty"`
 }
 
-// ErrNoHistory: the town has no checkpoint at or before the window (or no recorded tick
-// in it).
+// ErrNoHistory reports that the town has no checkpoint at or before the window.
 var ErrNoHistory = errors.New("no checkpoint at or before the window: history before it is gone (retention)")
 
 // Replay re-runs a town's recorded ticks from a checkpoint inside a transaction it rolls
@@ -272,7 +271,6 @@ func diffActions(recorded, replayed []reconciler.EncodedAction) (bool, []string)
 		}
 		out = append(out, "- recorded: "+k)
 	}
-	inRep = count(pk)
 	for _, k := range pk {
 		if inRec[k] > 0 {
 			inRec[k]--

@@ -1,13 +1,13 @@
 package reconciler
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"hash"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // StateHash is a compact fingerprint of a town's state: its draining flag, config, rigs,
@@ -17,7 +17,7 @@ import (
 // the tick can tell whether it reproduced that state (ISSUE 9). The recent-nudge and
 // dispatch-failure summaries are inputs read from logs, not state, and are left out.
 func StateHash(s *Snapshot) uint64 {
-	h := stateHasher{h: xxhash.New(), b: make([]byte, 0, 20<<10)}
+	h := stateHasher{h: sha256.New(), b: make([]byte, 0, 20<<10)}
 	h.bool(s.Draining)
 	h.time(s.DrainStartedAt)
 	h.json(s.Config)
@@ -69,7 +69,7 @@ func StateHash(s *Snapshot) uint64 {
 		h.time(c.LandedAt)
 	}
 	_, _ = h.h.Write(h.b)
-	return h.h.Sum64()
+	return binary.BigEndian.Uint64(h.h.Sum(nil)[:8])
 }
 
 // sortedBy returns pointers to the items ordered by key (the input is left alone).
@@ -87,7 +87,7 @@ func sortedBy[T any](items []T, key func(*T) string) []*T {
 // Values collect in b, which goes to the digest in chunks (a Write per value costs more
 // than the hashing).
 type stateHasher struct {
-	h *xxhash.Digest
+	h hash.Hash
 	b []byte
 }
 
