@@ -45,6 +45,8 @@ type Options struct {
 	TickWorkers       int
 	SideEffectWorkers int
 	FetchCooldown     time.Duration
+	// DrainBatch is the most events a tick drains (0: the workers' default, 500).
+	DrainBatch int
 	FetchPollInterval time.Duration
 	// Baselines runs pgbench -N and the River no-op baseline (BaselineDuration each).
 	Baselines        bool
@@ -277,6 +279,9 @@ func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
 	e.statements = resetStatements(ctx, pool)
 	cfg.TickWorkers, cfg.SideEffectWorkers = opts.TickWorkers, opts.SideEffectWorkers
 	cfg.FetchCooldown, cfg.FetchPollInterval = opts.FetchCooldown, opts.FetchPollInterval
+	if opts.DrainBatch > 0 {
+		cfg.DrainBatch = opts.DrainBatch
+	}
 	cfg.WorkerID = "bench"
 	e.sim = agentrt.NewSimulator(agentrt.SimConfig{HeartbeatInterval: 30 * time.Second, WorkMin: 100 * time.Millisecond, WorkMax: 300 * time.Millisecond, Seed: 1},
 		reporter{e}, opts.Logger)

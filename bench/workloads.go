@@ -258,7 +258,11 @@ func runBurst(ctx context.Context, opts Options, rep *Report) error {
 	elapsed := time.Since(committed)
 	rep.Phases = phases
 	rep.BurstEvents, rep.BurstTicks = events, ticks
-	rep.BurstBound = int(math.Ceil(float64(events)/float64(jobs.DefaultDrainBatch))) + 2
+	batch := jobs.DefaultDrainBatch
+	if opts.DrainBatch > 0 {
+		batch = opts.DrainBatch
+	}
+	rep.BurstBound = int(math.Ceil(float64(events)/float64(batch))) + 2
 	rep.DurationS = elapsed.Seconds()
 	rep.EventsPerSec = float64(events) / elapsed.Seconds()
 	rep.TicksPerSec = float64(ticks) / elapsed.Seconds()

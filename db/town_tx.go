@@ -250,9 +250,8 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 			return
 		})
 		p.add(func(q Querier) (err error) {
-			failures, err = t.q.EventCountSince(ctx, q, dbsqlc.EventCountSinceParams{
-				TownID: t.TownID, EventType: string(reconciler.EventAgentDispatchFailed), Since: t.Now.Add(-reconciler.CircuitBreakerWindow),
-				TickID: t.TickID,
+			failures, err = t.q.EventCountDispatchFailures(ctx, q, dbsqlc.EventCountDispatchFailuresParams{
+				TownID: t.TownID, Since: t.Now.Add(-reconciler.CircuitBreakerWindow), TickID: t.TickID,
 			})
 			return
 		})

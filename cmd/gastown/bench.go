@@ -78,6 +78,7 @@ func newBenchCommand() *cobra.Command {
 	f.IntVar(&opts.Towns, "towns", 0, "number of towns (0: the workload's default)")
 	f.Float64Var(&opts.Rate, "rate", 0, "events/s of the latency phase (active: default half the measured capacity; hot: the normal towns' rate, default 100)")
 	f.IntVar(&opts.TickWorkers, "tick-workers", 8, "tick workers (and pgbench clients, and River baseline workers)")
+	f.IntVar(&opts.DrainBatch, "drain-batch", 0, "most events one tick drains (0: the workers' default, 500)")
 	f.IntVar(&opts.SideEffectWorkers, "side-effect-workers", 32, "side-effect workers")
 	f.DurationVar(&opts.FetchCooldown, "fetch-cooldown", 5*time.Millisecond, "River fetch cooldown of the workers and the River baseline")
 	f.DurationVar(&opts.BaselineDuration, "baseline-duration", 10*time.Second, "how long each baseline runs")

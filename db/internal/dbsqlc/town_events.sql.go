@@ -10,6 +10,29 @@ import (
 	"time"
 )
 
+const eventCountDispatchFailures = `-- name: EventCountDispatchFailures :one
+SELECT count(*)::int FROM town_events
+WHERE town_id = $1 AND event_type = 'agent_dispatch_failed' AND created_at >= $2
+  AND state <> 'pending' AND processed_tick_id <= $3::bigint
+`
+
+type EventCountDispatchFailuresParams struct {
+	TownID string
+	Since  time.Time
+	TickID int64
+}
+
+// EventCountDispatchFailures counts a town's agent_dispatch_failed events created since
+// @since that ticks up to tick @tick_id applied: what the tick knows, and what a replay of
+// it sees again (failures that arrived later are not counted). The type is spelled out so
+// that the partial index town_events_dispatch_failed serves it.
+func (q *Queries) EventCountDispatchFailures(ctx context.Context, db DBTX, arg EventCountDispatchFailuresParams) (int32, error) {
+	row := db.QueryRow(ctx, eventCountDispatchFailures, arg.TownID, arg.Since, arg.TickID)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const eventCountPending = `-- name: EventCountPending :one
 SELECT count(*)::int FROM town_events WHERE town_id = $1 AND state = 'pending'
 `
@@ -17,34 +40,6 @@ SELECT count(*)::int FROM town_events WHERE town_id = $1 AND state = 'pending'
 // EventCountPending counts a town's pending events.
 func (q *Queries) EventCountPending(ctx context.Context, db DBTX, townID string) (int32, error) {
 	row := db.QueryRow(ctx, eventCountPending, townID)
-	var column_1 int32
-	err := row.Scan(&column_1)
-	return column_1, err
-}
-
-const eventCountSince = `-- name: EventCountSince :one
-SELECT count(*)::int FROM town_events
-WHERE town_id = $1 AND event_type = $2 AND created_at >= $3
-  AND state <> 'pending' AND processed_tick_id <= $4::bigint
-`
-
-type EventCountSinceParams struct {
-	TownID    string
-	EventType string
-	Since     time.Time
-	TickID    int64
-}
-
-// EventCountSince counts a town's events of one type created since @since that ticks up
-// to tick @tick_id applied: what the tick knows, and what a replay of it sees again
-// (events that arrived later are not counted).
-func (q *Queries) EventCountSince(ctx context.Context, db DBTX, arg EventCountSinceParams) (int32, error) {
-	row := db.QueryRow(ctx, eventCountSince,
-		arg.TownID,
-		arg.EventType,
-		arg.Since,
-		arg.TickID,
-	)
 	var column_1 int32
 	err := row.Scan(&column_1)
 	return column_1, err
@@ -393,12 +388,11 @@ func (q *Queries) EventPendingContainerStatusExists(ctx context.Context, db DBTX
 
 const eventPruneProcessed = `-- name: EventPruneProcessed :execrows
 DELETE FROM town_events e
-WHERE e.town_id = $1 AND e.seq IN (
+WHERE e.town_id = $1 AND e.seq = ANY (ARRAY(
     SELECT p.seq FROM town_events p
-    WHERE p.town_id = $1 AND p.state <> 'pending' AND p.created_at < $2
-    ORDER BY p.seq
+    WHERE p.town_id = $1 AND p.created_at < $2 AND p.state <> 'pending'
     LIMIT $3
-)
+))
 `
 
 type EventPruneProcessedParams struct {
@@ -409,6 +403,10 @@ type EventPruneProcessedParams struct {
 
 // EventPruneProcessed deletes at most @max_rows processed or dead events created before
 // @before (bounded batches keep locks short).
+// The old rows are found on town_events_created (a range that is empty in a busy town
+// with nothing old) and collected into an array first: as `seq IN (subquery)` the
+// planner, with stale statistics on a table that grew fast, joined every row of the town
+// to every other (14.8 s in one tick of the hot benchmark town, 10 ms on average).
 func (q *Queries) EventPruneProcessed(ctx context.Context, db DBTX, arg EventPruneProcessedParams) (int64, error) {
 	result, err := db.Exec(ctx, eventPruneProcessed, arg.TownID, arg.Before, arg.MaxRows)
 	if err != nil {
