@@ -263,42 +263,50 @@ func (s *Store) NotifyJobsInserted(ctx context.Context, queue string) error {
 	return nil
 }
 
-// TickState names a tick job of a town that will drain, or re-check for, events
-// committed now: a waiting one, else a running one (0: none).
+// TickState is what a town's tick jobs are doing.
 type TickState struct {
-	Job int64
+	// Waiting: a tick job is available, now share-locked until the transaction ends.
+	Waiting bool
+	// RunningJob is the id of a running tick job (0: none).
+	RunningJob int64
 }
 
 // JoinTick looks for the town's tick jobs inside tx, the transaction that appended events,
-// in one round trip: a waiting (available) job, else a running one. Nothing is locked — a
-// share lock on the waiting job kept River's fetch (FOR UPDATE SKIP LOCKED) away from it
-// for as long as appends kept coming, and a town appended to 200 times a second almost
-// never ticked. Instead the caller asks after its commit whether the job is still to
-// come (TickStillAhead). (Raw SQL: river_job is River's table, unknown to sqlc; the index
-// river_job_town_tick serves both lookups.)
+// in one round trip.
+// A waiting (available) job is share-locked until tx ends: River's fetch skips locked
+// jobs, so that tick cannot start before tx commits and will drain tx's events. Otherwise
+// it reports a running tick job, whose post-commit recheck will find tx's events if tx
+// commits before the job completes (see IsTickRunning). (Raw SQL: river_job is River's
+// table, unknown to sqlc; the index river_job_town_tick serves both lookups.)
 func (s *Store) JoinTick(ctx context.Context, tx pgx.Tx, townID string) (TickState, error) {
 	var st TickState
-	var job *int64
-	err := tx.QueryRow(ctx, `SELECT coalesce(
-    (SELECT id FROM river_job WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $1 LIMIT 1),
-    (SELECT id FROM river_job WHERE kind = 'tick_town' AND state = 'running' AND args ->> 'town_id' = $1 ORDER BY id DESC LIMIT 1))`,
-		townID).Scan(&job)
+	var waiting, running *int64
+	err := tx.QueryRow(ctx, `WITH waiting AS (
+    SELECT id FROM river_job
+    WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $1
+    LIMIT 1 FOR SHARE SKIP LOCKED)
+SELECT (SELECT id FROM waiting),
+       (SELECT id FROM river_job WHERE kind = 'tick_town' AND state = 'running' AND args ->> 'town_id' = $1
+        ORDER BY id DESC LIMIT 1)`, townID).Scan(&waiting, &running)
 	if err != nil {
 		return st, fmt.Errorf("look for a tick of town %s: %w", townID, err)
 	}
-	if job != nil {
-		st.Job = *job
+	if waiting != nil {
+		st.Waiting = true
+		return st, nil
+	}
+	if running != nil {
+		st.RunningJob = *running
 	}
 	return st, nil
 }
 
-// TickStillAhead reports, after events committed, whether a tick job found by JoinTick
-// will still see them: one not yet started drains them when it runs; a running one
-// turns completed when its tick commits and then re-checks for pending events, so an
-// event committed while it still runs is found by that re-check.
-func (s *Store) TickStillAhead(ctx context.Context, jobID int64) (bool, error) {
+// IsTickRunning reports whether a tick job is still running. A tick job turns completed
+// when its tick commits, and the tick then re-checks for pending events: an event
+// committed while the job still runs is found by that re-check.
+func (s *Store) IsTickRunning(ctx context.Context, jobID int64) (bool, error) {
 	var running bool
-	err := s.Pool.QueryRow(ctx, `SELECT state IN ('available', 'running', 'scheduled', 'retryable', 'pending') FROM river_job WHERE id = $1`, jobID).Scan(&running)
+	err := s.Pool.QueryRow(ctx, `SELECT state = 'running' FROM river_job WHERE id = $1`, jobID).Scan(&running)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}

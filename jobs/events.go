@@ -32,26 +32,27 @@ func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEven
 	if err != nil {
 		return nil, err
 	}
-	// A tick already waiting will drain these events when it runs; a running tick
-	// re-checks for pending events once it has committed. Join either, and make sure after
-	// our commit that it is still ahead of us (else wake the town). Only a town with
-	// neither gets a new tick job. (Re-inserting River's unique job would rewrite the job
-	// row and wait for a running tick to commit: every append of a busy town queued behind
-	// its tick.)
+	// A tick already waiting will drain these events: join it (one cheap locked read).
+	// A running tick re-checks for pending events once it has committed: leave it to
+	// that re-check while it still runs after our commit. Only a town with neither gets
+	// a new tick job. (Re-inserting River's unique job would rewrite the job row and wait
+	// for a running tick to commit: every append of a busy town queued behind its tick.)
 	st, err := e.svc.store.JoinTick(ctx, tx, townID)
 	if err != nil {
 		return nil, err
 	}
-	if st.Job != 0 {
+	if st.Waiting || st.RunningJob != 0 {
 		if err := tx.Commit(ctx); err != nil {
 			return nil, fmt.Errorf("commit events: %w", err)
 		}
-		ahead, err := e.svc.store.TickStillAhead(ctx, st.Job)
-		if err != nil || !ahead {
-			// The tick committed before our events: it may have re-checked already.
-			if err := e.svc.Wake(ctx, townID); err != nil {
-				// Committed events are safe; the sweep finds them if this wake-up failed.
-				e.svc.logger.Warn("wake town after append", "town_id", townID, "error", err)
+		if st.RunningJob != 0 {
+			running, err := e.svc.store.IsTickRunning(ctx, st.RunningJob)
+			if err != nil || !running {
+				// The tick committed before our events: it may have re-checked already.
+				if err := e.svc.Wake(ctx, townID); err != nil {
+					// Committed events are safe; the sweep finds them if this wake-up failed.
+					e.svc.logger.Warn("wake town after append", "town_id", townID, "error", err)
+				}
 			}
 		}
 		return out, nil
