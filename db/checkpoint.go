@@ -191,6 +191,7 @@ type RecordedTick struct {
 	FailedSeqs []int64
 	Actions    []reconciler.EncodedAction
 	StateHash  uint64
+	StateParts []uint64 // the hash by part (empty in records older than migration 00009)
 	// AppliedSeqs are the events the tick applied (processed_tick_id), in order.
 	AppliedSeqs []int64
 }
@@ -198,7 +199,7 @@ type RecordedTick struct {
 // RecordedTicks lists a town's recorded ticks after tick `after` up to tick `upTo`, in
 // order, at most limit of them.
 func (s *Store) RecordedTicks(ctx context.Context, q Querier, townID string, after, upTo int64, limit int) ([]RecordedTick, error) {
-	rows, err := q.Query(ctx, `SELECT i.tick_id, i.clock_at, i.heartbeats, i.failed_seqs, i.actions, i.state_hash,
+	rows, err := q.Query(ctx, `SELECT i.tick_id, i.clock_at, i.heartbeats, i.failed_seqs, i.actions, i.state_hash, i.state_parts,
        coalesce((SELECT array_agg(e.seq ORDER BY e.seq) FROM town_events e
                  WHERE e.town_id = i.town_id AND e.processed_tick_id = i.tick_id AND e.state = 'processed'), '{}')
 FROM tick_inputs i WHERE i.town_id = $1 AND i.tick_id > $2 AND i.tick_id <= $3 ORDER BY i.tick_id LIMIT $4`, townID, after, upTo, limit)
@@ -210,11 +211,15 @@ FROM tick_inputs i WHERE i.town_id = $1 AND i.tick_id > $2 AND i.tick_id <= $3 O
 			rt          RecordedTick
 			hb, actions []byte
 			hash        int64
+			parts       []int64
 		)
-		if err := r.Scan(&rt.TickID, &rt.ClockAt, &hb, &rt.FailedSeqs, &actions, &hash, &rt.AppliedSeqs); err != nil {
+		if err := r.Scan(&rt.TickID, &rt.ClockAt, &hb, &rt.FailedSeqs, &actions, &hash, &parts, &rt.AppliedSeqs); err != nil {
 			return rt, err
 		}
 		rt.StateHash = uint64(hash)
+		for _, p := range parts {
+			rt.StateParts = append(rt.StateParts, uint64(p))
+		}
 		if err := json.Unmarshal(hb, &rt.Heartbeats); err != nil {
 			return rt, fmt.Errorf("tick %d heartbeats: %w", rt.TickID, err)
 		}

@@ -393,6 +393,7 @@ type TickRecord struct {
 	Actions      []reconciler.Action
 	StateChanged bool
 	StateHash    uint64
+	StateParts   []uint64 // the hash by part (reconciler.StateDigest)
 	// Checkpointed: the tick took a checkpoint of the state it left (TownTx.Checkpoint).
 	Checkpointed bool
 }
@@ -410,6 +411,15 @@ func (t *TownTx) CheckpointDue(every int, interval time.Duration) bool {
 		return true
 	}
 	return (every > 0 && int(t.Town.RecordsSinceCheckpoint)+1 >= every) || (interval > 0 && t.Now.Sub(*t.Town.CheckpointAt) >= interval)
+}
+
+// signed stores uint64 hashes in a bigint[] (the same bits).
+func signed(us []uint64) []int64 {
+	out := make([]int64, len(us))
+	for i, u := range us {
+		out[i] = int64(u)
+	}
+	return out
 }
 
 // nonNil is s, or an empty slice for nil (a JSON array, not null; a SQL array, not NULL).
@@ -475,6 +485,7 @@ func (t *TownTx) finishTown(ctx context.Context, rec TickRecord) error {
 		if err := t.q.TickInputInsert(ctx, t.db, dbsqlc.TickInputInsertParams{
 			TownID: t.TownID, TickID: t.TickID, ClockAt: t.Now, Heartbeats: mustJSON(nonNil(rec.Heartbeats)),
 			FailedSeqs: nonNil(rec.FailedSeqs), Actions: mustJSON(actions), StateHash: int64(rec.StateHash),
+			StateParts: signed(rec.StateParts),
 		}); err != nil {
 			return fmt.Errorf("insert tick record: %w", err)
 		}

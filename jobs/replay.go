@@ -227,7 +227,11 @@ func (s *Service) replayTick(ctx context.Context, tx pgx.Tx, townID string, rec 
 		diff = append(diff, fmt.Sprintf("events: the record applied %d, the re-run %d (events pruned by retention?)", len(rec.AppliedSeqs), res.Drain.Applied))
 	}
 	if !tr.HashMatch {
-		diff = append(diff, fmt.Sprintf("state after the tick: hash %s recorded, %s replayed", tr.RecordedHash, tr.ReplayedHash))
+		where := ""
+		if len(rec.StateParts) > 0 {
+			where = "; differs in " + strings.Join(reconciler.DifferingParts(rec.StateParts, res.StateParts), ", ")
+		}
+		diff = append(diff, fmt.Sprintf("state after the tick: hash %s recorded, %s replayed%s", tr.RecordedHash, tr.ReplayedHash, where))
 	}
 	tr.Diff = strings.Join(diff, "\n")
 	return tr, nil

@@ -225,6 +225,7 @@ func TestWhatIfReplayShowsHowActionsWouldDiffer(t *testing.T) {
 	require.Contains(t, d.Diff, "- recorded: dispatch_agent", d.Diff)
 	require.Contains(t, d.Diff, "+ replayed: transition_bead", d.Diff)
 	require.Contains(t, d.Diff, "max dispatch attempts exceeded (1)", d.Diff)
+	require.Contains(t, d.Diff, "differs in town (draining, config), beads", d.Diff)
 
 	// The faithful replay of the same history reproduces it.
 	rep, err = s.svc.Replay(ctx, s.townID, ReplayOptions{})

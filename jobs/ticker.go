@@ -107,6 +107,7 @@ type TickResult struct {
 	// changed the state; StateHash fingerprints the state it left (reconciler.StateHash).
 	StateChanged bool
 	StateHash    uint64
+	StateParts   []uint64
 }
 
 // Tick runs one tick of a town on tx. It returns db.ErrTownBusy when another tick holds
@@ -204,7 +205,8 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	}
 	res.StateChanged = res.Drain.Applied > 0 || len(res.Heartbeats) > 0 || after != snap
 	if res.StateChanged || len(res.Actions) > 0 || res.Drain.Drained > 0 || res.Housekeeping.CheckpointNeeded {
-		res.StateHash = reconciler.StateHash(after) // for the tick's record (an idle tick has none)
+		digest := reconciler.StateDigestOf(after) // for the tick's record (an idle tick has none)
+		res.StateHash, res.StateParts = digest.Sum(), digest.Parts()
 	}
 	res.Violations = reconciler.CheckInvariants(after)
 	if res.NewViolations, err = tt.RecordViolations(ctx, res.Violations); err != nil {
@@ -238,7 +240,7 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		SideEffectsSucceeded: res.Drain.SideEffectsSucceeded, SideEffectsFailed: res.Drain.SideEffectsFailed,
 		InvariantViolations: len(res.Violations), PendingEventCount: res.PendingEventCount,
 		NextTickAt: res.NextTickAt, OmitRow: t.omitRow != nil && t.omitRow(),
-		FailedSeqs: failedSeqs(res.Drain.Failures), Actions: res.Actions, StateChanged: res.StateChanged, StateHash: res.StateHash,
+		FailedSeqs: failedSeqs(res.Drain.Failures), Actions: res.Actions, StateChanged: res.StateChanged, StateHash: res.StateHash, StateParts: res.StateParts,
 	}
 	needed := res.Housekeeping.CheckpointNeeded
 	if !opts.DryRun && (needed || (rec.Recorded() && tt.CheckpointDue(t.cfg.CheckpointEvery, t.cfg.CheckpointInterval))) {

@@ -16,18 +16,60 @@ import (
 // zone its times carry. Each tick records the hash of the state it left, so a replay of
 // the tick can tell whether it reproduced that state (ISSUE 9). The recent-nudge and
 // dispatch-failure summaries are inputs read from logs, not state, and are left out.
-func StateHash(s *Snapshot) uint64 {
-	h := stateHasher{h: sha256.New(), b: make([]byte, 0, 20<<10)}
+func StateHash(s *Snapshot) uint64 { return StateDigestOf(s).Sum() }
+
+// StateDigest is the state hash by part, so that a divergence can say where it is.
+type StateDigest struct {
+	Town, Rigs, Beads, Agents, Dependencies, Reviews, Convoys uint64
+}
+
+// StateParts names the parts of a StateDigest, in the order of Parts.
+var StateParts = []string{"town (draining, config)", "rigs", "beads", "agents", "dependencies", "reviews", "convoys"}
+
+// Parts lists the part hashes in the order of StateParts.
+func (d StateDigest) Parts() []uint64 {
+	return []uint64{d.Town, d.Rigs, d.Beads, d.Agents, d.Dependencies, d.Reviews, d.Convoys}
+}
+
+// Sum is the state hash: one hash over the parts.
+func (d StateDigest) Sum() uint64 {
+	h := newStateHasher()
+	for _, p := range d.Parts() {
+		h.u64(p)
+	}
+	return h.sum()
+}
+
+// DifferingParts names the parts in which two digests differ.
+func DifferingParts(a, b []uint64) []string {
+	var out []string
+	for i := range StateParts {
+		if i >= len(a) || i >= len(b) || a[i] != b[i] {
+			out = append(out, StateParts[i])
+		}
+	}
+	return out
+}
+
+// StateDigestOf hashes each part of a town's state (see StateHash).
+func StateDigestOf(s *Snapshot) StateDigest {
+	var d StateDigest
+	h := newStateHasher()
 	h.bool(s.Draining)
 	h.time(s.DrainStartedAt)
 	h.json(s.Config)
+	d.Town = h.sum()
 
+	h = newStateHasher()
 	rigs := sortedBy(s.Rigs, func(r *Rig) string { return r.ID })
 	h.int(len(rigs))
 	for _, r := range rigs {
 		h.str(r.ID, r.Name, r.GitURL, r.DefaultBranch)
 		h.json(r.Config)
 	}
+	d.Rigs = h.sum()
+
+	h = newStateHasher()
 	beads := sortedBy(s.Beads, func(b *Bead) string { return b.ID })
 	h.int(len(beads))
 	for _, b := range beads {
@@ -38,6 +80,9 @@ func StateHash(s *Snapshot) uint64 {
 		h.int(b.DispatchAttempts)
 		h.time(b.LastDispatchAttemptAt, b.CreatedAt, b.UpdatedAt, b.ClosedAt)
 	}
+	d.Beads = h.sum()
+
+	h = newStateHasher()
 	agents := sortedBy(s.Agents, func(a *Agent) string { return a.ID })
 	h.int(len(agents))
 	for _, a := range agents {
@@ -46,6 +91,9 @@ func StateHash(s *Snapshot) uint64 {
 		h.strs(a.ActiveTools)
 		h.time(a.LastActivityAt, a.LastEventAt, a.StalledAt, a.CreatedAt)
 	}
+	d.Agents = h.sum()
+
+	h = newStateHasher()
 	deps := sortedBy(s.Dependencies, func(d *Dependency) string {
 		return d.BeadID + "\x00" + d.DependsOnID + "\x00" + string(d.Type)
 	})
@@ -53,6 +101,9 @@ func StateHash(s *Snapshot) uint64 {
 	for _, d := range deps {
 		h.str(d.BeadID, d.DependsOnID, string(d.Type))
 	}
+	d.Dependencies = h.sum()
+
+	h = newStateHasher()
 	reviews := sortedBy(s.Reviews, func(r *Review) string { return r.BeadID })
 	h.int(len(reviews))
 	for _, r := range reviews {
@@ -60,6 +111,9 @@ func StateHash(s *Snapshot) uint64 {
 		h.int(r.RetryCount)
 		h.time(r.AutoMergeReadySince)
 	}
+	d.Reviews = h.sum()
+
+	h = newStateHasher()
 	convoys := sortedBy(s.Convoys, func(c *Convoy) string { return c.BeadID })
 	h.int(len(convoys))
 	for _, c := range convoys {
@@ -68,8 +122,8 @@ func StateHash(s *Snapshot) uint64 {
 		h.bool(c.Staged)
 		h.time(c.LandedAt)
 	}
-	_, _ = h.h.Write(h.b)
-	return binary.BigEndian.Uint64(h.h.Sum(nil)[:8])
+	d.Convoys = h.sum()
+	return d
 }
 
 // sortedBy returns pointers to the items ordered by key (the input is left alone).
@@ -89,6 +143,14 @@ func sortedBy[T any](items []T, key func(*T) string) []*T {
 type stateHasher struct {
 	h hash.Hash
 	b []byte
+}
+
+func newStateHasher() *stateHasher { return &stateHasher{h: sha256.New(), b: make([]byte, 0, 4<<10)} }
+
+// sum is the first 64 bits of the SHA-256 of what was written.
+func (h *stateHasher) sum() uint64 {
+	_, _ = h.h.Write(h.b)
+	return binary.BigEndian.Uint64(h.h.Sum(nil)[:8])
 }
 
 func (h *stateHasher) spill() {

@@ -108,3 +108,16 @@ func mutate(v reflect.Value) bool {
 	}
 	return true
 }
+
+// TestStateDigestNamesTheDifferingPart: a change shows in its own part of the digest only.
+func TestStateDigestNamesTheDifferingPart(t *testing.T) {
+	base := StateDigestOf(hashFixture())
+	s := hashFixture()
+	s.Agents[0].Status = AgentIdle
+	s.Reviews[0].RetryCount++
+	changed := StateDigestOf(s)
+	require.Equal(t, []string{"agents", "reviews"}, DifferingParts(base.Parts(), changed.Parts()))
+	require.Equal(t, StateHash(s), changed.Sum())
+	require.NotEqual(t, base.Sum(), changed.Sum())
+	require.Equal(t, StateParts, DifferingParts(base.Parts(), nil), "a record without parts names them all")
+}

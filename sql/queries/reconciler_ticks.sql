@@ -19,8 +19,8 @@ SELECT * FROM reconciler_ticks WHERE town_id = @town_id ORDER BY tick_id DESC LI
 
 -- name: TickInputInsert :exec
 -- TickInputInsert records what a replay of a tick needs besides its applied events.
-INSERT INTO tick_inputs (town_id, tick_id, clock_at, heartbeats, failed_seqs, actions, state_hash)
-VALUES (@town_id, @tick_id, @clock_at, @heartbeats, @failed_seqs, @actions, @state_hash);
+INSERT INTO tick_inputs (town_id, tick_id, clock_at, heartbeats, failed_seqs, actions, state_hash, state_parts)
+VALUES (@town_id, @tick_id, @clock_at, @heartbeats, @failed_seqs, @actions, @state_hash, @state_parts);
 
 -- name: TickInputList :many
 -- TickInputList lists a town's tick records from tick @from_tick on, in tick order.

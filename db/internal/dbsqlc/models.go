@@ -262,6 +262,7 @@ type TickInput struct {
 	FailedSeqs []int64
 	Actions    []byte
 	StateHash  int64
+	StateParts []int64
 }
 
 type Town struct {

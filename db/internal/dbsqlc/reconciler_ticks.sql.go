@@ -42,8 +42,8 @@ func (q *Queries) TickEnsurePartitions(ctx context.Context, db DBTX, daysAhead i
 }
 
 const tickInputInsert = `-- name: TickInputInsert :exec
-INSERT INTO tick_inputs (town_id, tick_id, clock_at, heartbeats, failed_seqs, actions, state_hash)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO tick_inputs (town_id, tick_id, clock_at, heartbeats, failed_seqs, actions, state_hash, state_parts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 `
 
 type TickInputInsertParams struct {
@@ -54,6 +54,7 @@ type TickInputInsertParams struct {
 	FailedSeqs []int64
 	Actions    []byte
 	StateHash  int64
+	StateParts []int64
 }
 
 // TickInputInsert records what a replay of a tick needs besides its applied events.
@@ -66,12 +67,13 @@ func (q *Queries) TickInputInsert(ctx context.Context, db DBTX, arg TickInputIns
 		arg.FailedSeqs,
 		arg.Actions,
 		arg.StateHash,
+		arg.StateParts,
 	)
 	return err
 }
 
 const tickInputList = `-- name: TickInputList :many
-SELECT town_id, tick_id, clock_at, heartbeats, failed_seqs, actions, state_hash FROM tick_inputs WHERE town_id = $1 AND tick_id >= $2 ORDER BY tick_id LIMIT $3
+SELECT town_id, tick_id, clock_at, heartbeats, failed_seqs, actions, state_hash, state_parts FROM tick_inputs WHERE town_id = $1 AND tick_id >= $2 ORDER BY tick_id LIMIT $3
 `
 
 type TickInputListParams struct {
@@ -98,6 +100,7 @@ func (q *Queries) TickInputList(ctx context.Context, db DBTX, arg TickInputListP
 			&i.FailedSeqs,
 			&i.Actions,
 			&i.StateHash,
+			&i.StateParts,
 		); err != nil {
 			return nil, err
 		}
