@@ -46,7 +46,7 @@ type Options struct {
 	SideEffectWorkers int
 	FetchCooldown     time.Duration
 	// DrainBatch is the most events a tick drains (0: the workers' default, 500).
-	DrainBatch int
+	DrainBatch        int
 	FetchPollInterval time.Duration
 	// Baselines runs pgbench -N and the River no-op baseline (BaselineDuration each).
 	Baselines        bool
