@@ -16,7 +16,7 @@ import (
 )
 
 // townWithAgent makes a town whose tick dispatched a polecat, and returns their ids.
-func (b *testBundle) townWithAgent(t *testing.T) (townID, rigID, agentID, beadID string) {
+func (b *testBundle) townWithAgent(t testing.TB) (townID, rigID, agentID, beadID string) {
 	t.Helper()
 	_, town := b.do(t, http.MethodPost, "/v1/towns", token, map[string]any{"name": "t"})
 	townID = town["town_id"].(string)
@@ -103,7 +103,7 @@ func TestStatusEndpoint(t *testing.T) {
 
 // checksum hashes every town table and River's job table, to show that a request left
 // the database exactly as it was.
-func (b *testBundle) checksum(t *testing.T) string {
+func (b *testBundle) checksum(t testing.TB) string {
 	t.Helper()
 	h := sha256.New()
 	for _, table := range []string{"towns", "rigs", "beads", "agents", "bead_dependencies", "review_metadata", "convoy_metadata",

@@ -18,7 +18,7 @@ import (
 // route is one documented route (openapi.json, which a test keeps equal to the router).
 type route struct{ method, path string }
 
-func documentedRoutes(t *testing.T) []route {
+func documentedRoutes(t testing.TB) []route {
 	t.Helper()
 	var doc struct {
 		Paths map[string]map[string]json.RawMessage `json:"paths"`

@@ -24,10 +24,11 @@ import (
 const token = "test-token"
 
 type testBundle struct {
-	store  *db.Store
-	svc    *jobs.Service
-	server *httptest.Server
-	signer *agenttoken.Signer
+	store   *db.Store
+	svc     *jobs.Service
+	server  *httptest.Server
+	handler http.Handler
+	signer  *agenttoken.Signer
 }
 
 type nopReporter struct{}
@@ -40,7 +41,7 @@ func (nopReporter) Completed(context.Context, string, string, reconciler.AgentCo
 	return nil
 }
 
-func setup(t *testing.T) *testBundle {
+func setup(t testing.TB) *testBundle {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	store := dbtest.NewStore(t)
@@ -57,12 +58,13 @@ func setup(t *testing.T) *testBundle {
 	uiCtx, stopUI := context.WithCancel(context.Background())
 	t.Cleanup(stopUI)
 	require.NoError(t, api.Start(uiCtx))
-	srv := httptest.NewServer(api.Handler())
+	handler := api.Handler()
+	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
-	return &testBundle{store: store, svc: svc, server: srv, signer: signer}
+	return &testBundle{store: store, svc: svc, server: srv, handler: handler, signer: signer}
 }
 
-func (b *testBundle) do(t *testing.T, method, path, auth string, body any) (int, map[string]any) {
+func (b *testBundle) do(t testing.TB, method, path, auth string, body any) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -86,7 +88,7 @@ func (b *testBundle) do(t *testing.T, method, path, auth string, body any) (int,
 	return resp.StatusCode, out
 }
 
-func (b *testBundle) tick(t *testing.T, townID string) {
+func (b *testBundle) tick(t testing.TB, townID string) {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := b.store.Pool.Begin(ctx)

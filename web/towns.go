@@ -1,7 +1,9 @@
 package web
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -27,12 +29,23 @@ func idParam(c *gin.Context, name string) (string, bool) {
 
 // bindJSON decodes the body, answering 400 with the decoder's complaint.
 func bindJSON(c *gin.Context, v any) bool {
+	raw, err := io.ReadAll(c.Request.Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		writeError(c, http.StatusRequestEntityTooLarge, "request body is larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")
+		return false
+	}
+	if err != nil {
+		writeError(c, http.StatusBadRequest, "could not read the request body: "+err.Error())
+		return false
+	}
+	// Postgres stores neither text nor jsonb with a NUL character in it.
+	if bytes.Contains(raw, []byte(`\u0000`)) || bytes.IndexByte(raw, 0) >= 0 {
+		writeError(c, http.StatusBadRequest, `invalid JSON body: strings must not contain the NUL character (\u0000)`)
+		return false
+	}
+	c.Request.Body = io.NopCloser(bytes.NewReader(raw))
 	if err := c.ShouldBindJSON(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(c, http.StatusRequestEntityTooLarge, "request body is larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes")
-			return false
-		}
 		writeError(c, http.StatusBadRequest, "invalid JSON body: "+err.Error())
 		return false
 	}
