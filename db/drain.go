@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"gastown/db/internal/dbsqlc"
@@ -255,6 +256,16 @@ func needsBead[P any](f func(t *TownTx, ctx context.Context, beadID string, p P)
 }
 
 func (*TownTx) noop(context.Context, Event) error { return nil }
+
+// KnownEventTypes lists the event types a tick applies, sorted.
+func KnownEventTypes() []reconciler.EventType {
+	out := make([]reconciler.EventType, 0, len(eventHandlers))
+	for t := range eventHandlers {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}
 
 var eventHandlers map[reconciler.EventType]eventHandler
 

@@ -40,7 +40,7 @@ type scenario struct {
 	rigID  string
 }
 
-func newScenario(t *testing.T, cfg reconciler.TownConfig) *scenario {
+func newScenario(t testing.TB, cfg reconciler.TownConfig) *scenario {
 	t.Helper()
 	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
 	b := setup(t, testOpts{})
@@ -58,7 +58,7 @@ func newScenario(t *testing.T, cfg reconciler.TownConfig) *scenario {
 	return s
 }
 
-func (s *scenario) tick(t *testing.T) TickResult {
+func (s *scenario) tick(t testing.TB) TickResult {
 	t.Helper()
 	res, err := s.testBundle.tick(context.Background(), s.townID)
 	require.NoError(t, err)
@@ -71,13 +71,13 @@ func (s *scenario) exec(t *testing.T, sql string, args ...any) {
 	require.NoError(t, err)
 }
 
-func (s *scenario) append(t *testing.T, evs ...db.NewEvent) {
+func (s *scenario) append(t testing.TB, evs ...db.NewEvent) {
 	t.Helper()
 	_, err := s.svc.Events.Append(context.Background(), s.townID, evs...)
 	require.NoError(t, err)
 }
 
-func (s *scenario) issue(t *testing.T, labels ...string) string {
+func (s *scenario) issue(t testing.TB, labels ...string) string {
 	t.Helper()
 	ev := beadCreated(s.rigID, "work", labels...)
 	s.append(t, ev)
@@ -98,7 +98,7 @@ func (s *scenario) agent(t *testing.T, id string) reconciler.Agent {
 	return a
 }
 
-func (s *scenario) agents(t *testing.T) []reconciler.Agent {
+func (s *scenario) agents(t testing.TB) []reconciler.Agent {
 	t.Helper()
 	as, err := s.store.ListAgents(context.Background(), s.townID)
 	require.NoError(t, err)
@@ -123,7 +123,7 @@ func countType[T reconciler.Action](actions []reconciler.Action) int {
 }
 
 // dispatched runs scenario 1 and returns the issue and its polecat.
-func (s *scenario) dispatched(t *testing.T) (issue, polecat string) {
+func (s *scenario) dispatched(t testing.TB) (issue, polecat string) {
 	t.Helper()
 	issue = s.issue(t)
 	res := s.tick(t)

@@ -34,7 +34,7 @@ type testOpts struct {
 	sim     agentrt.SimConfig
 }
 
-func setup(t *testing.T, o testOpts) *testBundle {
+func setup(t testing.TB, o testOpts) *testBundle {
 	t.Helper()
 	store := dbtest.NewStore(t)
 	var svc *Service

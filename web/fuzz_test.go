@@ -30,7 +30,8 @@ func FuzzRequestBodies(f *testing.F) {
 		`{"merge_strategy": "yolo"}`, `{"max_dispatch_attempts": -1}`, `{"unknown": true}`, `{"branch": "b"}`,
 		`{"title": "t'; DROP TABLE beads; --", "rig_id": "` + rigA + `"}`, `{"rig_id": "not-a-uuid", "title": "t"}`,
 		`{"from": "yesterday"}`, `{"mode": "faithful", "from_tick": -1}`, `{"nonce": "n"}`, `{"to": "` + agentA + `", "subject": "s"}`,
-		`{"a":` + strings.Repeat("[", 600) + `}`, "\xff\xfe", `{"title": "\u0000"}`}
+		`{"a":` + strings.Repeat("[", 600) + `}`, "\xff\xfe", `{"title": "\u0000"}`,
+		"{\"title\": \"t\xff\", \"rig_id\": \"" + rigA + "\", \"metadata\": {\"k\": \"\xfe\"}}"}
 	for i := range routes {
 		for _, s := range seeds {
 			f.Add(uint8(i), []byte(s))
