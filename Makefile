@@ -25,6 +25,10 @@ test: ## Run every test against the local PostgreSQL (GASTOWN_TEST_DATABASE_URL 
 test/race: ## Run the tests with the race detector
 	go test -race $(GO_TEST_FLAGS) ./...
 
+.PHONY: soak
+soak: ## A 10-minute soak of the workers with simulated agents: goroutines, heap and connections must stay flat, nothing may leak (make test runs 20 s of it)
+	GASTOWN_SOAK=$${SOAK_DURATION:-10m} go test -count=1 -timeout 20m -run TestSoakStaysFlat -v ./jobs
+
 .PHONY: check/dashboard
 check/dashboard: ## Render the built-in dashboard in headless Chromium (apt-get install chromium) and save screenshots/dashboard.png
 	mkdir -p screenshots
