@@ -145,3 +145,13 @@ func RecreateDatabase(ctx context.Context, url string) error {
 	}
 	return nil
 }
+
+// BusyOr maps a lock timeout (SQLSTATE 55P03: a tick held the town longer than the
+// session's lock_timeout) to ErrTownBusy, and returns any other error as it is.
+func BusyOr(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+		return ErrTownBusy
+	}
+	return err
+}

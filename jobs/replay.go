@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"gastown/db"
 	"gastown/reconciler"
@@ -104,7 +103,7 @@ FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
 		return nil, db.ErrNotFound
 	}
 	if err != nil {
-		return nil, busyOr(err)
+		return nil, db.BusyOr(err)
 	}
 	rep.To = opts.To
 	if rep.To <= 0 || rep.To > last {
@@ -286,13 +285,4 @@ func diffActions(recorded, replayed []reconciler.EncodedAction) (bool, []string)
 		out = append(out, "same actions in another order")
 	}
 	return false, out
-}
-
-// busyOr maps a lock timeout (the town held by a tick) to db.ErrTownBusy.
-func busyOr(err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
-		return db.ErrTownBusy
-	}
-	return err
 }

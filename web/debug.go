@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"gastown/db"
 	"gastown/jobs"
@@ -38,7 +37,7 @@ func (s *Server) reconcileDryRun(c *gin.Context) {
 	}
 	res, err := s.svc.Ticker.Tick(c, tx, townID, jobs.TickOptions{DryRun: true})
 	if err != nil {
-		s.fail(c, busyOr(err))
+		s.fail(c, db.BusyOr(err))
 		return
 	}
 	actions, err := reconciler.EncodeActions(res.Actions)
@@ -223,12 +222,12 @@ func (s *Server) replayEvents(c *gin.Context) {
 	}
 	tt, err := s.store.LockTown(c, tx, townID, s.clock().UTC(), true, s.logger)
 	if err != nil {
-		s.fail(c, busyOr(err))
+		s.fail(c, db.BusyOr(err))
 		return
 	}
 	replayed, err := tt.ReplayWindow(c, from, to, 10000)
 	if err != nil {
-		s.fail(c, busyOr(err))
+		s.fail(c, db.BusyOr(err))
 		return
 	}
 	snap, err := tt.LoadSnapshot(c)
@@ -255,15 +254,6 @@ func (s *Server) replayEvents(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, gin.H{"caveat": replayCaveat, "eventsReplayed": len(replayed), "events": replayed,
 		"actions": actions, "stateSnapshot": gin.H{"agents": agents, "nonTerminalBeads": beads}})
-}
-
-// busyOr maps a lock timeout to ErrTownBusy.
-func busyOr(err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
-		return db.ErrTownBusy
-	}
-	return err
 }
 
 // replayFaithful restores the latest checkpoint before the window inside a transaction
@@ -320,7 +310,7 @@ func (s *Server) replayFaithful(c *gin.Context, townID string, req replayRequest
 	rep, err := s.svc.Replay(c.Request.Context(), townID, opts)
 	if err != nil {
 		if stream {
-			status, msg := errorStatus(busyOr(err))
+			status, msg := errorStatus(db.BusyOr(err))
 			if errors.Is(err, jobs.ErrNoHistory) {
 				msg = err.Error()
 			}
@@ -331,7 +321,7 @@ func (s *Server) replayFaithful(c *gin.Context, townID string, req replayRequest
 			writeError(c, http.StatusNotFound, err.Error())
 			return
 		}
-		s.fail(c, busyOr(err))
+		s.fail(c, db.BusyOr(err))
 		return
 	}
 	if req.Ticks == "divergent" {
@@ -383,7 +373,7 @@ func (s *Server) takeCheckpoint(c *gin.Context) {
 	defer cancel()
 	cp, err := s.store.CheckpointNow(ctx, townID, s.clock().UTC())
 	if err != nil {
-		s.fail(c, busyOr(err))
+		s.fail(c, db.BusyOr(err))
 		return
 	}
 	c.JSON(http.StatusCreated, cp)
