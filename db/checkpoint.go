@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -116,9 +117,7 @@ func (s *Store) loadStateOn(ctx context.Context, tx pgx.Tx, townID string, now t
 	if err != nil {
 		return nil, interpretError(err)
 	}
-	wb := &writeBehind{inner: tx}
-	tt := &TownTx{store: s, tx: tx, db: wb, wb: wb, q: s.q, Town: town, TownID: townID, Now: now}
-	return tt.LoadState(ctx)
+	return s.newTownTx(tx, town, 0, now, slog.New(slog.DiscardHandler)).LoadState(ctx)
 }
 
 // LatestCheckpoint returns the town's latest checkpoint at or before tick atOrBefore

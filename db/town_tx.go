@@ -65,11 +65,16 @@ func (s *Store) LockTown(ctx context.Context, tx pgx.Tx, townID string, now time
 	if err != nil {
 		return nil, fmt.Errorf("allocate tick id: %w", err)
 	}
+	return s.newTownTx(tx, town, tickID, now, logger), nil
+}
+
+// newTownTx is a TownTx on tx for a town whose row the caller read (and locked, for a tick).
+func (s *Store) newTownTx(tx pgx.Tx, town dbsqlc.Town, tickID int64, now time.Time, logger *slog.Logger) *TownTx {
 	wb := &writeBehind{inner: tx}
 	return &TownTx{
-		store: s, tx: tx, db: wb, wb: wb, q: s.q, logger: logger.With("town_id", townID, "tick_id", tickID),
-		Town: town, TownID: townID, TickID: tickID, Now: now,
-	}, nil
+		store: s, tx: tx, db: wb, wb: wb, q: s.q, logger: logger.With("town_id", town.TownID, "tick_id", tickID),
+		Town: town, TownID: town.TownID, TickID: tickID, Now: now,
+	}
 }
 
 // Draining reports the town's draining flag as of the lock.

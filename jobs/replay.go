@@ -176,21 +176,14 @@ FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
 				// A what-if changes the config, part of the state: only actions count.
 				diverged := !tr.ActionsMatch || (!tr.HashMatch && opts.Config == nil)
 				if diverged && rep.FirstDivergence == nil {
-					rep.Reproduced = false
-					rep.FirstDivergence = &rep.Ticks[len(rep.Ticks)-1]
+					rep.Reproduced, rep.FirstDivergence = false, &tr
 					if opts.StopAtDivergence {
-						d := *rep.FirstDivergence
-						rep.FirstDivergence = &d
 						return rep, nil
 					}
 				}
 			}
 			after = rec.TickID
 		}
-	}
-	if rep.FirstDivergence != nil { // a stable copy: rep.Ticks may have grown since
-		d := *rep.FirstDivergence
-		rep.FirstDivergence = &d
 	}
 	return rep, nil
 }

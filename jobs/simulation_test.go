@@ -229,5 +229,17 @@ func waitingOnATimer(t *testing.T, store *db.Store, townID, beadID string) (bool
 			}
 		}
 	}
-	return false, fmt.Sprintf("%s %s %q is %s with nothing pending", b.Type, b.ID, b.Title, b.Status)
+	// Say enough to tell a stuck rule from a slow run: the bead, the agents on it, and what
+	// the rules would do now.
+	var agents []string
+	for _, a := range s.AgentsHookedTo(beadID) {
+		agents = append(agents, fmt.Sprintf("%s %s (last activity %s ago)", a.Name, a.Status, now.Sub(a.LastActivityAt).Round(time.Second)))
+	}
+	var actions []string
+	for _, a := range reconciler.Reconcile(s, reconciler.Options{Draining: tt.Draining()}, now) {
+		actions = append(actions, string(a.Type()))
+	}
+	return false, fmt.Sprintf("%s %s %q is %s with nothing pending (assignee %q, labels %v, %d dispatch attempts, last %s ago; hooked agents %v; dispatch failures in the window %d; the rules now: %v)",
+		b.Type, b.ID, b.Title, b.Status, b.AssigneeID, b.Labels, b.DispatchAttempts, now.Sub(b.LastDispatchAttemptAt).Round(time.Second),
+		agents, s.DispatchFailures, actions)
 }

@@ -53,77 +53,78 @@ func DifferingParts(a, b []uint64) []string {
 
 // StateDigestOf hashes each part of a town's state (see StateHash).
 func StateDigestOf(s *Snapshot) StateDigest {
-	var d StateDigest
+	return StateDigest{
+		Town: hashPart(func(h *stateHasher) {
+			h.bool(s.Draining)
+			h.time(s.DrainStartedAt)
+			h.json(s.Config)
+		}),
+		Rigs: hashPart(func(h *stateHasher) {
+			rigs := sortedBy(s.Rigs, func(r *Rig) string { return r.ID })
+			h.int(len(rigs))
+			for _, r := range rigs {
+				h.str(r.ID, r.Name, r.GitURL, r.DefaultBranch)
+				h.json(r.Config)
+			}
+		}),
+		Beads: hashPart(func(h *stateHasher) {
+			beads := sortedBy(s.Beads, func(b *Bead) string { return b.ID })
+			h.int(len(beads))
+			for _, b := range beads {
+				h.str(b.ID, string(b.Type), string(b.Status), b.Title, b.Body, b.RigID, b.ParentID, b.AssigneeID,
+					string(b.Priority), b.CreatedBy)
+				h.strs(b.Labels)
+				h.json(b.Metadata)
+				h.int(b.DispatchAttempts)
+				h.time(b.LastDispatchAttemptAt, b.CreatedAt, b.UpdatedAt, b.ClosedAt)
+			}
+		}),
+		Agents: hashPart(func(h *stateHasher) {
+			agents := sortedBy(s.Agents, func(a *Agent) string { return a.ID })
+			h.int(len(agents))
+			for _, a := range agents {
+				h.str(a.ID, string(a.Role), a.Name, a.RigID, a.Identity, string(a.Status), a.HookBeadID, a.LastEventType)
+				h.int(a.DispatchAttempts)
+				h.strs(a.ActiveTools)
+				h.time(a.LastActivityAt, a.LastEventAt, a.StalledAt, a.CreatedAt)
+			}
+		}),
+		Dependencies: hashPart(func(h *stateHasher) {
+			deps := sortedBy(s.Dependencies, func(d *Dependency) string {
+				return d.BeadID + "\x00" + d.DependsOnID + "\x00" + string(d.Type)
+			})
+			h.int(len(deps))
+			for _, d := range deps {
+				h.str(d.BeadID, d.DependsOnID, string(d.Type))
+			}
+		}),
+		Reviews: hashPart(func(h *stateHasher) {
+			reviews := sortedBy(s.Reviews, func(r *Review) string { return r.BeadID })
+			h.int(len(reviews))
+			for _, r := range reviews {
+				h.str(r.BeadID, r.Branch, r.TargetBranch, r.PRURL)
+				h.int(r.RetryCount)
+				h.time(r.AutoMergeReadySince)
+			}
+		}),
+		Convoys: hashPart(func(h *stateHasher) {
+			convoys := sortedBy(s.Convoys, func(c *Convoy) string { return c.BeadID })
+			h.int(len(convoys))
+			for _, c := range convoys {
+				h.str(c.BeadID, c.FeatureBranch, c.MergeMode)
+				h.int(c.TotalBeads, c.ClosedBeads)
+				h.bool(c.Staged)
+				h.time(c.LandedAt)
+			}
+		}),
+	}
+}
+
+// hashPart hashes what write writes.
+func hashPart(write func(h *stateHasher)) uint64 {
 	h := newStateHasher()
-	h.bool(s.Draining)
-	h.time(s.DrainStartedAt)
-	h.json(s.Config)
-	d.Town = h.sum()
-
-	h = newStateHasher()
-	rigs := sortedBy(s.Rigs, func(r *Rig) string { return r.ID })
-	h.int(len(rigs))
-	for _, r := range rigs {
-		h.str(r.ID, r.Name, r.GitURL, r.DefaultBranch)
-		h.json(r.Config)
-	}
-	d.Rigs = h.sum()
-
-	h = newStateHasher()
-	beads := sortedBy(s.Beads, func(b *Bead) string { return b.ID })
-	h.int(len(beads))
-	for _, b := range beads {
-		h.str(b.ID, string(b.Type), string(b.Status), b.Title, b.Body, b.RigID, b.ParentID, b.AssigneeID,
-			string(b.Priority), b.CreatedBy)
-		h.strs(b.Labels)
-		h.json(b.Metadata)
-		h.int(b.DispatchAttempts)
-		h.time(b.LastDispatchAttemptAt, b.CreatedAt, b.UpdatedAt, b.ClosedAt)
-	}
-	d.Beads = h.sum()
-
-	h = newStateHasher()
-	agents := sortedBy(s.Agents, func(a *Agent) string { return a.ID })
-	h.int(len(agents))
-	for _, a := range agents {
-		h.str(a.ID, string(a.Role), a.Name, a.RigID, a.Identity, string(a.Status), a.HookBeadID, a.LastEventType)
-		h.int(a.DispatchAttempts)
-		h.strs(a.ActiveTools)
-		h.time(a.LastActivityAt, a.LastEventAt, a.StalledAt, a.CreatedAt)
-	}
-	d.Agents = h.sum()
-
-	h = newStateHasher()
-	deps := sortedBy(s.Dependencies, func(d *Dependency) string {
-		return d.BeadID + "\x00" + d.DependsOnID + "\x00" + string(d.Type)
-	})
-	h.int(len(deps))
-	for _, d := range deps {
-		h.str(d.BeadID, d.DependsOnID, string(d.Type))
-	}
-	d.Dependencies = h.sum()
-
-	h = newStateHasher()
-	reviews := sortedBy(s.Reviews, func(r *Review) string { return r.BeadID })
-	h.int(len(reviews))
-	for _, r := range reviews {
-		h.str(r.BeadID, r.Branch, r.TargetBranch, r.PRURL)
-		h.int(r.RetryCount)
-		h.time(r.AutoMergeReadySince)
-	}
-	d.Reviews = h.sum()
-
-	h = newStateHasher()
-	convoys := sortedBy(s.Convoys, func(c *Convoy) string { return c.BeadID })
-	h.int(len(convoys))
-	for _, c := range convoys {
-		h.str(c.BeadID, c.FeatureBranch, c.MergeMode)
-		h.int(c.TotalBeads, c.ClosedBeads)
-		h.bool(c.Staged)
-		h.time(c.LandedAt)
-	}
-	d.Convoys = h.sum()
-	return d
+	write(h)
+	return h.sum()
 }
 
 // sortedBy returns pointers to the items ordered by key (the input is left alone).
