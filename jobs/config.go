@@ -35,7 +35,11 @@ type Config struct {
 	BusyRetry time.Duration
 	// TickTimeout bounds one tick (default 30 s).
 	TickTimeout time.Duration
-	// RescueStuckJobsAfter is when River rescues a job whose worker died (default 1 min).
+	// StartTimeout bounds an agent start, the longest side effect (default 60 s).
+	StartTimeout time.Duration
+	// RescueStuckJobsAfter is when River rescues a job whose worker died (default 1 min;
+	// raised to 10 s past the longest job's timeout, so that a slow job still running is
+	// never rescued and run twice).
 	RescueStuckJobsAfter time.Duration
 	// TickRetention is how long reconciler_ticks rows are kept (default 7 days).
 	TickRetention time.Duration
@@ -55,6 +59,9 @@ type Config struct {
 	// the last checkpoint is older than CheckpointInterval (default 1 h).
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
+	// CompletedJobRetention is how long River keeps completed jobs (default 1 min: a
+	// completed tick is worth nothing; keep them longer to audit side effects).
+	CompletedJobRetention time.Duration
 }
 
 // Validate reports a configuration that cannot work.
@@ -71,6 +78,9 @@ func (c Config) Validate() error {
 	}
 	if c.CheckpointEvery < 0 || c.CheckpointInterval < 0 {
 		errs = append(errs, errors.New("checkpoint-every and checkpoint-interval must not be negative"))
+	}
+	if c.TickTimeout < 0 || c.StartTimeout < 0 || c.RescueStuckJobsAfter < 0 || c.CompletedJobRetention < 0 {
+		errs = append(errs, errors.New("tick-timeout, start-timeout, rescue-stuck-jobs-after and completed-job-retention must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -99,6 +109,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BusyRetry, 50*time.Millisecond)
 	def(&c.TickTimeout, 30*time.Second)
 	def(&c.RescueStuckJobsAfter, time.Minute)
+	def(&c.CompletedJobRetention, time.Minute)
 	def(&c.EventRetention, reconciler.EventRetention)
 	def(&c.AgentTokenTTL, 24*time.Hour)
 	def(&c.TickRetention, 7*24*time.Hour)
@@ -106,13 +117,20 @@ func (c Config) withDefaults() Config {
 	def(&c.ObserveInterval, reconciler.ActiveTickInterval)
 	defInt(&c.CheckpointEvery, 1000)
 	def(&c.CheckpointInterval, time.Hour)
-	if c.RescueStuckJobsAfter <= c.TickTimeout {
-		c.RescueStuckJobsAfter = c.TickTimeout + 10*time.Second
+	def(&c.StartTimeout, 60*time.Second)
+	if longest := c.longestJob(); c.RescueStuckJobsAfter < longest+10*time.Second {
+		c.RescueStuckJobsAfter = longest + 10*time.Second
 	}
 	if c.FetchPollInterval < c.FetchCooldown {
 		c.FetchPollInterval = c.FetchCooldown
 	}
 	return c
+}
+
+// longestJob is the longest any job may run: a tick, an agent start (its timeout plus the
+// time to report it), a code-host call.
+func (c Config) longestJob() time.Duration {
+	return max(c.TickTimeout, c.StartTimeout+startReportTime, codeHostTimeout, stopTimeout, messageTimeout)
 }
 
 // DefaultDrainBatch is the default of Config.DrainBatch.

@@ -41,7 +41,20 @@ type Deps struct {
 	// OmitTickRow, when set and true, makes a tick skip its reconciler_ticks row. Only the
 	// benchmark harness sets it, to measure what the row costs (ISSUE 8: ≤ 5% of ticks/s).
 	OmitTickRow func() bool
+	// Failpoint, when set, runs at named points of ticks and side-effect jobs (see
+	// Stages); an error aborts the tick or job. Fault injection only: the chaos build of
+	// the binary (cmd/gastown, tag chaos) sets it to kill its own process there.
+	Failpoint func(ctx context.Context, stage, townID string) error
 }
+
+// Stages are the failpoints of a tick, in order, and of a side-effect job:
+//   - drained: the tick took its events and heartbeats;
+//   - applied: actions applied, side-effect jobs inserted;
+//   - recorded: the tick's row and record written;
+//   - completing: the tick job marked complete, the transaction not yet committed;
+//   - committed: the transaction committed, the follow-up wake-up not yet made;
+//   - effect_done: a side-effect job called the outside world, its outcome not yet reported.
+var Stages = []string{"drained", "applied", "recorded", "completing", "committed", "effect_done"}
 
 // Service is gastown on River: the client, the Ticker and the Events front door.
 type Service struct {
@@ -82,6 +95,9 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if hooks.failpoint == nil {
+		hooks.failpoint = deps.Failpoint
+	}
 	if deps.Clock == nil {
 		deps.Clock = time.Now
 	}
@@ -106,7 +122,7 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 	rc := &river.Config{
 		Logger:                      quietRiver(deps.Logger),
 		ErrorHandler:                deps.ErrorHandler,
-		CompletedJobRetentionPeriod: time.Minute, // a completed tick is worth nothing
+		CompletedJobRetentionPeriod: cfg.CompletedJobRetention,
 		JobTimeout:                  cfg.TickTimeout,
 		RescueStuckJobsAfter:        cfg.RescueStuckJobsAfter,
 		FetchCooldown:               cfg.FetchCooldown,

@@ -34,13 +34,13 @@ func sideEffectJob(townID string, tickID int64, se db.SideEffect) river.InsertMa
 			SourceAgentID: se.SourceAgentID, Prompt: se.Prompt,
 		}}}
 	case db.StopAgentEffect:
-		return river.InsertManyParams{Args: StopAgentArgs{TownID: townID, AgentID: se.AgentID, Reason: se.Reason}}
+		return river.InsertManyParams{Args: StopAgentArgs{TownID: townID, TickID: tickID, AgentID: se.AgentID, Reason: se.Reason}}
 	case db.SendMessageEffect:
-		return river.InsertManyParams{Args: SendMessageArgs{TownID: townID, AgentID: se.AgentID, Message: se.Message, NudgeID: se.NudgeID, MailBeadID: se.MailBeadID}}
+		return river.InsertManyParams{Args: SendMessageArgs{TownID: townID, TickID: tickID, AgentID: se.AgentID, Message: se.Message, NudgeID: se.NudgeID, MailBeadID: se.MailBeadID}}
 	case db.PollPREffect:
-		return river.InsertManyParams{Args: PollPRArgs{TownID: townID, MRBeadID: se.MRBeadID, PRURL: se.PRURL, WantFeedback: se.WantFeedback}}
+		return river.InsertManyParams{Args: PollPRArgs{TownID: townID, TickID: tickID, MRBeadID: se.MRBeadID, PRURL: se.PRURL, WantFeedback: se.WantFeedback}}
 	case db.MergePREffect:
-		return river.InsertManyParams{Args: MergePRArgs{TownID: townID, MRBeadID: se.MRBeadID, PRURL: se.PRURL}}
+		return river.InsertManyParams{Args: MergePRArgs{TownID: townID, TickID: tickID, MRBeadID: se.MRBeadID, PRURL: se.PRURL}}
 	default:
 		panic(fmt.Sprintf("no job for side effect %T", se))
 	}
@@ -49,6 +49,9 @@ func sideEffectJob(townID string, tickID int64, se db.SideEffect) river.InsertMa
 // report appends a side effect's outcome, keyed by the job so that a retried job reports
 // it at most once.
 func (s *Service) reportOutcome(ctx context.Context, kind, townID string, jobID int64, ev db.NewEvent) error {
+	if err := s.Ticker.at(ctx, "effect_done", townID); err != nil {
+		return err
+	}
 	ev.IdempotencyKey = fmt.Sprintf("job:%d", jobID)
 	outcome := "succeeded"
 	switch ev.Type {
@@ -67,6 +70,7 @@ func (s *Service) reportOutcome(ctx context.Context, kind, townID string, jobID 
 // StopAgentArgs stops an agent's process.
 type StopAgentArgs struct {
 	TownID  string `json:"town_id"`
+	TickID  int64  `json:"tick_id,omitempty"` // the tick that asked for it
 	AgentID string `json:"agent_id"`
 	Reason  string `json:"reason"`
 }
@@ -101,6 +105,7 @@ func (w *StopAgentWorker) Work(ctx context.Context, job *river.Job[StopAgentArgs
 // SendMessageArgs delivers a nudge or a mail bead to a running agent.
 type SendMessageArgs struct {
 	TownID     string `json:"town_id"`
+	TickID     int64  `json:"tick_id,omitempty"` // the tick that asked for it
 	AgentID    string `json:"agent_id"`
 	Message    string `json:"message"`
 	NudgeID    string `json:"nudge_id,omitempty"`
@@ -149,6 +154,7 @@ func (w *SendMessageWorker) Work(ctx context.Context, job *river.Job[SendMessage
 // PollPRArgs polls an MR's PR and reports what it saw.
 type PollPRArgs struct {
 	TownID       string `json:"town_id"`
+	TickID       int64  `json:"tick_id,omitempty"` // the tick that asked for it
 	MRBeadID     string `json:"mr_bead_id"`
 	PRURL        string `json:"pr_url"`
 	WantFeedback bool   `json:"want_feedback"`
@@ -227,9 +233,10 @@ func pollFailure(mrID string, err error) (db.NewEvent, error) {
 
 // MergePRArgs merges an MR's PR after a fresh feedback check (SPEC.md §5.4).
 type MergePRArgs struct {
-	TownID   string `json:"town_id"`
-	MRBeadID string `json:"mr_bead_id"`
-	PRURL    string `json:"pr_url"`
+	TownID   string `json:"town_id" river:"unique"`
+	TickID   int64  `json:"tick_id,omitempty"` // the tick that asked for it (not part of the uniqueness)
+	MRBeadID string `json:"mr_bead_id" river:"unique"`
+	PRURL    string `json:"pr_url" river:"unique"`
 }
 
 // Kind implements river.JobArgs.

@@ -15,8 +15,10 @@ import (
 // QueueSideEffects is the queue of side-effect jobs.
 const QueueSideEffects = "side_effects"
 
-// startTimeout is the reference's container start timeout (SPEC.md §5.5).
-const startTimeout = 60 * time.Second
+// startReportTime is what an agent start's job allows, past the start's own timeout
+// (Config.StartTimeout, by default the reference's 60 s container start timeout, SPEC.md
+// §5.5), to report the outcome.
+const startReportTime = 5 * time.Second
 
 // StartAgentArgs asks the agent runtime to start an agent. It is inserted by the tick that
 // dispatched the agent, in the tick's transaction, and reports the outcome as an event.
@@ -43,7 +45,7 @@ type StartAgentWorker struct {
 
 // Timeout implements river.Worker.
 func (w *StartAgentWorker) Timeout(*river.Job[StartAgentArgs]) time.Duration {
-	return startTimeout + 5*time.Second
+	return w.svc.cfg.StartTimeout + startReportTime
 }
 
 // Work implements river.Worker.
@@ -53,7 +55,7 @@ func (w *StartAgentWorker) Work(ctx context.Context, job *river.Job[StartAgentAr
 		// Minted when the start runs, so no credential rests in the job table.
 		req.Token = w.svc.tokens.Issue(req.TownID, req.AgentID, time.Now().Add(w.svc.cfg.AgentTokenTTL))
 	}
-	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
+	startCtx, cancel := context.WithTimeout(ctx, w.svc.cfg.StartTimeout)
 	err := w.svc.runtime.StartAgent(startCtx, req)
 	cancel()
 	if ctx.Err() != nil {

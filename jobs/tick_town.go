@@ -95,16 +95,26 @@ func (s *Service) tickAndComplete(ctx context.Context, job *river.Job[TickTownAr
 		return TickResult{}, fmt.Errorf("begin tick: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	res, err := s.Ticker.Tick(ctx, tx, job.Args.TownID, TickOptions{})
+	townID := job.Args.TownID
+	res, err := s.Ticker.Tick(ctx, tx, townID, TickOptions{})
 	if err != nil {
+		return res, err
+	}
+	if err := s.Ticker.at(ctx, "recorded", townID); err != nil {
 		return res, err
 	}
 	commitStart := time.Now()
 	if _, err := river.JobCompleteTx[*riverDriver](ctx, tx, job); err != nil {
 		return res, fmt.Errorf("complete tick job: %w", err)
 	}
+	if err := s.Ticker.at(ctx, "completing", townID); err != nil {
+		return res, err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("commit tick: %w", err)
+	}
+	if err := s.Ticker.at(ctx, "committed", townID); err != nil {
+		return res, err
 	}
 	res.CommittedAt = time.Now()
 	res.CommitTime = res.CommittedAt.Sub(commitStart)

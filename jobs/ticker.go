@@ -113,18 +113,24 @@ type TickResult struct {
 // Tick runs one tick of a town on tx. It returns db.ErrTownBusy when another tick holds
 // the town, db.ErrNotFound when the town does not exist. The caller commits or rolls back.
 func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOptions) (TickResult, error) {
-	started := time.Now()
-	// The clock a tick reconciles with, at the microseconds Postgres stores: the record
-	// of the tick then holds exactly the clock a replay re-runs it with.
-	now := t.clock().UTC().Truncate(time.Microsecond)
 	replay := opts.Replay
 	if replay != nil {
-		opts.DryRun, now = true, replay.ClockAt.UTC()
+		opts.DryRun = true
 	}
-	tt, err := t.store.LockTown(ctx, tx, townID, now, opts.DryRun, t.logger)
+	tt, err := t.store.LockTown(ctx, tx, townID, time.Time{}, opts.DryRun, t.logger)
 	if err != nil {
 		return TickResult{}, err
 	}
+	// The tick's time starts once it holds the town, so the [start, start + wall clock]
+	// ranges of a town's ticks are disjoint (the fleet tests check it). The clock it
+	// reconciles with is at the microseconds Postgres stores: the record of the tick then
+	// holds exactly the clock a replay re-runs it with.
+	started := time.Now()
+	now := t.clock().UTC().Truncate(time.Microsecond)
+	if replay != nil {
+		now = replay.ClockAt.UTC()
+	}
+	tt.Now = now
 	failEvent := t.failEvent
 	if replay != nil {
 		tt.TickID = replay.TickID // new ids derive from it

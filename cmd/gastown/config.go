@@ -115,6 +115,10 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string) {
 	f.DurationVar(&c.Jobs.SweepInterval, "sweep-interval", envDuration("GASTOWN_SWEEP_INTERVAL", time.Second), "how often the leader looks for due towns (env GASTOWN_SWEEP_INTERVAL)")
 	f.IntVar(&c.Jobs.DrainBatch, "drain-batch", envInt("GASTOWN_DRAIN_BATCH", 500), "most events one tick drains (env GASTOWN_DRAIN_BATCH)")
 	f.IntVar(&c.Jobs.MaxEventAttempts, "max-event-attempts", envInt("GASTOWN_MAX_EVENT_ATTEMPTS", 3), "applies of a failing event before it goes dead (env GASTOWN_MAX_EVENT_ATTEMPTS)")
+	f.DurationVar(&c.Jobs.TickTimeout, "tick-timeout", envDuration("GASTOWN_TICK_TIMEOUT", 30*time.Second), "longest a tick may run before it is abandoned and rolled back (env GASTOWN_TICK_TIMEOUT)")
+	f.DurationVar(&c.Jobs.StartTimeout, "start-timeout", envDuration("GASTOWN_START_TIMEOUT", 60*time.Second), "longest an agent start may take before it counts as failed (env GASTOWN_START_TIMEOUT)")
+	f.DurationVar(&c.Jobs.RescueStuckJobsAfter, "rescue-stuck-jobs-after", envDuration("GASTOWN_RESCUE_STUCK_JOBS_AFTER", 0), "when a side-effect job whose process died runs again; at least 10 s past the longest job timeout, which is the default (env GASTOWN_RESCUE_STUCK_JOBS_AFTER)")
+	f.DurationVar(&c.Jobs.CompletedJobRetention, "completed-job-retention", envDuration("GASTOWN_COMPLETED_JOB_RETENTION", time.Minute), "how long completed River jobs are kept, e.g. to audit side effects (env GASTOWN_COMPLETED_JOB_RETENTION)")
 	f.IntVar(&c.Jobs.CheckpointEvery, "checkpoint-every", envInt("GASTOWN_CHECKPOINT_EVERY", 1000), "a town's state is checkpointed every this many recorded ticks (env GASTOWN_CHECKPOINT_EVERY)")
 	f.DurationVar(&c.Jobs.CheckpointInterval, "checkpoint-interval", envDuration("GASTOWN_CHECKPOINT_INTERVAL", time.Hour), "... or when its last checkpoint is this old (env GASTOWN_CHECKPOINT_INTERVAL)")
 }

@@ -170,8 +170,14 @@ func run(ctx context.Context, c config, opts runOptions) error {
 		return err
 	}
 	metrics := obs.NewMetrics(pool)
-	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: runtime, CodeHost: host, Logger: logger, Reporter: reporter, ErrorHandler: reporter,
-		Tokens: signer, Observer: metrics}, c.Jobs, opts.workers)
+	deps := jobs.Deps{Store: store, Runtime: runtime, CodeHost: host, Logger: logger, Reporter: reporter, ErrorHandler: reporter,
+		Tokens: signer, Observer: metrics}
+	if chaosFailpoint != nil {
+		if deps.Failpoint, err = chaosFailpoint(); err != nil {
+			return err
+		}
+	}
+	svc, err := jobs.New(deps, c.Jobs, opts.workers)
 	if err != nil {
 		return err
 	}
