@@ -3,6 +3,8 @@ package jobs
 import (
 	"context"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -16,10 +18,12 @@ import (
 )
 
 // TestWorkersSurviveKilledConnections terminates every backend of the workers' database
-// (pg_terminate_backend) every 400 ms while events stream into ten towns: ticks die
-// mid-flight with their connections, appends fail and are retried by the sender. Once the
-// killing stops, the workers reconnect and catch up: every event whose append committed is
-// applied exactly once (by a tick that committed), none goes dead, none is applied twice.
+// (pg_terminate_backend) every 400 ms (8 rounds; GASTOWN_KILL_ROUNDS) while events stream into ten towns: ticks die
+// mid-flight with their connections, appends fail and are retried by the sender. Then the
+// server refuses connections to the database for 2 s (ALLOW_CONNECTIONS false, every
+// backend terminated), and takes them again. The workers reconnect and catch up: appends
+// commit again after the outage, and every event whose append committed is applied
+// exactly once (by a tick that committed), none goes dead, none is applied twice.
 func TestWorkersSurviveKilledConnections(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -35,9 +39,11 @@ func TestWorkersSurviveKilledConnections(t *testing.T) {
 	t.Cleanup(func() { _ = killer.Close(ctx) })
 
 	var (
-		mu        sync.Mutex
-		committed = map[string]string{} // event id → town
-		failures  int
+		mu          sync.Mutex
+		committed   = map[string]string{} // event id → town
+		failures    int
+		afterOutage int // appends committed after the outage
+		outageOver  bool
 	)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -63,20 +69,48 @@ func TestWorkersSurviveKilledConnections(t *testing.T) {
 					failures++ // the connection died under the append: it did not commit, or did
 				} else {
 					committed[out[0].ID] = town
+					if outageOver {
+						afterOutage++
+					}
 				}
 				mu.Unlock()
 				time.Sleep(2 * time.Millisecond)
 			}
 		}()
 	}
-	kills := 0
-	for range 8 {
+	kills, rounds := 0, 8
+	if s := os.Getenv("GASTOWN_KILL_ROUNDS"); s != "" { // make test/chaos
+		rounds, err = strconv.Atoi(s)
+		require.NoError(t, err, "GASTOWN_KILL_ROUNDS")
+	}
+	for range rounds {
 		time.Sleep(400 * time.Millisecond)
 		var n int
 		require.NoError(t, killer.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 			WHERE datname = $1 AND pid <> pg_backend_pid()`, dbName).Scan(&n))
 		kills += n
 	}
+	// An outage: the server refuses new connections to the database and drops the open ones.
+	t.Cleanup(func() { _, _ = killer.Exec(context.Background(), `ALTER DATABASE "`+dbName+`" ALLOW_CONNECTIONS true`) })
+	_, err = killer.Exec(ctx, `ALTER DATABASE "`+dbName+`" ALLOW_CONNECTIONS false`)
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, killer.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = $1 AND pid <> pg_backend_pid()`, dbName).Scan(&n))
+	kills += n
+	mu.Lock()
+	failedBefore := failures
+	mu.Unlock()
+	time.Sleep(2 * time.Second)
+	mu.Lock()
+	refused := failures - failedBefore
+	mu.Unlock()
+	_, err = killer.Exec(ctx, `ALTER DATABASE "`+dbName+`" ALLOW_CONNECTIONS true`)
+	require.NoError(t, err)
+	mu.Lock()
+	outageOver = true
+	mu.Unlock()
+	time.Sleep(time.Second)
 	close(stop)
 	wg.Wait()
 	require.Positive(t, kills)
@@ -90,6 +124,8 @@ func TestWorkersSurviveKilledConnections(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Greater(t, len(committed), 100)
+	require.Positive(t, refused, "appends were refused during the outage")
+	require.Positive(t, afterOutage, "appends commit again after the outage")
 	rows, err := b.store.Pool.Query(ctx, `SELECT e.event_id::text, e.town_id::text, e.state, e.attempts,
 		EXISTS (SELECT 1 FROM reconciler_ticks k WHERE k.town_id = e.town_id AND k.tick_id = e.processed_tick_id)
 		FROM town_events e WHERE e.event_type = 'nudge_delivered'`)
@@ -110,5 +146,6 @@ func TestWorkersSurviveKilledConnections(t *testing.T) {
 	}
 	require.NoError(t, rows.Err())
 	require.Equal(t, len(committed), seen, "every committed append is there")
-	t.Logf("%d backends killed in 8 rounds; %d appends committed, %d failed with their connection; all applied once", kills, len(committed), failures)
+	t.Logf("%d backends killed in %d rounds and an outage of 2 s (%d appends refused during it, %d committed in the second after it); %d appends committed, %d failed with their connection; all applied once",
+		kills, rounds, refused, afterOutage, len(committed), failures)
 }
