@@ -35,8 +35,10 @@ type Config struct {
 	BusyRetry time.Duration
 	// TickTimeout bounds one tick (default 30 s).
 	TickTimeout time.Duration
-	// StartTimeout bounds an agent start, the longest side effect (default 60 s).
+	// StartTimeout bounds an agent start (default 60 s).
 	StartTimeout time.Duration
+	// CodeHostTimeout bounds a PR poll or merge on the code host (default 30 s).
+	CodeHostTimeout time.Duration
 	// RescueStuckJobsAfter is when River rescues a job whose worker died (default 1 min;
 	// raised to 10 s past the longest job's timeout, so that a slow job still running is
 	// never rescued and run twice).
@@ -79,7 +81,7 @@ func (c Config) Validate() error {
 	if c.CheckpointEvery < 0 || c.CheckpointInterval < 0 {
 		errs = append(errs, errors.New("checkpoint-every and checkpoint-interval must not be negative"))
 	}
-	if c.TickTimeout < 0 || c.StartTimeout < 0 || c.RescueStuckJobsAfter < 0 || c.CompletedJobRetention < 0 {
+	if c.TickTimeout < 0 || c.StartTimeout < 0 || c.CodeHostTimeout < 0 || c.RescueStuckJobsAfter < 0 || c.CompletedJobRetention < 0 {
 		errs = append(errs, errors.New("tick-timeout, start-timeout, rescue-stuck-jobs-after and completed-job-retention must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -118,6 +120,7 @@ func (c Config) withDefaults() Config {
 	defInt(&c.CheckpointEvery, 1000)
 	def(&c.CheckpointInterval, time.Hour)
 	def(&c.StartTimeout, 60*time.Second)
+	def(&c.CodeHostTimeout, 30*time.Second)
 	if longest := c.longestJob(); c.RescueStuckJobsAfter < longest+10*time.Second {
 		c.RescueStuckJobsAfter = longest + 10*time.Second
 	}
@@ -130,7 +133,7 @@ func (c Config) withDefaults() Config {
 // longestJob is the longest any job may run: a tick, an agent start (its timeout plus the
 // time to report it), a code-host call.
 func (c Config) longestJob() time.Duration {
-	return max(c.TickTimeout, c.StartTimeout+startReportTime, codeHostTimeout, stopTimeout, messageTimeout)
+	return max(c.TickTimeout, c.StartTimeout+startReportTime, c.CodeHostTimeout, stopTimeout, messageTimeout)
 }
 
 // DefaultDrainBatch is the default of Config.DrainBatch.

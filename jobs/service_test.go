@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"gastown/agentrt"
+	"gastown/codehost"
 	"gastown/db"
 	"gastown/db/dbtest"
 	"gastown/reconciler"
@@ -32,6 +33,9 @@ type testOpts struct {
 	cfg     Config
 	hooks   testHooks
 	sim     agentrt.SimConfig
+	// runtime and codeHost replace the simulators (adapters over HTTP).
+	runtime  agentrt.Runtime
+	codeHost codehost.Host
 }
 
 func setup(t testing.TB, o testOpts) *testBundle {
@@ -43,7 +47,11 @@ func setup(t testing.TB, o testOpts) *testBundle {
 	if o.cfg.SweepInterval == 0 {
 		o.cfg.SweepInterval = time.Hour // tests that rely on the sweep say so
 	}
-	svc, err := newService(Deps{Store: store, Runtime: sim, Logger: quiet}, o.cfg, o.workers, o.hooks)
+	deps := Deps{Store: store, Runtime: sim, CodeHost: o.codeHost, Logger: quiet}
+	if o.runtime != nil {
+		deps.Runtime = o.runtime
+	}
+	svc, err := newService(deps, o.cfg, o.workers, o.hooks)
 	require.NoError(t, err)
 	if o.workers {
 		ctx, cancel := context.WithCancel(context.Background())

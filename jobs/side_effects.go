@@ -19,7 +19,6 @@ import (
 const (
 	stopTimeout     = 10 * time.Second
 	messageTimeout  = 10 * time.Second
-	codeHostTimeout = 30 * time.Second
 )
 
 // sideEffectJob turns a side effect of a tick into its job.
@@ -186,7 +185,7 @@ func (w *PollPRWorker) Work(ctx context.Context, job *river.Job[PollPRArgs]) err
 }
 
 func (s *Service) pollPR(ctx context.Context, a PollPRArgs) (db.NewEvent, error) {
-	ctx, cancel := context.WithTimeout(ctx, codeHostTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CodeHostTimeout)
 	defer cancel()
 	st, err := s.codeHost.PRStatus(ctx, a.PRURL)
 	if err != nil {
@@ -259,7 +258,7 @@ type MergePRWorker struct {
 // Work implements river.Worker.
 func (w *MergePRWorker) Work(ctx context.Context, job *river.Job[MergePRArgs]) error {
 	a := job.Args
-	hostCtx, cancel := context.WithTimeout(ctx, codeHostTimeout)
+	hostCtx, cancel := context.WithTimeout(ctx, w.svc.cfg.CodeHostTimeout)
 	defer cancel()
 	failed := func(reason string) error {
 		return w.svc.reportOutcome(ctx, job.Kind, a.TownID, job.ID, db.NewEvent{Type: reconciler.EventPRMergeFailed, BeadID: a.MRBeadID,
