@@ -259,4 +259,3 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 		"dispatch_failures": failures(), "breaker_notices": breakerNotices(), "poll_timeouts": hungFailures})
 	t.Logf("adapters: %s; while the runtime hung, probes applied within %s; slowest tick while GitHub hung %s", stats, slowestProbe, slowest)
 }
-

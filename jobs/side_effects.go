@@ -17,8 +17,8 @@ import (
 
 // Timeouts of the side effects (SPEC.md §1.3, §5.5).
 const (
-	stopTimeout     = 10 * time.Second
-	messageTimeout  = 10 * time.Second
+	stopTimeout    = 10 * time.Second
+	messageTimeout = 10 * time.Second
 )
 
 // sideEffectJob turns a side effect of a tick into its job.
