@@ -29,7 +29,7 @@ var injections = []string{
 	`<script>alert(1)</script>`,
 	`../../../etc/passwd`,
 	`{"$ne": null}`,
-	"\u202egnp.exe \U0001F4A5 ‮",
+	"\u202egnp.exe \U0001F4A5 \u202e",
 }
 
 // TestInjectionInEveryStringFieldChangesNothing takes every route with a JSON body from
