@@ -25,6 +25,16 @@ test: ## Run every test against the local PostgreSQL (GASTOWN_TEST_DATABASE_URL 
 test/race: ## Run the tests with the race detector
 	go test -race $(GO_TEST_FLAGS) ./...
 
+.PHONY: test/chaos
+test/chaos: ## The heavy reliability suite: 60 SIGKILL rounds, 60 s of contention, 40 connection-kill rounds, each fuzzer for FUZZ_TIME (60s), the 10-minute soak (make test runs bounded versions)
+	GASTOWN_CHAOS_ROUNDS=$${CHAOS_ROUNDS:-60} GASTOWN_CONTENTION_DURATION=$${CONTENTION_DURATION:-60s} go test -count=1 -timeout 60m -run 'TestWorkerKilledAtEveryStageOfATick|TestWorkerProcessesContendForTowns' -v ./cmd/gastown
+	GASTOWN_KILL_ROUNDS=$${KILL_ROUNDS:-40} go test -count=1 -timeout 20m -run 'TestWorkersSurviveKilledConnections|TestSlowAndFailingAdaptersNeverHoldATick' -v ./jobs
+	go test -count=1 -run 'TestInjectionInEveryStringFieldChangesNothing|TestEveryRouteRefusesStrangersAndOtherTowns' -v ./web
+	go test -run '^$$' -fuzz FuzzEventPayloads -fuzztime $${FUZZ_TIME:-60s} ./jobs
+	go test -run '^$$' -fuzz FuzzRequestBodies -fuzztime $${FUZZ_TIME:-60s} ./web
+	go test -run '^$$' -fuzz FuzzFlatJSON -fuzztime $${FUZZ_TIME:-60s} ./db
+	$(MAKE) soak
+
 .PHONY: soak
 soak: ## A 10-minute soak of the workers with simulated agents: goroutines, heap and connections must stay flat, nothing may leak (make test runs 20 s of it)
 	GASTOWN_SOAK=$${SOAK_DURATION:-10m} go test -count=1 -timeout 20m -run TestSoakStaysFlat -v ./jobs

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"os"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // TestWorkerProcessesContendForTowns runs three `gastown serve --no-api` processes (8 tick
@@ -19,10 +22,17 @@ func TestWorkerProcessesContendForTowns(t *testing.T) {
 	for range 3 {
 		procs = append(procs, f.serve(nil, "--tick-workers", "8", "--side-effect-workers", "8", "--max-conns", "24", "--active-interval", "500ms"))
 	}
-	// Steady load: new issues at ~150/s into random towns for 8 s, and three duplicate
-	// tick jobs of a random town every 5 ms, which only the town lock keeps apart.
+	// Steady load: new issues at ~150/s into random towns for 8 s (make test/chaos: 60 s),
+	// and three duplicate tick jobs of a random town every 5 ms, which only the town lock
+	// keeps apart.
+	duration := 8 * time.Second
+	if s := os.Getenv("GASTOWN_CONTENTION_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		require.NoError(t, err, "GASTOWN_CONTENTION_DURATION")
+		duration = d
+	}
 	stop := make(chan struct{})
-	time.AfterFunc(8*time.Second, func() { close(stop) })
+	time.AfterFunc(duration, func() { close(stop) })
 	go f.duplicateTicks(stop, 5*time.Millisecond)
 	f.stream(stop, 3, 20*time.Millisecond)
 	f.waitApplied(60 * time.Second) // let the fleet catch up
@@ -30,5 +40,5 @@ func TestWorkerProcessesContendForTowns(t *testing.T) {
 		p.stop()
 	}
 	issues, ticks := f.checkExactlyOnce()
-	t.Logf("3 worker processes, %d towns: %d issues appended and applied once, %d ticks, none overlapping", len(f.towns), issues, ticks)
+	t.Logf("3 worker processes, %d towns, %s: %d issues appended and applied once, %d ticks, none overlapping", len(f.towns), duration, issues, ticks)
 }
