@@ -20,7 +20,7 @@ func TestWorkerProcessesContendForTowns(t *testing.T) {
 	f := newFleet(t, 1000, false)
 	var procs []*process
 	for range 3 {
-		procs = append(procs, f.serve(nil, "--tick-workers", "8", "--side-effect-workers", "8", "--max-conns", "24", "--active-interval", "500ms"))
+		procs = append(procs, f.serve(nil, "--tick-workers", "8", "--side-effect-workers", "8", "--max-conns", "20", "--active-interval", "500ms"))
 	}
 	// Steady load: new issues at ~150/s into random towns for 8 s (make test/chaos: 60 s),
 	// and three duplicate tick jobs of a random town every 5 ms, which only the town lock
