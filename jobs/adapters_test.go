@@ -195,32 +195,25 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 	})
 
 	// 4. A polecat finishes, its refinery opens a PR; GitHub hangs, then fails, then merges.
-	var polecat, issue string
-	eventually(t, 10*time.Second, func() bool {
-		as, err := b.store.ListAgents(ctx, townID)
-		require.NoError(t, err)
-		for _, a := range as {
-			if a.Role == reconciler.RolePolecat && a.Status == reconciler.AgentWorking && a.HookBeadID != "" {
-				polecat, issue = a.ID, a.HookBeadID
-				return true
+	// working waits for an agent of the role at work and returns it and its bead.
+	working := func(role reconciler.AgentRole) (agent, bead string) {
+		eventually(t, 10*time.Second, func() bool {
+			as, err := b.store.ListAgents(ctx, townID)
+			require.NoError(t, err)
+			for _, a := range as {
+				if a.Role == role && a.Status == reconciler.AgentWorking && a.HookBeadID != "" {
+					agent, bead = a.ID, a.HookBeadID
+					return true
+				}
 			}
-		}
-		return false
-	}, "a polecat at work")
+			return false
+		}, "a "+string(role)+" at work")
+		return agent, bead
+	}
+	polecat, issue := working(reconciler.RolePolecat)
 	_, err = b.svc.Events.Append(ctx, townID, db.NewEvent{Type: reconciler.EventAgentDone, AgentID: polecat, Payload: reconciler.AgentDonePayload{Branch: "gt/p/1"}})
 	require.NoError(t, err)
-	var refinery, mr string
-	eventually(t, 10*time.Second, func() bool {
-		as, err := b.store.ListAgents(ctx, townID)
-		require.NoError(t, err)
-		for _, a := range as {
-			if a.Role == reconciler.RoleRefinery && a.Status == reconciler.AgentWorking && a.HookBeadID != "" {
-				refinery, mr = a.ID, a.HookBeadID
-				return true
-			}
-		}
-		return false
-	}, "a refinery reviews the MR")
+	refinery, mr := working(reconciler.RoleRefinery)
 	githubSrv.mode.Store("hang")
 	url := "https://github.com/o/r/pull/5"
 	_, err = b.svc.Events.Append(ctx, townID, db.NewEvent{Type: reconciler.EventAgentDone, AgentID: refinery, Payload: reconciler.AgentDonePayload{Branch: "gt/p/1", PRURL: url}})
