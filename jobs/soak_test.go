@@ -17,8 +17,9 @@ import (
 // TestSoakStaysFlat runs the workers with simulated agents (that crash and hang) under a
 // moderate stream of issues, sampling goroutines, heap and database connections once a
 // second: the last third of the run must stay within the bounds of the first third (with
-// slack for the agents working at the moment), and after the service stops no goroutine
-// of it is left. GASTOWN_SOAK sets the duration (`make soak`: 10 minutes; default 20 s).
+// slack for the agents working at the moment; pool connections only in runs of 2 minutes
+// or more, a short one is still filling its pool), and after the service stops no
+// connection is held and no goroutine of it is left. GASTOWN_SOAK sets the duration (`make soak`: 10 minutes; default 20 s).
 func TestSoakStaysFlat(t *testing.T) {
 	d := 20 * time.Second
 	if v := os.Getenv("GASTOWN_SOAK"); v != "" {
@@ -73,13 +74,18 @@ func TestSoakStaysFlat(t *testing.T) {
 		d, len(samples), first.goroutines, last.goroutines, first.heap>>10, last.heap>>10, first.conns, last.conns)
 	require.LessOrEqual(t, last.goroutines, first.goroutines*3/2+20, "goroutines grow")
 	require.LessOrEqual(t, last.heap, first.heap*2+16<<20, "heap grows")
-	require.LessOrEqual(t, last.conns, first.conns+4, "connections grow")
+	if d >= 2*time.Minute {
+		// A short run is still ramping its pool up (bounded by its size); a leak shows as
+		// growth past the first third of a long one, and below as connections held after stop.
+		require.LessOrEqual(t, last.conns, first.conns+4, "connections grow")
+	}
 
 	// Stop everything the test started; nothing of it may linger.
 	stopCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	require.NoError(t, b.svc.Stop(stopCtx))
 	b.sim.Close()
+	require.Zero(t, b.store.Pool.Stat().AcquiredConns(), "every connection back in the pool once the workers stopped")
 	b.store.Pool.Close()
 	goleak.VerifyNone(t, ignore,
 		goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
