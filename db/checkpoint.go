@@ -84,31 +84,88 @@ func (t *TownTx) Checkpoint(ctx context.Context, hash uint64) error {
 func (s *Store) CheckpointNow(ctx context.Context, townID string, now time.Time) (Checkpoint, error) {
 	var cp Checkpoint
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		var last int64
-		err := tx.QueryRow(ctx, `SELECT coalesce((SELECT max(tick_id) FROM tick_inputs WHERE town_id = t.town_id), 0)
-FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("lock town %s: %w", townID, err)
-		}
-		snap, err := s.loadStateOn(ctx, tx, townID, now)
+		last, err := s.LockForHistory(ctx, tx, townID)
 		if err != nil {
 			return err
 		}
-		hash := reconciler.StateHash(snap)
-		if err := takeCheckpoint(ctx, tx, townID, last, now, hash); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE towns SET checkpoint_tick_id = $2, checkpoint_at = $3, records_since_checkpoint = 0
-WHERE town_id = $1`, townID, last, now); err != nil {
-			return fmt.Errorf("note checkpoint: %w", err)
-		}
+		hash, err := s.checkpointOutsideTick(ctx, tx, townID, last, now)
 		cp = Checkpoint{TownID: townID, TickID: last, TakenAt: now, StateHash: hash}
-		return nil
+		return err
 	})
 	return cp, err
+}
+
+// checkpointOutsideTick checkpoints the town's state as it is on tx, as the state after
+// tick tickID, and notes it on the town row. It returns the state's hash.
+func (s *Store) checkpointOutsideTick(ctx context.Context, tx pgx.Tx, townID string, tickID int64, now time.Time) (uint64, error) {
+	hash, err := s.StateHashOn(ctx, tx, townID)
+	if err != nil {
+		return 0, err
+	}
+	if err := takeCheckpoint(ctx, tx, townID, tickID, now, hash); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE towns SET checkpoint_tick_id = $2, checkpoint_at = $3, records_since_checkpoint = 0
+WHERE town_id = $1`, townID, tickID, now); err != nil {
+		return 0, fmt.Errorf("note checkpoint: %w", err)
+	}
+	return hash, nil
+}
+
+// LockForHistory locks a town's row as a tick does, waiting for a running tick (bounded by
+// the transaction's lock timeout: then ErrTownBusy), and returns the town's last recorded
+// tick (0: none). A replay or a checkpoint outside a tick starts from there.
+func (s *Store) LockForHistory(ctx context.Context, tx pgx.Tx, townID string) (lastRecorded int64, err error) {
+	err = tx.QueryRow(ctx, `SELECT coalesce((SELECT max(tick_id) FROM tick_inputs WHERE town_id = t.town_id), 0)
+FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&lastRecorded)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, BusyOr(fmt.Errorf("lock town %s: %w", townID, err))
+	}
+	return lastRecorded, nil
+}
+
+// EarliestCheckpointTick returns the tick of the town's earliest retained checkpoint.
+func (s *Store) EarliestCheckpointTick(ctx context.Context, q Querier, townID string) (int64, error) {
+	var tick int64
+	if err := q.QueryRow(ctx, `SELECT coalesce(min(tick_id), 0) FROM town_checkpoints WHERE town_id = $1`, townID).Scan(&tick); err != nil {
+		return 0, fmt.Errorf("find the earliest checkpoint: %w", err)
+	}
+	return tick, nil
+}
+
+// CountRecordedTicks counts a town's recorded ticks after tick `after` up to tick `upTo`.
+func (s *Store) CountRecordedTicks(ctx context.Context, q Querier, townID string, after, upTo int64) (int, error) {
+	var n int
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM tick_inputs WHERE town_id = $1 AND tick_id > $2 AND tick_id <= $3`,
+		townID, after, upTo).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count recorded ticks: %w", err)
+	}
+	return n, nil
+}
+
+// ReplayConfig replaces the town's config on tx, which a what-if replay rolls back.
+func ReplayConfig(ctx context.Context, tx pgx.Tx, townID string, cfg reconciler.TownConfig) error {
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("encode town config: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE towns SET config = $2 WHERE town_id = $1`, townID, raw); err != nil {
+		return fmt.Errorf("replace town config: %w", err)
+	}
+	return nil
+}
+
+// ReplayPending makes exactly the events seqs of the town pending on tx, which a replay
+// rolls back: the events of the tick it re-runs next (none: no event pending).
+func ReplayPending(ctx context.Context, tx pgx.Tx, townID string, seqs []int64) error {
+	if _, err := tx.Exec(ctx, `UPDATE town_events SET state = CASE WHEN seq = ANY($2) THEN 'pending' ELSE 'processed' END
+WHERE town_id = $1 AND (state = 'pending' OR seq = ANY($2))`, townID, seqs); err != nil {
+		return fmt.Errorf("set the replayed tick's events pending: %w", err)
+	}
+	return nil
 }
 
 // loadStateOn reads a town's state on tx without taking a tick (no tick id allocated).

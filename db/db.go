@@ -146,6 +146,22 @@ func RecreateDatabase(ctx context.Context, url string) error {
 	return nil
 }
 
+// BeginWaiting begins a transaction whose lock waits are bounded by lockTimeout (SET
+// LOCAL lock_timeout): a wait beyond it fails with SQLSTATE 55P03, which BusyOr maps to
+// ErrTownBusy. Dry runs and replays wait for a town's lock this way.
+func (s *Store) BeginWaiting(ctx context.Context, lockTimeout time.Duration) (pgx.Tx, error) {
+	tx, err := s.Pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// SET LOCAL takes no parameters; the value is formatted from a duration.
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", lockTimeout.Milliseconds())); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("set lock timeout: %w", err)
+	}
+	return tx, nil
+}
+
 // BusyOr maps a lock timeout (SQLSTATE 55P03: a tick held the town longer than the
 // session's lock_timeout) to ErrTownBusy, and returns any other error as it is.
 func BusyOr(err error) error {

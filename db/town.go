@@ -55,14 +55,7 @@ func (s *Store) CreateTown(ctx context.Context, id, name string, cfg reconciler.
 			return fmt.Errorf("insert town: %w", err)
 		}
 		// The first checkpoint, before any tick: a replay of the whole history starts here.
-		snap, err := s.loadStateOn(ctx, tx, id, now)
-		if err != nil {
-			return err
-		}
-		if err := takeCheckpoint(ctx, tx, id, 0, now, reconciler.StateHash(snap)); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE towns SET checkpoint_tick_id = 0, checkpoint_at = $2 WHERE town_id = $1`, id, now)
+		_, err := s.checkpointOutsideTick(ctx, tx, id, 0, now)
 		return err
 	})
 	if err != nil {

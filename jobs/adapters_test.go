@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -59,6 +60,13 @@ func (f *flakyServer) count(mode string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls[mode]
+}
+
+// counts copies the calls by mode.
+func (f *flakyServer) counts() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.calls)
 }
 
 // TestSlowAndFailingAdaptersNeverHoldATick runs the workers (real River) against an agent
@@ -163,7 +171,6 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 	require.Less(t, slowestProbe, time.Second, "facts applied at once while the runtime hangs")
 	require.Zero(t, failures(), "the probes were all applied before the starts timed out (3 s)")
 	eventually(t, 30*time.Second, func() bool { return failures() >= 20 }, "hung starts reported as failures")
-	require.Positive(t, runtimeSrv.count("hang"))
 	eventually(t, 10*time.Second, func() bool { return breakerNotices() > 0 }, "the circuit breaker opens and tells the mayor")
 	var slowest time.Duration
 	var during int
@@ -245,10 +252,8 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 		require.NoError(t, err)
 		return m.Status == reconciler.StatusClosed && i.Status == reconciler.StatusClosed
 	})
-	var dead int
-	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM town_events WHERE state = 'dead'`).Scan(&dead))
-	require.Zero(t, dead)
-	stats, _ := json.Marshal(map[string]any{"runtime_calls": runtimeSrv.calls, "github_calls": githubSrv.calls,
+	require.Zero(t, count(`SELECT count(*) FROM town_events WHERE state = 'dead'`))
+	stats, _ := json.Marshal(map[string]any{"runtime_calls": runtimeSrv.counts(), "github_calls": githubSrv.counts(),
 		"dispatch_failures": failures(), "breaker_notices": breakerNotices(), "poll_timeouts": hungFailures})
 	t.Logf("adapters: %s; while the runtime hung, probes applied within %s; slowest tick while GitHub hung %s", stats, slowestProbe, slowest)
 }

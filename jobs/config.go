@@ -39,9 +39,9 @@ type Config struct {
 	StartTimeout time.Duration
 	// CodeHostTimeout bounds a PR poll or merge on the code host (default 30 s).
 	CodeHostTimeout time.Duration
-	// RescueStuckJobsAfter is when River rescues a job whose worker died (default 1 min;
-	// raised to 10 s past the longest job's timeout, so that a slow job still running is
-	// never rescued and run twice).
+	// RescueStuckJobsAfter is when River rescues a job whose worker died: at least, and by
+	// default, 10 s past the longest job's timeout (75 s with the default start timeout),
+	// so that a slow job still running is never rescued and run twice.
 	RescueStuckJobsAfter time.Duration
 	// TickRetention is how long reconciler_ticks rows are kept (default 7 days).
 	TickRetention time.Duration
@@ -82,7 +82,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("checkpoint-every and checkpoint-interval must not be negative"))
 	}
 	if c.TickTimeout < 0 || c.StartTimeout < 0 || c.CodeHostTimeout < 0 || c.RescueStuckJobsAfter < 0 || c.CompletedJobRetention < 0 {
-		errs = append(errs, errors.New("tick-timeout, start-timeout, rescue-stuck-jobs-after and completed-job-retention must not be negative"))
+		errs = append(errs, errors.New("tick-timeout, start-timeout, code-host-timeout, rescue-stuck-jobs-after and completed-job-retention must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -110,7 +110,6 @@ func (c Config) withDefaults() Config {
 	defInt(&c.MaxEventAttempts, 3)
 	def(&c.BusyRetry, 50*time.Millisecond)
 	def(&c.TickTimeout, 30*time.Second)
-	def(&c.RescueStuckJobsAfter, time.Minute)
 	def(&c.CompletedJobRetention, time.Minute)
 	def(&c.EventRetention, reconciler.EventRetention)
 	def(&c.AgentTokenTTL, 24*time.Hour)

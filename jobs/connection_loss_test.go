@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -78,26 +77,22 @@ func TestWorkersSurviveKilledConnections(t *testing.T) {
 			}
 		}()
 	}
-	kills, rounds := 0, 8
-	if s := os.Getenv("GASTOWN_KILL_ROUNDS"); s != "" { // make test/chaos
-		rounds, err = strconv.Atoi(s)
-		require.NoError(t, err, "GASTOWN_KILL_ROUNDS")
-	}
-	for range rounds {
-		time.Sleep(400 * time.Millisecond)
+	terminate := func() int {
 		var n int
 		require.NoError(t, killer.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 			WHERE datname = $1 AND pid <> pg_backend_pid()`, dbName).Scan(&n))
-		kills += n
+		return n
+	}
+	kills, rounds := 0, fromEnv(t, "GASTOWN_KILL_ROUNDS", 8, strconv.Atoi) // make test/chaos: 40
+	for range rounds {
+		time.Sleep(400 * time.Millisecond)
+		kills += terminate()
 	}
 	// An outage: the server refuses new connections to the database and drops the open ones.
 	t.Cleanup(func() { _, _ = killer.Exec(context.Background(), `ALTER DATABASE "`+dbName+`" ALLOW_CONNECTIONS true`) })
 	_, err = killer.Exec(ctx, `ALTER DATABASE "`+dbName+`" ALLOW_CONNECTIONS false`)
 	require.NoError(t, err)
-	var n int
-	require.NoError(t, killer.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE datname = $1 AND pid <> pg_backend_pid()`, dbName).Scan(&n))
-	kills += n
+	kills += terminate()
 	mu.Lock()
 	failedBefore := failures
 	mu.Unlock()

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,22 +88,14 @@ func (s *Service) Replay(ctx context.Context, townID string, opts ReplayOptions)
 	if opts.Config != nil {
 		rep.Mode = "what-if"
 	}
-	tx, err := s.store.Pool.Begin(ctx)
+	tx, err := s.store.BeginWaiting(ctx, opts.LockTimeout)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", opts.LockTimeout.Milliseconds())); err != nil {
-		return nil, err
-	}
-	var last int64
-	err = tx.QueryRow(ctx, `SELECT coalesce((SELECT max(tick_id) FROM tick_inputs WHERE town_id = t.town_id), 0)
-FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, db.ErrNotFound
-	}
+	last, err := s.store.LockForHistory(ctx, tx, townID)
 	if err != nil {
-		return nil, db.BusyOr(err)
+		return nil, err
 	}
 	rep.To = opts.To
 	if rep.To <= 0 || rep.To > last {
@@ -111,7 +103,7 @@ FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
 	}
 	before := max(opts.From-1, 0)
 	if opts.FromFirstCheckpoint {
-		if err := tx.QueryRow(ctx, `SELECT coalesce(min(tick_id), 0) FROM town_checkpoints WHERE town_id = $1`, townID).Scan(&before); err != nil {
+		if before, err = s.store.EarliestCheckpointTick(ctx, tx, townID); err != nil {
 			return nil, err
 		}
 	}
@@ -132,21 +124,12 @@ FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
 	}
 	rep.CheckpointValid = restored == cp.StateHash
 	if opts.Config != nil {
-		raw, err := json.Marshal(opts.Config)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE towns SET config = $2 WHERE town_id = $1`, townID, raw); err != nil {
+		if err := db.ReplayConfig(ctx, tx, townID, *opts.Config); err != nil {
 			return nil, err
 		}
 	}
-	// Only the events a re-run tick took may be pending while it runs.
-	if _, err := tx.Exec(ctx, `UPDATE town_events SET state = 'processed' WHERE town_id = $1 AND state = 'pending'`, townID); err != nil {
-		return nil, err
-	}
-	var total int
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM tick_inputs WHERE town_id = $1 AND tick_id > $2 AND tick_id <= $3`,
-		townID, cp.TickID, rep.To).Scan(&total); err != nil {
+	total, err := s.store.CountRecordedTicks(ctx, tx, townID, cp.TickID, rep.To)
+	if err != nil {
 		return nil, err
 	}
 	after := cp.TickID
@@ -188,20 +171,16 @@ FROM towns t WHERE t.town_id = $1 FOR NO KEY UPDATE`, townID).Scan(&last)
 	return rep, nil
 }
 
-// replayTick makes the recorded tick's events pending, re-runs the tick and compares.
+// replayTick makes exactly the recorded tick's events pending (those a previous re-run
+// failed again, as recorded, are not for this one), re-runs the tick and compares.
 func (s *Service) replayTick(ctx context.Context, tx pgx.Tx, townID string, rec *db.RecordedTick, opts ReplayOptions) (TickReplay, error) {
 	seqs := append(append([]int64{}, rec.AppliedSeqs...), rec.FailedSeqs...)
-	if _, err := tx.Exec(ctx, `UPDATE town_events SET state = 'pending' WHERE town_id = $1 AND seq = ANY($2)`, townID, seqs); err != nil {
+	if err := db.ReplayPending(ctx, tx, townID, seqs); err != nil {
 		return TickReplay{}, err
 	}
 	res, err := s.Ticker.Tick(ctx, tx, townID, TickOptions{Replay: rec, Reconcile: opts.Reconcile})
 	if err != nil {
 		return TickReplay{}, err
-	}
-	if len(rec.FailedSeqs) > 0 { // failed again, as recorded: not for the next tick
-		if _, err := tx.Exec(ctx, `UPDATE town_events SET state = 'processed' WHERE town_id = $1 AND state = 'pending'`, townID); err != nil {
-			return TickReplay{}, err
-		}
 	}
 	replayed, err := reconciler.EncodeActions(res.Actions)
 	if err != nil {
@@ -248,7 +227,7 @@ func diffActions(recorded, replayed []reconciler.EncodedAction) (bool, []string)
 	for i, a := range replayed {
 		pk[i] = key(a)
 	}
-	if reflect.DeepEqual(rk, pk) {
+	if slices.Equal(rk, pk) {
 		return true, nil
 	}
 	count := func(ks []string) map[string]int {

@@ -23,7 +23,13 @@ func randomHistory(t *testing.T, s *scenario, steps int) (midCheckpoint int64) {
 	t.Helper()
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(9, 9))
-	failing := map[int64]bool{}
+	failing := map[int64]bool{} // events that fail their first apply
+	s.svc.Ticker.failEvent = func(e db.Event) error {
+		if failing[e.Seq] && e.Attempts == 0 {
+			return errors.New("injected failure")
+		}
+		return nil
+	}
 	for step := range steps {
 		switch rng.IntN(7) {
 		case 0, 1:
@@ -61,12 +67,6 @@ func randomHistory(t *testing.T, s *scenario, steps int) (midCheckpoint int64) {
 			s.issue(t)
 		case 6:
 			s.clk.add(time.Duration(1+rng.IntN(90)) * time.Second)
-		}
-		s.svc.Ticker.failEvent = func(e db.Event) error {
-			if failing[e.Seq] && e.Attempts == 0 {
-				return errors.New("injected failure")
-			}
-			return nil
 		}
 		s.clk.add(time.Duration(rng.IntN(3000)) * time.Millisecond)
 		s.tick(t)
@@ -177,7 +177,7 @@ func TestFaithfulReplayPointsAtAChangedRule(t *testing.T) {
 			if firstSeen == "" {
 				firstSeen = d.BeadID
 			}
-			if d.BeadID != firstSeen && want == 0 {
+			if d.BeadID != firstSeen {
 				want = id
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,6 +113,19 @@ func (b *testBundle) tick(ctx context.Context, townID string) (TickResult, error
 		return res, err
 	}
 	return res, tx.Commit(ctx)
+}
+
+// fromEnv parses the environment variable name (heavier runs of a test), or returns def
+// when it is unset; a value that does not parse fails the test.
+func fromEnv[T any](t *testing.T, name string, def T, parse func(string) (T, error)) T {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := parse(s)
+	require.NoError(t, err, name)
+	return v
 }
 
 func eventually(t *testing.T, within time.Duration, cond func() bool, msg string) time.Duration {

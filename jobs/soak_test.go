@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -21,12 +20,7 @@ import (
 // or more, a short one is still filling its pool), and after the service stops no
 // connection is held and no goroutine of it is left. GASTOWN_SOAK sets the duration (`make soak`: 10 minutes; default 20 s).
 func TestSoakStaysFlat(t *testing.T) {
-	d := 20 * time.Second
-	if v := os.Getenv("GASTOWN_SOAK"); v != "" {
-		var err error
-		d, err = time.ParseDuration(v)
-		require.NoError(t, err, "GASTOWN_SOAK is a duration, e.g. 10m")
-	}
+	d := fromEnv(t, "GASTOWN_SOAK", 20*time.Second, time.ParseDuration)
 	// Not parallel: goroutines are counted process-wide.
 	ignore := goleak.IgnoreCurrent()
 	ctx := context.Background()

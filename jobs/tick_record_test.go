@@ -23,7 +23,6 @@ func TestTicksRecordWhatAReplayNeeds(t *testing.T) {
 	s := newScenario(t, reconciler.TownConfig{})
 
 	type recorded struct {
-		clockAt    string
 		failedSeqs []int64
 		actions    []reconciler.EncodedAction
 		hash       int64
@@ -31,8 +30,8 @@ func TestTicksRecordWhatAReplayNeeds(t *testing.T) {
 	record := func(tickID int64) (recorded, bool) {
 		var r recorded
 		var raw []byte
-		err := s.store.Pool.QueryRow(ctx, `SELECT clock_at::text, failed_seqs, actions, state_hash FROM tick_inputs
-			WHERE town_id = $1 AND tick_id = $2`, s.townID, tickID).Scan(&r.clockAt, &r.failedSeqs, &raw, &r.hash)
+		err := s.store.Pool.QueryRow(ctx, `SELECT failed_seqs, actions, state_hash FROM tick_inputs
+			WHERE town_id = $1 AND tick_id = $2`, s.townID, tickID).Scan(&r.failedSeqs, &raw, &r.hash)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return r, false
 		}

@@ -28,8 +28,9 @@ type Ticker struct {
 	reporter Reporter
 	// failEvent injects apply failures (tests of the poison path).
 	failEvent func(db.Event) error
-	// failpoint runs at named stages of a tick ("drained", "applied"); an error aborts
-	// the tick. Tests use it to fail a tick midway or hold one open.
+	// failpoint runs at the named stages of ticks and side-effect jobs (Stages); an error
+	// aborts the tick or job. Tests use it to fail a tick midway or hold one open, the
+	// chaos build to kill its process there.
 	failpoint func(ctx context.Context, stage, townID string) error
 	// omitRow, when it returns true, skips the tick's reconciler_ticks row (benchmarks).
 	omitRow func() bool
@@ -127,15 +128,13 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	// holds exactly the clock a replay re-runs it with.
 	started := time.Now()
 	now := t.clock().UTC().Truncate(time.Microsecond)
-	if replay != nil {
-		now = replay.ClockAt.UTC()
-	}
-	tt.Now = now
 	failEvent := t.failEvent
 	if replay != nil {
+		now = replay.ClockAt.UTC()
 		tt.TickID = replay.TickID // new ids derive from it
 		failEvent = replayFailures(replay.FailedSeqs)
 	}
+	tt.Now = now
 	reconcile := reconciler.Reconcile
 	if opts.Reconcile != nil {
 		reconcile = opts.Reconcile
@@ -239,7 +238,7 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	}
 	rec := db.TickRecord{
 		WallClock: res.WallClock,
-		Drain:     drained.Sub(started), Snapshot: loaded.Sub(drained), Reconcile: reconciled.Sub(loaded), Apply: applied.Sub(reconciled),
+		Drain:     res.DrainTime, Snapshot: res.SnapshotTime, Reconcile: res.ReconcileTime, Apply: res.ApplyTime,
 		EventsDrained: res.Drain.Drained, EventsFailed: res.Drain.Failed, EventsDead: res.Drain.Dead,
 		Heartbeats: res.Heartbeats, ActionsEmitted: len(res.Actions), ActionsSkipped: res.Apply.Skipped,
 		ActionsByType: reconciler.CountByType(res.Actions), SideEffectsAttempted: len(res.SideEffects),

@@ -1,10 +1,13 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -101,20 +104,55 @@ func TestStatusEndpoint(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, status)
 }
 
+// townTables are the tables that hold towns' rows (each has a town_id).
+var townTables = []string{"towns", "rigs", "beads", "agents", "bead_dependencies", "review_metadata", "convoy_metadata",
+	"escalation_metadata", "town_events", "agent_heartbeats", "agent_nudges", "bead_events", "reconciler_ticks",
+	"tick_inputs", "town_checkpoints", "invariant_violations"}
+
 // checksum hashes every town table and River's job table, to show that a request left
 // the database exactly as it was.
 func (b *testBundle) checksum(t testing.TB) string {
 	t.Helper()
+	return b.digest(t, append(slices.Clone(townTables), "river_job"), "")
+}
+
+// townChecksum hashes one town's rows in every town table.
+func (b *testBundle) townChecksum(t testing.TB, townID string) string {
+	t.Helper()
+	return b.digest(t, townTables, "WHERE town_id = $1", townID)
+}
+
+// digest hashes the rows of the tables (filtered by where, with args).
+func (b *testBundle) digest(t testing.TB, tables []string, where string, args ...any) string {
+	t.Helper()
 	h := sha256.New()
-	for _, table := range []string{"towns", "rigs", "beads", "agents", "bead_dependencies", "review_metadata", "convoy_metadata",
-		"escalation_metadata", "town_events", "agent_heartbeats", "agent_nudges", "bead_events", "reconciler_ticks",
-		"tick_inputs", "town_checkpoints", "invariant_violations", "river_job"} {
+	for _, table := range tables {
 		var s string
 		require.NoError(t, b.store.Pool.QueryRow(context.Background(),
-			"SELECT coalesce(string_agg(t::text, '|' ORDER BY t::text), '') FROM "+table+" t").Scan(&s))
+			"SELECT coalesce(string_agg(t::text, '|' ORDER BY t::text), '') FROM "+table+" t "+where, args...).Scan(&s))
 		h.Write([]byte(table + ":" + s))
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// serveJSON sends a JSON body to the handler with the admin token, or with agentToken on
+// the agent routes.
+func (b *testBundle) serveJSON(method, path string, body []byte, agentToken string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if strings.HasPrefix(path, "/v1/agent/") {
+		req.Header.Set("Authorization", "Bearer "+agentToken)
+	} else {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	b.handler.ServeHTTP(rec, req)
+	return rec
+}
+
+// routeFiller fills the id placeholders of the OpenAPI paths.
+func routeFiller(town, rig, agent, bead string) *strings.Replacer {
+	return strings.NewReplacer("{townId}", town, "{agentId}", agent, "{beadId}", bead, "{convoyId}", bead, "{rigId}", rig)
 }
 
 func TestDryRunAndReplayLeaveTheDatabaseUnchanged(t *testing.T) {

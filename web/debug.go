@@ -24,17 +24,12 @@ func (s *Server) reconcileDryRun(c *gin.Context) {
 	if !ok {
 		return
 	}
-	tx, err := s.store.Pool.Begin(c)
+	tx, err := s.store.BeginWaiting(c, s.cfg.DryRunLockTimeout)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(c)) }()
-	// SET LOCAL takes no parameters; the value is formatted from a duration we own.
-	if _, err := tx.Exec(c, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", s.cfg.DryRunLockTimeout.Milliseconds())); err != nil {
-		s.fail(c, err)
-		return
-	}
 	res, err := s.svc.Ticker.Tick(c, tx, townID, jobs.TickOptions{DryRun: true})
 	if err != nil {
 		s.fail(c, db.BusyOr(err))
@@ -210,16 +205,12 @@ func (s *Server) replayEvents(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, "from must not be after to")
 		return
 	}
-	tx, err := s.store.Pool.Begin(c)
+	tx, err := s.store.BeginWaiting(c, s.cfg.DryRunLockTimeout)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(c)) }()
-	if _, err := tx.Exec(c, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", s.cfg.DryRunLockTimeout.Milliseconds())); err != nil {
-		s.fail(c, err)
-		return
-	}
 	tt, err := s.store.LockTown(c, tx, townID, s.clock().UTC(), true, s.logger)
 	if err != nil {
 		s.fail(c, db.BusyOr(err))

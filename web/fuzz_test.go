@@ -1,10 +1,8 @@
 package web
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +22,7 @@ func FuzzRequestBodies(f *testing.F) {
 			routes = append(routes, r)
 		}
 	}
-	fill := strings.NewReplacer("{townId}", townA, "{agentId}", agentA, "{beadId}", beadA, "{convoyId}", beadA, "{rigId}", rigA)
+	fill := routeFiller(townA, rigA, agentA, beadA)
 	seeds := []string{``, `{}`, `[]`, `null`, `"x"`, `{"title": ""}`, `{"title": "t", "rig_id": "` + rigA + `"}`,
 		`{"title": "` + strings.Repeat("x", 5000) + `"}`, `{"title": 7}`, `{"status": "closed"}`, `{"status": "nope"}`,
 		`{"merge_strategy": "yolo"}`, `{"max_dispatch_attempts": -1}`, `{"unknown": true}`, `{"branch": "b"}`,
@@ -40,16 +38,8 @@ func FuzzRequestBodies(f *testing.F) {
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		r := routes[int(which)%len(routes)]
 		path := fill.Replace(r.path)
-		req := httptest.NewRequest(r.method, path, bytes.NewReader(body))
-		if strings.HasPrefix(r.path, "/v1/agent/") {
-			req.Header.Set("Authorization", "Bearer "+agentToken)
-		} else {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		req.Header.Set("Content-Type", "application/json")
 		before := b.checksum(t)
-		rec := httptest.NewRecorder()
-		b.handler.ServeHTTP(rec, req)
+		rec := b.serveJSON(r.method, path, body, agentToken)
 		if rec.Code >= 500 {
 			t.Fatalf("%s %s with %q: %d %s", r.method, path, body, rec.Code, rec.Body.String())
 		}

@@ -1,12 +1,10 @@
 package web
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"sort"
 	"strings"
@@ -52,7 +50,7 @@ func TestInjectionInEveryStringFieldChangesNothing(t *testing.T) {
 	// URL, a bead status); lists of references stay empty.
 	ids := map[string]any{"rig_id": rigA, "to_agent_id": agentA, "bead_id": beadA, "agent_id": agentA,
 		"pr_url": "https://github.com/o/r/pull/1", "status": "in_progress", "blocked_by": []any{}}
-	fill := strings.NewReplacer("{townId}", townA, "{agentId}", agentA, "{beadId}", beadA, "{convoyId}", beadA, "{rigId}", rigA)
+	fill := routeFiller(townA, rigA, agentA, beadA)
 
 	var doc struct {
 		Paths map[string]map[string]struct {
@@ -68,16 +66,8 @@ func TestInjectionInEveryStringFieldChangesNothing(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(openAPI, &doc))
 	send := func(method, path string, body []byte) (int, string, time.Duration) {
-		req := httptest.NewRequest(method, path, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if strings.HasPrefix(path, "/v1/agent/") {
-			req.Header.Set("Authorization", "Bearer "+agentToken)
-		} else {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		rec := httptest.NewRecorder()
 		start := time.Now()
-		b.handler.ServeHTTP(rec, req)
+		rec := b.serveJSON(method, path, body, agentToken)
 		return rec.Code, rec.Body.String(), time.Since(start)
 	}
 	var paths []string
@@ -289,18 +279,4 @@ func (b *testBundle) tableCount(t *testing.T) int {
 	var n int
 	require.NoError(t, b.store.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`).Scan(&n))
 	return n
-}
-
-// townChecksum digests every row of one town in the town tables.
-func (b *testBundle) townChecksum(t *testing.T, townID string) string {
-	t.Helper()
-	var out strings.Builder
-	for _, table := range []string{"towns", "rigs", "beads", "agents", "bead_dependencies", "review_metadata", "convoy_metadata",
-		"escalation_metadata", "town_events", "agent_heartbeats", "agent_nudges", "bead_events", "tick_inputs", "town_checkpoints"} {
-		var s string
-		require.NoError(t, b.store.Pool.QueryRow(context.Background(),
-			`SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM `+table+` t WHERE town_id = $1`, townID).Scan(&s))
-		out.WriteString(table + ":" + s + " ")
-	}
-	return out.String()
 }

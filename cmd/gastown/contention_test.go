@@ -1,11 +1,8 @@
 package main
 
 import (
-	"os"
 	"testing"
 	"time"
-
-	"github.com/stretchr/testify/require"
 )
 
 // TestWorkerProcessesContendForTowns runs three `gastown serve --no-api` processes (8 tick
@@ -25,12 +22,7 @@ func TestWorkerProcessesContendForTowns(t *testing.T) {
 	// Steady load: new issues at ~150/s into random towns for 8 s (make test/chaos: 60 s),
 	// and three duplicate tick jobs of a random town every 5 ms, which only the town lock
 	// keeps apart.
-	duration := 8 * time.Second
-	if s := os.Getenv("GASTOWN_CONTENTION_DURATION"); s != "" {
-		d, err := time.ParseDuration(s)
-		require.NoError(t, err, "GASTOWN_CONTENTION_DURATION")
-		duration = d
-	}
+	duration := fromEnv(t, "GASTOWN_CONTENTION_DURATION", 8*time.Second, time.ParseDuration)
 	stop := make(chan struct{})
 	time.AfterFunc(duration, func() { close(stop) })
 	go f.duplicateTicks(stop, 5*time.Millisecond)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -38,12 +37,7 @@ func TestWorkerKilledAtEveryStageOfATick(t *testing.T) {
 	}
 	// Not parallel: with the contention test's three processes beside it, the server's 100
 	// connections would run out.
-	rounds := len(jobs.Stages)
-	if s := os.Getenv("GASTOWN_CHAOS_ROUNDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		require.NoError(t, err, "GASTOWN_CHAOS_ROUNDS")
-		rounds = n
-	}
+	rounds := fromEnv(t, "GASTOWN_CHAOS_ROUNDS", len(jobs.Stages), strconv.Atoi)
 	ctx := context.Background()
 	f := newFleet(t, 30, true)
 	flags := []string{"--tick-workers", "4", "--side-effect-workers", "8", "--max-conns", "14",

@@ -30,7 +30,6 @@ type fleet struct {
 	exe   string
 	url   string
 	pool  *pgxpool.Pool
-	store *db.Store
 	front *jobs.Service
 	towns []string
 	rigs  []string
@@ -58,16 +57,35 @@ func newFleet(t *testing.T, towns int, chaos bool) *fleet {
 	store := db.NewStore(pool)
 	front, err := jobs.New(jobs.Deps{Store: store, Logger: slog.New(slog.DiscardHandler)}, jobs.Config{}, false)
 	require.NoError(t, err)
-	f := &fleet{t: t, exe: exe, url: url, pool: pool, store: store, front: front, issues: map[string]string{}}
+	f := &fleet{t: t, exe: exe, url: url, pool: pool, front: front, issues: map[string]string{}}
 	for i := range towns {
-		town, err := store.CreateTown(ctx, db.NewID(), fmt.Sprint("f", i), reconciler.TownConfig{}, time.Now())
-		require.NoError(t, err)
-		rig := db.NewID()
-		_, err = front.Events.Append(ctx, town.ID, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{RigID: rig, Name: "r"}})
-		require.NoError(t, err)
-		f.towns, f.rigs = append(f.towns, town.ID), append(f.rigs, rig)
+		town, rig := townWithRig(t, store, front, fmt.Sprint("f", i))
+		f.towns, f.rigs = append(f.towns, town), append(f.rigs, rig)
 	}
 	return f
+}
+
+// townWithRig creates a town and appends the creation of one rig (applied by its next tick).
+func townWithRig(t *testing.T, store *db.Store, svc *jobs.Service, name string) (town, rig string) {
+	t.Helper()
+	ctx := context.Background()
+	created, err := store.CreateTown(ctx, db.NewID(), name, reconciler.TownConfig{}, time.Now())
+	require.NoError(t, err)
+	rig = db.NewID()
+	_, err = svc.Events.Append(ctx, created.ID, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{RigID: rig, Name: "r"}})
+	require.NoError(t, err)
+	return created.ID, rig
+}
+
+// tickOnce runs one tick of the town and commits it.
+func tickOnce(t *testing.T, store *db.Store, svc *jobs.Service, town string) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = svc.Ticker.Tick(ctx, tx, town, jobs.TickOptions{})
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
 }
 
 // process is one worker process; its stderr is kept for the failure message.
@@ -253,6 +271,19 @@ func (f *fleet) overlaps() string {
 			id, start.Format(time.StampMicro), wall, prevStart.Add(time.Duration(prevWall)*time.Microsecond).Sub(start))
 	}
 	return out.String()
+}
+
+// fromEnv parses the environment variable name (heavier runs of a test), or returns def
+// when it is unset; a value that does not parse fails the test.
+func fromEnv[T any](t *testing.T, name string, def T, parse func(string) (T, error)) T {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := parse(s)
+	require.NoError(t, err, name)
+	return v
 }
 
 func waitFor(t *testing.T, within time.Duration, cond func() bool) {

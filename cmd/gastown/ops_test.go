@@ -36,11 +36,8 @@ func TestOperatorCommands(t *testing.T) {
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 
-	town, err := store.CreateTown(ctx, db.NewID(), "ops-town", reconciler.TownConfig{}, time.Now())
-	require.NoError(t, err)
-	rig := db.NewID()
-	_, err = svc.Events.Append(ctx, town.ID,
-		db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{RigID: rig, Name: "r"}},
+	townID, rig := townWithRig(t, store, svc, "ops-town")
+	_, err = svc.Events.Append(ctx, townID,
 		db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(), Payload: reconciler.BeadCreatedPayload{Type: reconciler.BeadIssue, Title: "do it", RigID: rig}})
 	require.NoError(t, err)
 
@@ -50,45 +47,41 @@ func TestOperatorCommands(t *testing.T) {
 	require.Contains(t, out, "TOWN")
 	require.Contains(t, out, "ops-town")
 
-	out, err = execute(ctx, args("dry-run", town.ID)...)
+	out, err = execute(ctx, args("dry-run", townID)...)
 	require.NoError(t, err)
 	require.Contains(t, out, "2 events would drain")
 
-	out, err = execute(ctx, args("dry-run", town.ID, "--json")...)
+	out, err = execute(ctx, args("dry-run", townID, "--json")...)
 	require.NoError(t, err)
 	var dry map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &dry))
 	require.Contains(t, dry, "actions")
 
-	out, err = execute(ctx, args("status", town.ID)...)
+	out, err = execute(ctx, args("status", townID)...)
 	require.NoError(t, err)
 	require.Contains(t, out, "pending   2 events")
 
 	from, to := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
-	out, err = execute(ctx, args("replay", town.ID, "--from", from, "--to", to)...)
+	out, err = execute(ctx, args("replay", townID, "--from", from, "--to", to)...)
 	require.NoError(t, err)
 	require.Contains(t, out, "2 events replayed")
 	require.Contains(t, out, "dispatch_agent")
 
-	_, err = execute(ctx, args("replay", town.ID, "--from", to, "--to", from)...)
+	_, err = execute(ctx, args("replay", townID, "--from", to, "--to", from)...)
 	require.ErrorContains(t, err, "from must not be after to")
 
 	// Faithful and what-if replays of the town's recorded ticks.
-	tx, err := store.Pool.Begin(ctx)
-	require.NoError(t, err)
-	_, err = svc.Ticker.Tick(ctx, tx, town.ID, jobs.TickOptions{})
-	require.NoError(t, err)
-	require.NoError(t, tx.Commit(ctx))
-	out, err = execute(ctx, args("replay", town.ID, "--faithful")...)
+	tickOnce(t, store, svc, townID)
+	out, err = execute(ctx, args("replay", townID, "--faithful")...)
 	require.NoError(t, err)
 	require.Contains(t, out, "faithful replay: 1 ticks re-run from the checkpoint of tick 0")
 	require.Contains(t, out, "every tick reproduced")
-	out, err = execute(ctx, args("replay", town.ID, "--faithful", "--what-if-config", `{"merge_strategy": "pr"}`)...)
+	out, err = execute(ctx, args("replay", townID, "--faithful", "--what-if-config", `{"merge_strategy": "pr"}`)...)
 	require.NoError(t, err)
 	require.Contains(t, out, "what-if replay")
-	_, err = execute(ctx, args("replay", town.ID, "--faithful", "--what-if-config", `{"merge_strategy": "yolo"}`)...)
+	_, err = execute(ctx, args("replay", townID, "--faithful", "--what-if-config", `{"merge_strategy": "yolo"}`)...)
 	require.ErrorContains(t, err, "merge_strategy")
-	_, err = execute(ctx, args("replay", town.ID, "--faithful", "--what-if-config", `not json`)...)
+	_, err = execute(ctx, args("replay", townID, "--faithful", "--what-if-config", `not json`)...)
 	require.ErrorContains(t, err, "not a JSON object")
 	_, err = execute(ctx, "towns", "--url", srv.URL, "--admin-token", "wrong")
 	require.ErrorContains(t, err, "invalid token")

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -33,29 +32,21 @@ func TestVerifyHistory(t *testing.T) {
 	t.Cleanup(sim.Close)
 	svc, err := jobs.New(jobs.Deps{Store: store, Runtime: sim, Logger: logger}, jobs.Config{}, false)
 	require.NoError(t, err)
-	town, err := store.CreateTown(ctx, db.NewID(), "verified", reconciler.TownConfig{}, time.Now())
-	require.NoError(t, err)
-	rig := db.NewID()
-	_, err = svc.Events.Append(ctx, town.ID, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{RigID: rig, Name: "r"}})
-	require.NoError(t, err)
+	town, rig := townWithRig(t, store, svc, "verified")
 	for i := range 4 {
-		_, err = svc.Events.Append(ctx, town.ID, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(),
+		_, err = svc.Events.Append(ctx, town, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(),
 			Payload: reconciler.BeadCreatedPayload{Type: reconciler.BeadIssue, Title: fmt.Sprint("issue ", i), RigID: rig}})
 		require.NoError(t, err)
-		tx, err := pool.Begin(ctx)
-		require.NoError(t, err)
-		_, err = svc.Ticker.Tick(ctx, tx, town.ID, jobs.TickOptions{})
-		require.NoError(t, err)
-		require.NoError(t, tx.Commit(ctx))
+		tickOnce(t, store, svc, town)
 	}
 
-	out, err := execute(ctx, "verify-history", town.ID, "--database-url", url)
+	out, err := execute(ctx, "verify-history", town, "--database-url", url)
 	require.NoError(t, err, out)
 	require.Contains(t, out, "recorded ticks reproduced")
 
 	var doctored int64
 	require.NoError(t, pool.QueryRow(ctx, `UPDATE tick_inputs SET actions = '[]' WHERE tick_id = (
-		SELECT min(tick_id) FROM tick_inputs WHERE town_id = $1 AND actions @> '[{"type": "dispatch_agent"}]') RETURNING tick_id`, town.ID).Scan(&doctored))
+		SELECT min(tick_id) FROM tick_inputs WHERE town_id = $1 AND actions @> '[{"type": "dispatch_agent"}]') RETURNING tick_id`, town).Scan(&doctored))
 	out, err = execute(ctx, "verify-history", "--all", "--database-url", url)
 	require.ErrorIs(t, err, errDiverged)
 	require.Contains(t, out, fmt.Sprintf("tick %d", doctored))
