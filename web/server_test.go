@@ -138,6 +138,7 @@ func TestBadInputIsA4xxAndChangesNothing(t *testing.T) {
 		{"/v1/towns/" + townID + "/beads", map[string]any{"title": "x", "priority": "urgent"}, "priority must be low, medium, high or critical"},
 		{"/v1/towns/" + townID + "/beads", map[string]any{"title": "x", "rig_id": "nope"}, "rig_id must be a UUID"},
 		{"/v1/towns/" + townID + "/beads", "not an object", "invalid JSON body"},
+		{"/v1/towns/" + townID + "/beads", map[string]any{"title": "a\x00b"}, "NUL"},
 	}
 	for _, c := range cases {
 		status, body := b.do(t, http.MethodPost, c.path, token, c.body)
@@ -146,6 +147,10 @@ func TestBadInputIsA4xxAndChangesNothing(t *testing.T) {
 	}
 	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/beads", token, map[string]any{"title": "x", "rig_id": db.NewID()})
 	require.Equal(t, http.StatusNotFound, status)
+	// A backslash before "u0000" in the text is no NUL: that title is fine (and then 404s on
+	// the unknown rig, like the one above).
+	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/beads", token, map[string]any{"title": `C:\u0000`, "rig_id": db.NewID()})
+	require.Equal(t, http.StatusNotFound, status, "%v", body)
 	require.Contains(t, body["error"], "rig")
 	status, _ = b.do(t, http.MethodGet, "/v1/towns/"+db.NewID(), token, nil)
 	require.Equal(t, http.StatusNotFound, status)

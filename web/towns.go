@@ -27,6 +27,27 @@ func idParam(c *gin.Context, name string) (string, bool) {
 	return strings.ToLower(v), true
 }
 
+// hasNULEscape reports whether a JSON text holds the escape \u0000: a backslash that is not
+// itself escaped (`\\u0000` is a backslash and the text "u0000").
+func hasNULEscape(raw []byte) bool {
+	escape := []byte(`\u0000`)
+	for i := 0; ; {
+		j := bytes.Index(raw[i:], escape)
+		if j < 0 {
+			return false
+		}
+		j += i
+		backslashes := 0
+		for k := j; k >= 0 && raw[k] == '\\'; k-- {
+			backslashes++
+		}
+		if backslashes%2 == 1 {
+			return true
+		}
+		i = j + 1
+	}
+}
+
 // bindJSON decodes the body, answering 400 with the decoder's complaint.
 func bindJSON(c *gin.Context, v any) bool {
 	raw, err := io.ReadAll(c.Request.Body)
@@ -40,7 +61,7 @@ func bindJSON(c *gin.Context, v any) bool {
 		return false
 	}
 	// Postgres stores neither text nor jsonb with a NUL character in it.
-	if bytes.Contains(raw, []byte(`\u0000`)) || bytes.IndexByte(raw, 0) >= 0 {
+	if hasNULEscape(raw) || bytes.IndexByte(raw, 0) >= 0 {
 		writeError(c, http.StatusBadRequest, `invalid JSON body: strings must not contain the NUL character (\u0000)`)
 		return false
 	}
