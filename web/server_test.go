@@ -147,11 +147,11 @@ func TestBadInputIsA4xxAndChangesNothing(t *testing.T) {
 	}
 	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/beads", token, map[string]any{"title": "x", "rig_id": db.NewID()})
 	require.Equal(t, http.StatusNotFound, status)
+	require.Contains(t, body["error"], "rig")
 	// A backslash before "u0000" in the text is no NUL: that title is fine (and then 404s on
 	// the unknown rig, like the one above).
 	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/beads", token, map[string]any{"title": `C:\u0000`, "rig_id": db.NewID()})
 	require.Equal(t, http.StatusNotFound, status, "%v", body)
-	require.Contains(t, body["error"], "rig")
 	status, _ = b.do(t, http.MethodGet, "/v1/towns/"+db.NewID(), token, nil)
 	require.Equal(t, http.StatusNotFound, status)
 	status, _ = b.do(t, http.MethodPost, "/v1/towns/"+db.NewID()+"/beads", token, map[string]any{"title": "x"})
