@@ -46,7 +46,8 @@ type Options struct {
 	SideEffectWorkers int
 	FetchCooldown     time.Duration
 	// DrainBatch is the most events a tick drains (0: the workers' default, 500).
-	DrainBatch        int
+	DrainBatch int
+	// FetchPollInterval is River's fallback poll (default 1 s, the workers' default).
 	FetchPollInterval time.Duration
 	// Baselines runs pgbench -N and the River no-op baseline (BaselineDuration each).
 	Baselines        bool
@@ -80,7 +81,7 @@ func (o *Options) defaults() error {
 		o.FetchCooldown = 5 * time.Millisecond
 	}
 	if o.FetchPollInterval <= 0 {
-		o.FetchPollInterval = 200 * time.Millisecond
+		o.FetchPollInterval = time.Second
 	}
 	if o.BaselineDuration <= 0 {
 		o.BaselineDuration = 10 * time.Second
@@ -121,10 +122,13 @@ type Report struct {
 	QueueDepth []int `json:"tick_queue_depth,omitempty"`
 	// PostgresTPS is the server's commits+rollbacks per second on the bench database;
 	// TxPerTick divides it by the ticks.
-	PostgresTPS    float64 `json:"postgres_xact_per_sec"`
-	TxPerTick      float64 `json:"postgres_xact_per_tick,omitempty"`
-	CPUGastownPct  float64 `json:"cpu_gastown_pct_of_core"`
-	CPUPostgresPct float64 `json:"cpu_postgres_pct_of_core"`
+	PostgresTPS float64 `json:"postgres_xact_per_sec"`
+	// StatementsPerSec counts the statements the server ran for gastown (the harness's own
+	// left out), when it loads pg_stat_statements; 0 otherwise.
+	StatementsPerSec float64 `json:"postgres_statements_per_sec,omitempty"`
+	TxPerTick        float64 `json:"postgres_xact_per_tick,omitempty"`
+	CPUGastownPct    float64 `json:"cpu_gastown_pct_of_core"`
+	CPUPostgresPct   float64 `json:"cpu_postgres_pct_of_core"`
 	// BytesPerTickRow is what a reconciler_ticks row costs in steady state (heap bytes in
 	// use plus indexes, per row); BytesPerTickRowOnDisk divides everything on disk,
 	// fixed overhead and pages extended ahead included (see tickRowBytes).
@@ -365,12 +369,16 @@ type windowResult struct {
 	hasHot         bool
 	queue          []int
 	statements     []Statement
+	// statementsPerSec: pg_stat_statements' calls per second (0: not available).
+	statementsPerSec float64
 }
 
 func (e *env) measure(ctx context.Context, d time.Duration, label string) (windowResult, error) {
 	var w windowResult
+	var reset time.Time
 	if e.statements {
 		resetStatements(ctx, e.pool)
+		reset = time.Now()
 	}
 	pg0, err := samplePG(ctx, e.pool)
 	if err != nil {
@@ -424,6 +432,9 @@ loop:
 	w.cpuSelf, w.cpuPG = cpuShares(cpu0, cpu1)
 	if e.statements {
 		w.statements, _ = topStatements(ctx, e.pool, 12)
+		if n, err := statementsRun(ctx, e.pool); err == nil {
+			w.statementsPerSec = float64(n) / time.Since(reset).Seconds()
+		}
 	}
 	if upd := pg1.townUpd - pg0.townUpd; upd > 0 {
 		w.hasHot = true
@@ -441,6 +452,7 @@ func (w windowResult) fill(rep *Report) {
 	rep.Phases = w.phases
 	rep.QueueDepth = w.queue
 	rep.PostgresTPS = w.pgTPS
+	rep.StatementsPerSec = w.statementsPerSec
 	if w.ticks > 0 {
 		rep.TxPerTick = w.pgTPS * w.seconds / float64(w.ticks)
 	}

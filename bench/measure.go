@@ -164,11 +164,11 @@ type pgSample struct {
 
 func samplePG(ctx context.Context, pool *pgxpool.Pool) (pgSample, error) {
 	s := pgSample{at: time.Now()}
-	err := pool.QueryRow(ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.xacts)
+	err := pool.QueryRow(ctx, `/* bench */ SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.xacts)
 	if err != nil {
 		return s, fmt.Errorf("read pg_stat_database: %w", err)
 	}
-	err = pool.QueryRow(ctx, `SELECT coalesce(n_tup_upd, 0), coalesce(n_tup_hot_upd, 0) FROM pg_stat_user_tables WHERE relname = 'towns'`).Scan(&s.townUpd, &s.hotUp)
+	err = pool.QueryRow(ctx, `/* bench */ SELECT coalesce(n_tup_upd, 0), coalesce(n_tup_hot_upd, 0) FROM pg_stat_user_tables WHERE relname = 'towns'`).Scan(&s.townUpd, &s.hotUp)
 	if err != nil {
 		return s, fmt.Errorf("read pg_stat_user_tables: %w", err)
 	}
@@ -210,7 +210,7 @@ WHERE p.isleaf AND s.tuple_count > 0`).Scan(&used)
 
 // queueDepth counts the tick jobs waiting and running.
 func queueDepth(ctx context.Context, pool *pgxpool.Pool) (waiting, running int, err error) {
-	err = pool.QueryRow(ctx, `
+	err = pool.QueryRow(ctx, `/* bench */
 SELECT count(*) FILTER (WHERE state IN ('available', 'scheduled', 'retryable')), count(*) FILTER (WHERE state = 'running')
 FROM river_job WHERE queue = $1`, jobs.QueueTicks).Scan(&waiting, &running)
 	return waiting, running, err
@@ -232,6 +232,21 @@ func resetStatements(ctx context.Context, pool *pgxpool.Pool) bool {
 	}
 	_, err := pool.Exec(ctx, `SELECT pg_stat_statements_reset()`)
 	return err == nil
+}
+
+// harnessMark starts the text of the harness's own queries during a measurement, so that
+// statementsRun can leave them out.
+const harnessMark = "/* bench */"
+
+// statementsRun counts the statements the bench database ran since pg_stat_statements was
+// last reset, other than the harness's own.
+func statementsRun(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var n int64
+	err := pool.QueryRow(ctx, harnessMark+`
+SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND NOT starts_with(query, $1) AND query <> 'SELECT pg_stat_statements_reset()'`, harnessMark).Scan(&n)
+	return n, err
 }
 
 // topStatements lists the statements of the bench database that took the most time.

@@ -100,8 +100,13 @@ func (s *Store) DeleteTown(ctx context.Context, id string) error {
 
 // ListDueTowns lists towns whose tick is due at now, or whose pending events are older
 // than pendingBefore (a lost wake-up).
-func (s *Store) ListDueTowns(ctx context.Context, now, pendingBefore time.Time, limit int) ([]string, error) {
-	ids, err := s.q.TownListDue(ctx, s.Pool, dbsqlc.TownListDueParams{Now: now, PendingBefore: pendingBefore, MaxRows: int32(limit)})
+//
+// Towns on the idle cadence (their next tick more than activeInterval after their last)
+// that were due after quietBefore are left out: quiet ticks take them (LockQuietTowns).
+func (s *Store) ListDueTowns(ctx context.Context, now, pendingBefore time.Time, activeInterval time.Duration, quietBefore time.Time, limit int) ([]string, error) {
+	ids, err := s.q.TownListDue(ctx, s.Pool, dbsqlc.TownListDueParams{
+		Now: now, PendingBefore: pendingBefore, ActiveInterval: interval(activeInterval), QuietBefore: quietBefore, MaxRows: int32(limit),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list due towns: %w", err)
 	}

@@ -226,12 +226,7 @@ func (t *TownTx) LoadState(ctx context.Context) (*reconciler.Snapshot, error) {
 }
 
 func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.Snapshot, error) {
-	s := &reconciler.Snapshot{
-		TownID:         t.TownID,
-		Draining:       t.Town.Draining,
-		DrainStartedAt: timeOrZero(t.Town.DrainStartedAt),
-		Config:         townConfig(t.Town.Config),
-	}
+	s := emptySnapshot(t.Town)
 	var (
 		p        pipeline
 		beads    []dbsqlc.Bead

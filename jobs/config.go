@@ -17,7 +17,8 @@ type Config struct {
 	// FetchCooldown is River's minimum time between fetches of one queue (default 5 ms;
 	// River's 100 ms caps throughput near workers ÷ cooldown).
 	FetchCooldown time.Duration
-	// FetchPollInterval is River's fallback poll interval (default 200 ms).
+	// FetchPollInterval is River's fallback poll interval (default 1 s). Jobs are fetched
+	// when an insert announces them; the poll only catches what no announcement reached.
 	FetchPollInterval time.Duration
 	// ActiveInterval is the cadence of a town with active work (default 5 s).
 	ActiveInterval time.Duration
@@ -26,6 +27,11 @@ type Config struct {
 	// SweepInterval is how often the leader looks for due towns and lost wake-ups
 	// (default 1 s).
 	SweepInterval time.Duration
+	// QuietInterval is how often the leader's sweep ticks the due towns on the idle
+	// cadence that nothing changed since their last tick, in batches (quiet ticks, default
+	// 5 s; negative: never, every town gets a full tick of its own). Such a town ticks up
+	// to this much after it was due and keeps its cadence.
+	QuietInterval time.Duration
 	// DrainBatch is the most events one tick drains (default 500).
 	DrainBatch int
 	// MaxEventAttempts is how often a failing event is tried before it goes dead
@@ -102,10 +108,13 @@ func (c Config) withDefaults() Config {
 	defInt(&c.TickWorkers, 8)
 	defInt(&c.SideEffectWorkers, 32)
 	def(&c.FetchCooldown, 5*time.Millisecond)
-	def(&c.FetchPollInterval, 200*time.Millisecond)
+	def(&c.FetchPollInterval, time.Second)
 	def(&c.ActiveInterval, reconciler.ActiveTickInterval)
 	def(&c.IdleInterval, reconciler.IdleTickInterval)
 	def(&c.SweepInterval, time.Second)
+	if c.QuietInterval == 0 {
+		c.QuietInterval = 5 * time.Second
+	}
 	defInt(&c.DrainBatch, DefaultDrainBatch)
 	defInt(&c.MaxEventAttempts, 3)
 	def(&c.BusyRetry, 50*time.Millisecond)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -70,6 +71,9 @@ type Service struct {
 	onTick   func(string, TickResult)
 	announce *announcer
 	workers  bool
+
+	quietMu   sync.Mutex
+	lastQuiet time.Time // when this process's sweep last ran quiet ticks
 
 	stopRecovery context.CancelFunc
 	recoveryDone chan struct{}

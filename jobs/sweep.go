@@ -42,13 +42,30 @@ func (w *SweepWorker) Work(ctx context.Context, _ *river.Job[SweepArgs]) error {
 	return err
 }
 
-// Sweep enqueues ticks for every due town and returns how many towns were due.
+// Sweep enqueues ticks for every due town and returns how many towns were due. Every
+// QuietInterval it first runs the quiet ticks (QuietTicks) of the towns on the idle
+// cadence; the towns those leave to a full tick join the due towns. Between those runs the
+// sweep leaves such towns alone, unless one has waited three quiet intervals (a failing
+// quiet run must not stop a town's cadence).
 func (s *Service) Sweep(ctx context.Context) (int, error) {
 	now := s.Ticker.clock()
-	ids, err := s.store.ListDueTowns(ctx, now, time.Now().Add(-s.cfg.SweepInterval), sweepBatch)
+	quietBefore := now // quiet ticks off: every due town gets a full tick
+	var fallback []string
+	if s.cfg.QuietInterval > 0 {
+		quietBefore = now.Add(-3 * s.cfg.QuietInterval)
+		if s.quietDue(now) {
+			res, err := s.QuietTicks(ctx)
+			if err != nil {
+				s.logger.Error("quiet ticks failed; their towns get full ticks once overdue", "error", err)
+			}
+			fallback = res.Fallback
+		}
+	}
+	ids, err := s.store.ListDueTowns(ctx, now, time.Now().Add(-s.cfg.SweepInterval), s.cfg.ActiveInterval, quietBefore, sweepBatch)
 	if err != nil {
 		return 0, err
 	}
+	ids = appendMissing(ids, fallback)
 	if len(ids) == 0 {
 		return 0, nil
 	}
@@ -158,4 +175,34 @@ func (w *MaintenanceWorker) Work(ctx context.Context, _ *river.Job[MaintenanceAr
 			"partitions_dropped", res.PartitionsDropped, "rollup_rows_pruned", res.RollupRowsPruned)
 	}
 	return nil
+}
+
+// quietDue reports whether the sweep at now runs quiet ticks: the first sweep of this
+// process, then once per QuietInterval.
+func (s *Service) quietDue(now time.Time) bool {
+	s.quietMu.Lock()
+	defer s.quietMu.Unlock()
+	if !s.lastQuiet.IsZero() && now.Sub(s.lastQuiet) < s.cfg.QuietInterval {
+		return false
+	}
+	s.lastQuiet = now
+	return true
+}
+
+// appendMissing appends to ids the elements of more it does not hold.
+func appendMissing(ids, more []string) []string {
+	if len(more) == 0 {
+		return ids
+	}
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		seen[id] = true
+	}
+	for _, id := range more {
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }

@@ -46,6 +46,7 @@ type Reporter interface {
 type Observer interface {
 	TickObserved(total, drain, snapshot, reconcile, apply time.Duration)
 	TickOutcome(outcome string)
+	QuietTicks(n int)
 	EventsDrained(applied, failed, dead int)
 	Actions(emitted, skipped map[string]int)
 	SideEffect(kind, outcome string)
@@ -56,6 +57,7 @@ type nopObserver struct{}
 
 func (nopObserver) TickObserved(_, _, _, _, _ time.Duration) {}
 func (nopObserver) TickOutcome(string)                       {}
+func (nopObserver) QuietTicks(int)                           {}
 func (nopObserver) EventsDrained(_, _, _ int)                {}
 func (nopObserver) Actions(_, _ map[string]int)              {}
 func (nopObserver) SideEffect(_, _ string)                   {}
@@ -109,6 +111,8 @@ type TickResult struct {
 	StateChanged bool
 	StateHash    uint64
 	StateParts   []uint64
+	// Quiet: a quiet tick (Service.QuietTicks), one of a batch of idle towns.
+	Quiet bool
 }
 
 // Tick runs one tick of a town on tx. It returns db.ErrTownBusy when another tick holds

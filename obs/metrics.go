@@ -18,6 +18,7 @@ type Metrics struct {
 	events       *prometheus.CounterVec
 	actions      *prometheus.CounterVec
 	skipped      *prometheus.CounterVec
+	quiet        prometheus.Counter
 	sideEffects  *prometheus.CounterVec
 	violations   *prometheus.CounterVec
 }
@@ -34,6 +35,9 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 		ticks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gastown_ticks_total", Help: "Ticks by outcome: ok, busy (town held by another tick), gone (town deleted), error.",
 		}, []string{"outcome"}),
+		quiet: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gastown_quiet_ticks_total", Help: "Quiet ticks: idle towns ticked in batches (also counted as ok ticks).",
+		}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gastown_events_total", Help: "Town events drained by ticks, by result: applied, failed (will retry), dead.",
 		}, []string{"result"}),
@@ -50,7 +54,7 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 			Name: "gastown_invariant_violations_started_total", Help: "Invariant violation episodes that started, by invariant.",
 		}, []string{"invariant"}),
 	}
-	m.Registry.MustRegister(m.tickDuration, m.ticks, m.events, m.actions, m.skipped, m.sideEffects, m.violations,
+	m.Registry.MustRegister(m.tickDuration, m.ticks, m.quiet, m.events, m.actions, m.skipped, m.sideEffects, m.violations,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if pool != nil {
 		m.Registry.MustRegister(&poolCollector{pool: pool}, &queueCollector{pool: pool})
@@ -65,6 +69,9 @@ func (m *Metrics) TickObserved(total, drain, snapshot, reconcile, apply time.Dur
 		m.tickDuration.WithLabelValues(phase).Observe(d.Seconds())
 	}
 }
+
+// QuietTicks counts quiet ticks (each is also observed with TickObserved).
+func (m *Metrics) QuietTicks(n int) { m.quiet.Add(float64(n)) }
 
 // TickOutcome counts a tick that did not run to the end (busy, gone, error).
 func (m *Metrics) TickOutcome(outcome string) { m.ticks.WithLabelValues(outcome).Inc() }

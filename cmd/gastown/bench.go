@@ -130,6 +130,9 @@ func printReport(out io.Writer, r *bench.Report) {
 	if len(r.QueueDepth) > 0 {
 		row("tick queue depth (1/s)", "%v", r.QueueDepth)
 	}
+	if r.StatementsPerSec > 0 {
+		row("Postgres statements/s", "%.1f (pg_stat_statements)", r.StatementsPerSec)
+	}
 	if r.PostgresTPS > 0 {
 		row("Postgres transactions/s", "%.0f (%.1f per tick)", r.PostgresTPS, r.TxPerTick)
 	}

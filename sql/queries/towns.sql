@@ -36,8 +36,12 @@ WHERE town_id = @town_id;
 -- name: TownListDue :many
 -- TownListDue lists towns whose next tick is due, or that have pending events older than
 -- @pending_before (their wake-up was lost, e.g. a process died after committing events).
+-- Towns on the idle cadence (the last tick scheduled the next more than @active_interval
+-- later) are left to the quiet ticks (quiet_ticks.sql) unless they were due by @quiet_before.
 SELECT t.town_id FROM towns t
 WHERE t.next_tick_at <= @now
+  AND (t.last_tick_at IS NULL OR t.next_tick_at - t.last_tick_at <= @active_interval::interval
+       OR t.next_tick_at <= @quiet_before)
 UNION
 SELECT DISTINCT e.town_id FROM town_events e
 WHERE e.state = 'pending' AND e.created_at <= @pending_before

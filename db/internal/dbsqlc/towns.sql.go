@@ -8,6 +8,8 @@ package dbsqlc
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const townClearDraining = `-- name: TownClearDraining :exec
@@ -198,22 +200,34 @@ func (q *Queries) TownList(ctx context.Context, db DBTX, maxRows int32) ([]Town,
 const townListDue = `-- name: TownListDue :many
 SELECT t.town_id FROM towns t
 WHERE t.next_tick_at <= $2
+  AND (t.last_tick_at IS NULL OR t.next_tick_at - t.last_tick_at <= $3::interval
+       OR t.next_tick_at <= $4)
 UNION
 SELECT DISTINCT e.town_id FROM town_events e
-WHERE e.state = 'pending' AND e.created_at <= $3
+WHERE e.state = 'pending' AND e.created_at <= $5
 LIMIT $1
 `
 
 type TownListDueParams struct {
-	MaxRows       int32
-	Now           time.Time
-	PendingBefore time.Time
+	MaxRows        int32
+	Now            time.Time
+	ActiveInterval pgtype.Interval
+	QuietBefore    time.Time
+	PendingBefore  time.Time
 }
 
 // TownListDue lists towns whose next tick is due, or that have pending events older than
 // @pending_before (their wake-up was lost, e.g. a process died after committing events).
+// Towns on the idle cadence (the last tick scheduled the next more than @active_interval
+// later) are left to the quiet ticks (quiet_ticks.sql) unless they were due by @quiet_before.
 func (q *Queries) TownListDue(ctx context.Context, db DBTX, arg TownListDueParams) ([]string, error) {
-	rows, err := db.Query(ctx, townListDue, arg.MaxRows, arg.Now, arg.PendingBefore)
+	rows, err := db.Query(ctx, townListDue,
+		arg.MaxRows,
+		arg.Now,
+		arg.ActiveInterval,
+		arg.QuietBefore,
+		arg.PendingBefore,
+	)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,101 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+// quietBatchSize bounds the towns of one quiet batch (one transaction).
+const quietBatchSize = 2000
+
+// QuietResult is what one run of quiet ticks did.
+type QuietResult struct {
+	// Ticked towns had their quiet tick; Fallback towns need a full tick (the rules found
+	// something to do, or a batch left them out: see db.QuietBatch.Busy).
+	Ticked   int
+	Fallback []string
+}
+
+// QuietTicks ticks the due towns on the idle cadence that nothing changed since their
+// last tick, a batch at a time: one transaction locks up to quietBatchSize of them, loads
+// their snapshots with one statement per table, runs the rules, the invariants and the
+// active-work check on each in memory, and finishes every town they find nothing in with
+// one statement (its reconciler_ticks row and next tick). The tick is the one a full tick
+// would be — same rules on the same state, no input, no action, nothing recorded for
+// replay — without a River job and a dozen statements per town. The other towns are
+// returned for full ticks.
+func (s *Service) QuietTicks(ctx context.Context) (QuietResult, error) {
+	var out QuietResult
+	for {
+		ticked, fallback, seen, err := s.quietBatch(ctx)
+		if err != nil {
+			return out, err
+		}
+		out.Ticked += ticked
+		out.Fallback = append(out.Fallback, fallback...)
+		if seen < quietBatchSize {
+			return out, nil
+		}
+	}
+}
+
+// quietBatch runs one batch; seen counts the towns it locked.
+func (s *Service) quietBatch(ctx context.Context) (ticked int, fallback []string, seen int, err error) {
+	tx, err := s.store.Pool.Begin(ctx)
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("begin quiet ticks: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	started := time.Now()
+	now := s.Ticker.clock().UTC().Truncate(time.Microsecond)
+	b, err := s.store.LockQuietTowns(ctx, tx, now, db.QuietOptions{
+		ActiveInterval: s.cfg.ActiveInterval, EventRetention: s.cfg.EventRetention, Max: quietBatchSize,
+	})
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	loaded := time.Now()
+	fallback = b.Busy
+	ticks := make([]db.QuietTick, 0, len(b.Towns))
+	for _, t := range b.Towns {
+		snap := t.Snapshot
+		if len(reconciler.Reconcile(snap, reconciler.Options{}, now)) > 0 ||
+			len(reconciler.CheckInvariants(snap)) > 0 || reconciler.HasActiveWork(snap, now) {
+			fallback = append(fallback, t.TownID)
+			continue
+		}
+		// The cadence is kept from when the town was due, not from when the batch ran.
+		next := t.DueAt.Add(s.cfg.IdleInterval)
+		if !next.After(now) {
+			next = now.Add(s.cfg.IdleInterval)
+		}
+		ticks = append(ticks, db.QuietTick{TownID: t.TownID, TickID: t.TickID, NextTickAt: next})
+	}
+	reconciled := time.Now()
+	snapshot, reconcile := loaded.Sub(started), reconciled.Sub(loaded)
+	if err := b.Finish(ctx, ticks, reconciled.Sub(started), snapshot, reconcile); err != nil {
+		return 0, nil, 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, nil, 0, fmt.Errorf("commit quiet ticks: %w", err)
+	}
+	committed := time.Now()
+	if n := time.Duration(len(ticks)); n > 0 {
+		s.observer.QuietTicks(len(ticks))
+		for _, t := range ticks {
+			s.observer.TickObserved(reconciled.Sub(started)/n, 0, snapshot/n, reconcile/n, 0)
+			if s.onTick != nil {
+				s.onTick(t.TownID, TickResult{
+					TickID: t.TickID, ClockAt: now, NextTickAt: t.NextTickAt, Quiet: true,
+					WallClock: reconciled.Sub(started) / n, SnapshotTime: snapshot / n, ReconcileTime: reconcile / n,
+					CommitTime: committed.Sub(reconciled), CommittedAt: committed,
+				})
+			}
+		}
+	}
+	return len(ticks), fallback, len(b.Towns), nil
+}
