@@ -254,3 +254,77 @@ func TestQuietTicksSkipHeldAndBusyTowns(t *testing.T) {
 	require.True(t, r.(TickResult).Quiet)
 	require.NoError(t, tx.Rollback(ctx))
 }
+
+// Through the real sweep and River workers: idle towns keep their cadence by quiet ticks
+// alone, a town with active work keeps ticking by full ticks, and an idle town that gets an
+// event is ticked in full at once and then returns to quiet ticks.
+func TestSweepKeepsTheIdleCadenceWithQuietTicks(t *testing.T) {
+	t.Parallel()
+	const idle, quietEvery = time.Second, 200 * time.Millisecond
+	type tick struct {
+		at, next time.Time
+		quiet    bool
+	}
+	var mu sync.Mutex
+	ticks := map[string][]tick{}
+	b := setup(t, testOpts{workers: true, cfg: Config{
+		SweepInterval: 50 * time.Millisecond, QuietInterval: quietEvery, IdleInterval: idle, ActiveInterval: 100 * time.Millisecond,
+	}, onTick: func(town string, res TickResult) {
+		mu.Lock()
+		defer mu.Unlock()
+		ticks[town] = append(ticks[town], tick{res.ClockAt, res.NextTickAt, res.Quiet})
+	}})
+	ctx := context.Background()
+	var idleTowns []string
+	for range 20 {
+		town, err := b.store.CreateTown(ctx, db.NewID(), "idle", reconciler.TownConfig{}, time.Now())
+		require.NoError(t, err)
+		idleTowns = append(idleTowns, town.ID)
+	}
+	active, rig := b.newTown(t)
+	_, err := b.svc.Events.Append(ctx, active, beadCreated(rig, "waits", heldLabel))
+	require.NoError(t, err)
+
+	time.Sleep(3500 * time.Millisecond)
+	// An event for an idle town: a full tick takes it at once.
+	woken := idleTowns[0]
+	appended := time.Now()
+	created := beadCreated("", "short-lived")
+	_, err = b.svc.Events.Append(ctx, woken, created, db.NewEvent{Type: reconciler.EventBeadCancelled, BeadID: created.BeadID,
+		Payload: reconciler.BeadCancelledPayload{CancelStatus: reconciler.StatusClosed}})
+	require.NoError(t, err)
+	time.Sleep(2500 * time.Millisecond)
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, town := range idleTowns {
+		ts := ticks[town]
+		require.GreaterOrEqual(t, len(ts), 4, "an idle town ticked %d times in 6 s on a 1 s cadence", len(ts))
+		require.False(t, ts[0].quiet, "a new town's first tick is a full one")
+		quietTicks := 0
+		for i := 1; i < len(ts); i++ {
+			if ts[i].quiet {
+				quietTicks++
+				due := ts[i-1].next
+				require.False(t, ts[i].at.Before(due), "quiet tick %d of a town came before it was due", i)
+				require.Less(t, ts[i].at.Sub(due), time.Second, "quiet tick %d of a town came late", i)
+				require.True(t, ts[i].next.Equal(due.Add(idle)), "a quiet tick keeps the cadence from when the town was due")
+			}
+		}
+		require.GreaterOrEqual(t, quietTicks, 2)
+	}
+	var full []tick
+	for _, tk := range ticks[woken] {
+		if !tk.quiet && tk.at.After(appended) {
+			full = append(full, tk)
+		}
+	}
+	require.NotEmpty(t, full, "the woken town had no full tick")
+	require.Less(t, full[0].at.Sub(appended), 500*time.Millisecond, "the event waited for the idle cadence")
+	require.True(t, ticks[woken][len(ticks[woken])-1].quiet, "the woken town did not return to quiet ticks")
+	activeTicks := ticks[active]
+	require.GreaterOrEqual(t, len(activeTicks), 10, "a town with active work ticks on its 100 ms cadence (as often as the sweep runs)")
+	for _, tk := range activeTicks {
+		require.False(t, tk.quiet, "a town with active work was quiet-ticked")
+	}
+}

@@ -150,9 +150,12 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 		river.AddWorker(w, &ObserveWorker{svc: svc})
 		rc.Workers = w
 		rc.Queues = map[string]river.QueueConfig{
-			QueueTicks:         {MaxWorkers: cfg.TickWorkers},
-			QueueSideEffects:   {MaxWorkers: cfg.SideEffectWorkers},
-			river.QueueDefault: {MaxWorkers: 4},
+			QueueTicks:       {MaxWorkers: cfg.TickWorkers},
+			QueueSideEffects: {MaxWorkers: cfg.SideEffectWorkers},
+			// The periodic jobs (the sweep first) go in without an announcement: the
+			// default queue polls as often as the sweep runs, at most every
+			// FetchPollInterval.
+			river.QueueDefault: {MaxWorkers: 4, FetchPollInterval: min(cfg.SweepInterval, cfg.FetchPollInterval)},
 		}
 		rc.PeriodicJobs = []*river.PeriodicJob{
 			river.NewPeriodicJob(river.PeriodicInterval(cfg.SweepInterval),

@@ -37,6 +37,8 @@ type testOpts struct {
 	// runtime and codeHost replace the simulators (adapters over HTTP).
 	runtime  agentrt.Runtime
 	codeHost codehost.Host
+	// onTick hears about every committed tick.
+	onTick func(string, TickResult)
 }
 
 func setup(t testing.TB, o testOpts) *testBundle {
@@ -48,7 +50,7 @@ func setup(t testing.TB, o testOpts) *testBundle {
 	if o.cfg.SweepInterval == 0 {
 		o.cfg.SweepInterval = time.Hour // tests that rely on the sweep say so
 	}
-	deps := Deps{Store: store, Runtime: sim, CodeHost: o.codeHost, Logger: quiet}
+	deps := Deps{Store: store, Runtime: sim, CodeHost: o.codeHost, Logger: quiet, OnTick: o.onTick}
 	if o.runtime != nil {
 		deps.Runtime = o.runtime
 	}

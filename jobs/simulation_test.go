@@ -176,8 +176,8 @@ func TestSimulatedFleetRun(t *testing.T) {
 }
 
 // waitingOnATimer reports whether an open bead is legitimately waiting: it, or the live MR
-// or task it waits for, is inside its dispatch backoff, has a working agent, or is a PR
-// still being polled.
+// or task it waits for (or that blocks it), is inside its dispatch backoff, has a working
+// agent or one idle on its hook not yet stale, or is a PR still being polled.
 func waitingOnATimer(t *testing.T, store *db.Store, townID, beadID string) (bool, string) {
 	t.Helper()
 	ctx := context.Background()
@@ -202,6 +202,11 @@ func waitingOnATimer(t *testing.T, store *db.Store, townID, beadID string) (bool
 			if a.Status == reconciler.AgentWorking {
 				return true
 			}
+			// An agent idle on its hook (its start failed or it crashed) is unhooked once
+			// its last activity is HeartbeatStale old.
+			if a.Status == reconciler.AgentIdle && now.Sub(a.LastActivityAt) < reconciler.HeartbeatStale+5*time.Second {
+				return true
+			}
 		}
 		// A PR MR is polled until its PR is merged or closed.
 		if rev := s.Review(id); rev != nil && rev.PRURL != "" && b.Status == reconciler.StatusInProgress {
@@ -215,6 +220,12 @@ func waitingOnATimer(t *testing.T, store *db.Store, townID, beadID string) (bool
 	candidates = append(candidates, s.TrackedBy(beadID)...) // its MRs, or a convoy's tasks and landing MR
 	for _, id := range s.TrackedBy(beadID) {
 		candidates = append(candidates, s.TrackedBy(id)...) // a convoy task's MRs
+	}
+	for _, d := range s.Dependencies {
+		if d.BeadID == beadID && d.Type == reconciler.DepBlocks {
+			candidates = append(candidates, d.DependsOnID) // the task it waits for
+			candidates = append(candidates, s.TrackedBy(d.DependsOnID)...)
+		}
 	}
 	for _, id := range candidates {
 		if busy(id) {
