@@ -113,6 +113,7 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string) {
 	f.DurationVar(&c.Jobs.ActiveInterval, "active-interval", envDuration("GASTOWN_ACTIVE_INTERVAL", 5*time.Second), "tick cadence of a town with active work (env GASTOWN_ACTIVE_INTERVAL)")
 	f.DurationVar(&c.Jobs.IdleInterval, "idle-interval", envDuration("GASTOWN_IDLE_INTERVAL", 5*time.Minute), "tick cadence of an idle town (env GASTOWN_IDLE_INTERVAL)")
 	f.DurationVar(&c.Jobs.SweepInterval, "sweep-interval", envDuration("GASTOWN_SWEEP_INTERVAL", time.Second), "how often the leader looks for due towns (env GASTOWN_SWEEP_INTERVAL)")
+	f.DurationVar(&c.Jobs.QuietInterval, "quiet-interval", envDuration("GASTOWN_QUIET_INTERVAL", 5*time.Second), "how often the leader ticks due idle towns with nothing to do in batches; negative: never, each gets a full tick (env GASTOWN_QUIET_INTERVAL)")
 	f.IntVar(&c.Jobs.DrainBatch, "drain-batch", envInt("GASTOWN_DRAIN_BATCH", 500), "most events one tick drains (env GASTOWN_DRAIN_BATCH)")
 	f.IntVar(&c.Jobs.MaxEventAttempts, "max-event-attempts", envInt("GASTOWN_MAX_EVENT_ATTEMPTS", 3), "applies of a failing event before it goes dead (env GASTOWN_MAX_EVENT_ATTEMPTS)")
 	f.DurationVar(&c.Jobs.TickTimeout, "tick-timeout", envDuration("GASTOWN_TICK_TIMEOUT", 30*time.Second), "longest a tick may run before it is abandoned and rolled back (env GASTOWN_TICK_TIMEOUT)")
