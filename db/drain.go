@@ -56,8 +56,10 @@ type EventFailure struct {
 // reference.
 func (t *TownTx) DrainEvents(ctx context.Context, opts DrainOptions) (res DrainResult, err error) {
 	defer t.flushOnReturn(ctx, &err)
-	rows, err := t.q.EventListPending(ctx, t.db, dbsqlc.EventListPendingParams{TownID: t.TownID, MaxRows: int32(opts.MaxEvents + 1)})
-	if err != nil {
+	var rows []dbsqlc.TownEvent
+	if pf := t.prefetched; pf != nil && pf.pending != nil && pf.drainBatch == opts.MaxEvents {
+		rows, pf.pending = pf.pending, nil // read with the lock (BeginTick)
+	} else if rows, err = t.q.EventListPending(ctx, t.db, dbsqlc.EventListPendingParams{TownID: t.TownID, MaxRows: int32(opts.MaxEvents + 1)}); err != nil {
 		return res, fmt.Errorf("list pending events: %w", err)
 	}
 	if len(rows) > opts.MaxEvents {

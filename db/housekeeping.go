@@ -41,51 +41,90 @@ func (r HousekeepingResult) ChangedState() bool {
 // Housekeeping is SPEC.md §1.3 step 12, inside the tick: deliver mail to working agents,
 // expire nudges, re-escalate stale escalations, start a triage batch when triage requests
 // wait, and prune old processed events (a bounded batch per tick).
+//
+// One statement finds which steps have anything to do (most ticks: none); only those run
+// their own queries.
 func (t *TownTx) Housekeeping(ctx context.Context, retention time.Duration) (res HousekeepingResult, err error) {
 	defer t.flushOnReturn(ctx, &err)
-	mail, err := t.q.BeadListUndeliveredMail(ctx, t.db, dbsqlc.BeadListUndeliveredMailParams{TownID: t.TownID, MaxRows: mailPerTick})
+	due, err := t.q.HousekeepingDue(ctx, t.db, dbsqlc.HousekeepingDueParams{
+		TownID: t.TownID, Now: &t.Now, MaxCount: reconciler.MaxReEscalations, PruneBefore: t.Now.Add(-retention),
+	})
 	if err != nil {
-		return res, fmt.Errorf("list mail: %w", err)
+		return res, fmt.Errorf("housekeeping: %w", err)
 	}
-	for _, row := range mail {
-		m := beadFromInternal(&row)
-		if err := t.mergeMetadata(ctx, m.ID, map[string]any{"delivery_requested_at": t.Now}); err != nil {
+	if due.Mail {
+		if res.MailRequested, err = t.requestMail(ctx); err != nil {
 			return res, err
 		}
-		t.addSideEffect(SendMessageEffect{AgentID: m.AssigneeID, Message: m.Title + "\n\n" + m.Body, MailBeadID: m.ID})
-		res.MailRequested++
 	}
-	n, err := t.q.NudgeDeleteExpired(ctx, t.db, dbsqlc.NudgeDeleteExpiredParams{TownID: t.TownID, Now: &t.Now})
-	if err != nil {
-		return res, fmt.Errorf("expire nudges: %w", err)
-	}
-	res.NudgesExpired = int(n)
-	if res.ReEscalated, err = t.reEscalate(ctx); err != nil {
-		return res, err
-	}
-	if res.TriageBatch, err = t.maybeStartTriage(ctx); err != nil {
-		return res, err
-	}
-	pruned, err := t.q.EventPruneProcessed(ctx, t.db, dbsqlc.EventPruneProcessedParams{TownID: t.TownID, Before: t.Now.Add(-retention), MaxRows: PruneBatch})
-	if err != nil {
-		return res, fmt.Errorf("prune events: %w", err)
-	}
-	res.EventsPruned = int(pruned)
-	if pruned > 0 { // the tick records go with the events (same retention)
-		newest, err := t.q.TickInputPrune(ctx, t.db, dbsqlc.TickInputPruneParams{TownID: t.TownID, Before: t.Now.Add(-retention), MaxRows: PruneBatch})
+	if due.Nudges {
+		n, err := t.q.NudgeDeleteExpired(ctx, t.db, dbsqlc.NudgeDeleteExpiredParams{TownID: t.TownID, Now: &t.Now})
 		if err != nil {
-			return res, fmt.Errorf("prune tick records: %w", err)
+			return res, fmt.Errorf("expire nudges: %w", err)
 		}
-		if newest > 0 {
-			// No replay can start before the records that remain: drop those checkpoints
-			// and have this tick take one, so there always is a place to start.
-			if _, err := t.q.CheckpointPrune(ctx, t.db, dbsqlc.CheckpointPruneParams{TownID: t.TownID, BeforeTick: newest}); err != nil {
-				return res, fmt.Errorf("prune checkpoints: %w", err)
-			}
-			res.CheckpointNeeded = true
+		res.NudgesExpired = int(n)
+	}
+	if due.Escalations {
+		if res.ReEscalated, err = t.reEscalate(ctx); err != nil {
+			return res, err
+		}
+	}
+	if due.Triage {
+		if res.TriageBatch, err = t.maybeStartTriage(ctx); err != nil {
+			return res, err
+		}
+	}
+	if due.Prune {
+		if res.EventsPruned, res.CheckpointNeeded, err = t.prune(ctx, retention); err != nil {
+			return res, err
 		}
 	}
 	return res, nil
+}
+
+// requestMail asks for the delivery of undelivered mail to working agents.
+func (t *TownTx) requestMail(ctx context.Context) (int, error) {
+	mail, err := t.q.BeadListUndeliveredMail(ctx, t.db, dbsqlc.BeadListUndeliveredMailParams{TownID: t.TownID, MaxRows: mailPerTick})
+	if err != nil {
+		return 0, fmt.Errorf("list mail: %w", err)
+	}
+	requested := 0
+	for _, row := range mail {
+		m := beadFromInternal(&row)
+		if err := t.mergeMetadata(ctx, m.ID, map[string]any{"delivery_requested_at": t.Now}); err != nil {
+			return requested, err
+		}
+		t.addSideEffect(SendMessageEffect{AgentID: m.AssigneeID, Message: m.Title + "\n\n" + m.Body, MailBeadID: m.ID})
+		requested++
+	}
+	return requested, nil
+}
+
+// prune deletes a bounded batch of old processed events and, with them, the tick records
+// of the same age; checkpointNeeded reports that it dropped the checkpoints a replay could
+// start from, so the tick must take one.
+func (t *TownTx) prune(ctx context.Context, retention time.Duration) (pruned int, checkpointNeeded bool, err error) {
+	n, err := t.q.EventPruneProcessed(ctx, t.db, dbsqlc.EventPruneProcessedParams{TownID: t.TownID, Before: t.Now.Add(-retention), MaxRows: PruneBatch})
+	if err != nil {
+		return 0, false, fmt.Errorf("prune events: %w", err)
+	}
+	if n == 0 {
+		return 0, false, nil
+	}
+	// The tick records go with the events (same retention).
+	newest, err := t.q.TickInputPrune(ctx, t.db, dbsqlc.TickInputPruneParams{TownID: t.TownID, Before: t.Now.Add(-retention), MaxRows: PruneBatch})
+	if err != nil {
+		return int(n), false, fmt.Errorf("prune tick records: %w", err)
+	}
+	if newest == 0 {
+		return int(n), false, nil
+	}
+	// No replay can start before the records that remain: drop those checkpoints and have
+	// this tick take one, so there always is a place to start.
+	if _, err := t.q.CheckpointPrune(ctx, t.db, dbsqlc.CheckpointPruneParams{TownID: t.TownID, BeforeTick: newest}); err != nil {
+		return int(n), false, fmt.Errorf("prune checkpoints: %w", err)
+	}
+	return int(n), true, nil
 }
 
 var nextSeverity = map[string]reconciler.Priority{

@@ -16,7 +16,6 @@ var fleetQueries = map[string]string{
 	"TownInsert":               "creates a tenant",
 	"TownList":                 "lists tenants",
 	"TownListDue":              "the sweep: towns due for a tick",
-	"TickNextID":               "a sequence",
 	"TickEnsurePartitions":     "partition maintenance",
 	"TickDropPartitionsBefore": "partition retention",
 	"RollupWatermark":          "fleet-wide rollup",

@@ -36,21 +36,59 @@ type TownTx struct {
 	idSeq       uint64
 	lastSeq     int64
 	sideEffects []SideEffect
+	// prefetched: the heartbeats and pending events read with the lock, until used.
+	prefetched *prefetched
+	// openViolations and pendingCount are read with the snapshot (LoadSnapshot).
+	openViolations []dbsqlc.InvariantViolation
+	pendingCount   int
+	pendingCounted bool
 }
 
 // LockTown begins a TownTx on tx: it locks the town row and allocates the tick id. With
 // wait false a town locked by another tick returns ErrTownBusy at once; with wait true
 // it waits up to the session's lock_timeout. A missing town is ErrNotFound.
 func (s *Store) LockTown(ctx context.Context, tx pgx.Tx, townID string, now time.Time, wait bool, logger *slog.Logger) (*TownTx, error) {
-	var (
-		town dbsqlc.Town
-		err  error
-	)
-	if wait {
-		town, err = s.q.TownLockForTickWait(ctx, tx, townID)
-	} else {
-		town, err = s.q.TownLockForTick(ctx, tx, townID)
+	t, err := s.lockTown(ctx, tx, townID, wait, 0, logger)
+	if err != nil {
+		return nil, err
 	}
+	t.Now = now
+	return t, nil
+}
+
+// BeginTick is LockTown for a tick that drains at most drainBatch events: in the same
+// round trip as the lock it reads the heartbeats and the pending events the tick takes
+// first (ApplyHeartbeats and DrainEvents use them). The reads run after the lock
+// statement, in the transaction that holds the town. The caller sets Now.
+func (s *Store) BeginTick(ctx context.Context, tx pgx.Tx, townID string, wait bool, drainBatch int, logger *slog.Logger) (*TownTx, error) {
+	return s.lockTown(ctx, tx, townID, wait, drainBatch, logger)
+}
+
+func (s *Store) lockTown(ctx context.Context, tx pgx.Tx, townID string, wait bool, drainBatch int, logger *slog.Logger) (*TownTx, error) {
+	var (
+		p          pipeline
+		row        dbsqlc.TownLockForTickRow
+		heartbeats []dbsqlc.AgentHeartbeat
+		pending    []dbsqlc.TownEvent
+	)
+	p.add(func(q Querier) (err error) {
+		if wait {
+			var r dbsqlc.TownLockForTickWaitRow
+			r, err = s.q.TownLockForTickWait(ctx, q, townID)
+			row = dbsqlc.TownLockForTickRow(r)
+		} else {
+			row, err = s.q.TownLockForTick(ctx, q, townID)
+		}
+		return
+	})
+	if drainBatch > 0 {
+		p.add(func(q Querier) (err error) { heartbeats, err = s.q.HeartbeatListUnapplied(ctx, q, townID); return })
+		p.add(func(q Querier) (err error) {
+			pending, err = s.q.EventListPending(ctx, q, dbsqlc.EventListPendingParams{TownID: townID, MaxRows: int32(drainBatch + 1)})
+			return
+		})
+	}
+	err := p.run(ctx, tx)
 	if errors.Is(err, pgx.ErrNoRows) {
 		exists, existsErr := s.q.TownGet(ctx, tx, townID)
 		if existsErr == nil && exists.TownID != "" {
@@ -61,11 +99,18 @@ func (s *Store) LockTown(ctx context.Context, tx pgx.Tx, townID string, now time
 	if err != nil {
 		return nil, fmt.Errorf("lock town %s: %w", townID, err)
 	}
-	tickID, err := s.q.TickNextID(ctx, tx)
-	if err != nil {
-		return nil, fmt.Errorf("allocate tick id: %w", err)
+	t := s.newTownTx(tx, row.Town, row.TickID, time.Time{}, logger)
+	if drainBatch > 0 {
+		t.prefetched = &prefetched{heartbeats: heartbeats, pending: pending, drainBatch: drainBatch}
 	}
-	return s.newTownTx(tx, town, tickID, now, logger), nil
+	return t, nil
+}
+
+// prefetched are the tick's first reads, taken with its lock (BeginTick).
+type prefetched struct {
+	heartbeats []dbsqlc.AgentHeartbeat
+	pending    []dbsqlc.TownEvent
+	drainBatch int
 }
 
 // newTownTx is a TownTx on tx for a town whose row the caller read (and locked, for a tick).
@@ -255,6 +300,16 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 			})
 			return
 		})
+		// What the end of the tick needs, in the same round trip: the open violations (only
+		// this tick's RecordViolations changes them) and the events still pending after the
+		// drain.
+		p.add(func(q Querier) (err error) { t.openViolations, err = t.q.ViolationListOpen(ctx, q, t.TownID); return })
+		p.add(func(q Querier) (err error) {
+			n, err := t.q.EventCountPending(ctx, q, t.TownID)
+			t.pendingCount = int(n)
+			t.pendingCounted = err == nil
+			return err
+		})
 	}
 	if err := p.run(ctx, t.db); err != nil {
 		return nil, fmt.Errorf("load snapshot: %w", err)
@@ -319,8 +374,10 @@ func (t *TownTx) ApplyRecordedHeartbeats(ctx context.Context, inputs []Heartbeat
 // touchAgent to each agent that still exists. It returns the inputs it took.
 func (t *TownTx) ApplyHeartbeats(ctx context.Context) (_ []HeartbeatInput, err error) {
 	defer t.flushOnReturn(ctx, &err)
-	rows, err := t.q.HeartbeatListUnapplied(ctx, t.db, t.TownID)
-	if err != nil {
+	var rows []dbsqlc.AgentHeartbeat
+	if t.prefetched != nil && t.prefetched.heartbeats != nil {
+		rows, t.prefetched.heartbeats = t.prefetched.heartbeats, nil
+	} else if rows, err = t.q.HeartbeatListUnapplied(ctx, t.db, t.TownID); err != nil {
 		return nil, fmt.Errorf("list heartbeats: %w", err)
 	}
 	inputs := make([]HeartbeatInput, 0, len(rows))
@@ -439,8 +496,12 @@ func sat32(n int) int32 { return int32(min(max(n, 0), math.MaxInt32)) }
 // micros is a phase duration in whole microseconds, saturating like sat32.
 func micros(d time.Duration) int32 { return sat32(int(d.Microseconds())) }
 
-// PendingEventCount counts the town's pending events (after the drain).
+// PendingEventCount counts the town's pending events after the drain: as LoadSnapshot
+// read them, else now.
 func (t *TownTx) PendingEventCount(ctx context.Context) (int, error) {
+	if t.pendingCounted {
+		return t.pendingCount, nil
+	}
 	n, err := t.q.EventCountPending(ctx, t.db, t.TownID)
 	if err != nil {
 		return 0, fmt.Errorf("count pending events: %w", err)

@@ -14,10 +14,13 @@ import (
 // It returns the violations that started in this tick — the ones to report.
 func (t *TownTx) RecordViolations(ctx context.Context, found []reconciler.Violation) (_ []reconciler.Violation, err error) {
 	defer t.flushOnReturn(ctx, &err)
-	open, err := t.q.ViolationListOpen(ctx, t.db, t.TownID)
-	if err != nil {
-		return nil, fmt.Errorf("list open violations: %w", err)
+	open := t.openViolations // read with the snapshot
+	if open == nil {
+		if open, err = t.q.ViolationListOpen(ctx, t.db, t.TownID); err != nil {
+			return nil, fmt.Errorf("list open violations: %w", err)
+		}
 	}
+	t.openViolations = nil
 	key := func(inv int32, subject string) string { return strconv.Itoa(int(inv)) + "/" + subject }
 	byKey := make(map[string]dbsqlc.InvariantViolation, len(open))
 	for _, o := range open {

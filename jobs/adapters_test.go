@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -204,18 +205,20 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 	// 4. A polecat finishes, its refinery opens a PR; GitHub hangs, then fails, then merges.
 	// working waits for an agent of the role at work and returns it and its bead.
 	working := func(role reconciler.AgentRole) (agent, bead string) {
-		eventually(t, 10*time.Second, func() bool {
+		var seen []string
+		for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(5 * time.Millisecond) {
 			as, err := b.store.ListAgents(ctx, townID)
 			require.NoError(t, err)
+			seen = seen[:0]
 			for _, a := range as {
 				if a.Role == role && a.Status == reconciler.AgentWorking && a.HookBeadID != "" {
-					agent, bead = a.ID, a.HookBeadID
-					return true
+					return a.ID, a.HookBeadID
 				}
+				seen = append(seen, fmt.Sprintf("%s %s hook=%q", a.Role, a.Status, a.HookBeadID))
 			}
-			return false
-		}, "a "+string(role)+" at work")
-		return agent, bead
+		}
+		t.Fatalf("not within 10s: a %s at work; agents: %v", role, seen)
+		return "", ""
 	}
 	polecat, issue := working(reconciler.RolePolecat)
 	_, err = b.svc.Events.Append(ctx, townID, db.NewEvent{Type: reconciler.EventAgentDone, AgentID: polecat, Payload: reconciler.AgentDonePayload{Branch: "gt/p/1"}})

@@ -122,7 +122,7 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	if replay != nil {
 		opts.DryRun = true
 	}
-	tt, err := t.store.LockTown(ctx, tx, townID, time.Time{}, opts.DryRun, t.logger)
+	tt, err := t.store.BeginTick(ctx, tx, townID, opts.DryRun, t.cfg.DrainBatch, t.logger)
 	if err != nil {
 		return TickResult{}, err
 	}

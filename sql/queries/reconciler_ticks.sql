@@ -1,7 +1,3 @@
--- name: TickNextID :one
--- TickNextID allocates the id of a tick before its events are marked with it.
-SELECT nextval('reconciler_ticks_tick_id_seq')::bigint;
-
 -- name: TickInsert :exec
 -- TickInsert writes the metrics row of one tick.
 INSERT INTO reconciler_ticks (tick_id, started_at, town_id, wall_clock_us, drain_us, snapshot_us,

@@ -102,3 +102,22 @@ LIMIT @max_rows;
 UPDATE town_events
 SET state = 'processed', processed_at = @now, processed_tick_id = @tick_id, attempts = attempts + 1
 WHERE town_id = @town_id AND seq = ANY(@seqs::bigint[]);
+
+-- name: HousekeepingDue :one
+-- HousekeepingDue tells a tick which housekeeping steps have anything to do, in one
+-- statement: undelivered mail to a working agent, an expired nudge, an unacknowledged
+-- escalation below the re-escalation cap, an open triage request, an old event to prune.
+-- Each step then runs its own queries only when its flag is set.
+SELECT
+    EXISTS (SELECT 1 FROM beads b JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
+            WHERE b.town_id = @town_id AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
+              AND NOT (b.metadata ? 'delivery_requested_at')) AS mail,
+    EXISTS (SELECT 1 FROM agent_nudges n WHERE n.town_id = @town_id AND n.delivered_at IS NULL
+              AND n.expires_at IS NOT NULL AND n.expires_at <= @now) AS nudges,
+    EXISTS (SELECT 1 FROM escalation_metadata e JOIN beads eb ON eb.town_id = e.town_id AND eb.bead_id = e.bead_id
+            WHERE e.town_id = @town_id AND NOT e.acknowledged AND e.re_escalation_count < @max_count
+              AND eb.status NOT IN ('closed', 'failed')) AS escalations,
+    EXISTS (SELECT 1 FROM beads r WHERE r.town_id = @town_id AND r.type = 'issue' AND r.status = 'open'
+              AND r.labels ? 'gt:triage-request') AS triage,
+    EXISTS (SELECT 1 FROM town_events p WHERE p.town_id = @town_id AND p.created_at < @prune_before
+              AND p.state <> 'pending') AS prune;

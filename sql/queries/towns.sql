@@ -13,15 +13,18 @@ SELECT * FROM towns WHERE town_id = @town_id;
 SELECT * FROM towns ORDER BY created_at, town_id LIMIT @max_rows;
 
 -- name: TownLockForTick :one
--- TownLockForTick locks the town row for one tick. FOR NO KEY UPDATE leaves foreign-key
--- checks (FOR KEY SHARE) of concurrent event inserts unblocked; SKIP LOCKED returns no row
--- when another tick holds the town, so the caller backs off instead of waiting.
-SELECT * FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE SKIP LOCKED;
+-- TownLockForTick locks the town row for one tick and allocates the tick's id. FOR NO KEY
+-- UPDATE leaves foreign-key checks (FOR KEY SHARE) of concurrent event inserts unblocked;
+-- SKIP LOCKED returns no row when another tick holds the town, so the caller backs off
+-- instead of waiting (the id it may have drawn is a gap).
+SELECT sqlc.embed(towns), nextval('reconciler_ticks_tick_id_seq')::bigint AS tick_id
+FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE SKIP LOCKED;
 
 -- name: TownLockForTickWait :one
 -- TownLockForTickWait locks the town row, waiting up to the session's lock_timeout
--- (dry-run and replay).
-SELECT * FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE;
+-- (dry-run and replay), and allocates the tick's id.
+SELECT sqlc.embed(towns), nextval('reconciler_ticks_tick_id_seq')::bigint AS tick_id
+FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE;
 
 -- name: TownFinishTick :exec
 -- TownFinishTick records a finished tick and when the town is due next. It touches only

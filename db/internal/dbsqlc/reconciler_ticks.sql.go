@@ -250,15 +250,3 @@ func (q *Queries) TickListByTown(ctx context.Context, db DBTX, arg TickListByTow
 	}
 	return items, nil
 }
-
-const tickNextID = `-- name: TickNextID :one
-SELECT nextval('reconciler_ticks_tick_id_seq')::bigint
-`
-
-// TickNextID allocates the id of a tick before its events are marked with it.
-func (q *Queries) TickNextID(ctx context.Context, db DBTX) (int64, error) {
-	row := db.QueryRow(ctx, tickNextID)
-	var column_1 int64
-	err := row.Scan(&column_1)
-	return column_1, err
-}

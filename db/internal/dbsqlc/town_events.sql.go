@@ -445,3 +445,56 @@ func (q *Queries) EventRecordFailure(ctx context.Context, db DBTX, arg EventReco
 	)
 	return err
 }
+
+const housekeepingDue = `-- name: HousekeepingDue :one
+SELECT
+    EXISTS (SELECT 1 FROM beads b JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
+            WHERE b.town_id = $1 AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
+              AND NOT (b.metadata ? 'delivery_requested_at')) AS mail,
+    EXISTS (SELECT 1 FROM agent_nudges n WHERE n.town_id = $1 AND n.delivered_at IS NULL
+              AND n.expires_at IS NOT NULL AND n.expires_at <= $2) AS nudges,
+    EXISTS (SELECT 1 FROM escalation_metadata e JOIN beads eb ON eb.town_id = e.town_id AND eb.bead_id = e.bead_id
+            WHERE e.town_id = $1 AND NOT e.acknowledged AND e.re_escalation_count < $3
+              AND eb.status NOT IN ('closed', 'failed')) AS escalations,
+    EXISTS (SELECT 1 FROM beads r WHERE r.town_id = $1 AND r.type = 'issue' AND r.status = 'open'
+              AND r.labels ? 'gt:triage-request') AS triage,
+    EXISTS (SELECT 1 FROM town_events p WHERE p.town_id = $1 AND p.created_at < $4
+              AND p.state <> 'pending') AS prune
+`
+
+type HousekeepingDueParams struct {
+	TownID      string
+	Now         *time.Time
+	MaxCount    int32
+	PruneBefore time.Time
+}
+
+type HousekeepingDueRow struct {
+	Mail        bool
+	Nudges      bool
+	Escalations bool
+	Triage      bool
+	Prune       bool
+}
+
+// HousekeepingDue tells a tick which housekeeping steps have anything to do, in one
+// statement: undelivered mail to a working agent, an expired nudge, an unacknowledged
+// escalation below the re-escalation cap, an open triage request, an old event to prune.
+// Each step then runs its own queries only when its flag is set.
+func (q *Queries) HousekeepingDue(ctx context.Context, db DBTX, arg HousekeepingDueParams) (HousekeepingDueRow, error) {
+	row := db.QueryRow(ctx, housekeepingDue,
+		arg.TownID,
+		arg.Now,
+		arg.MaxCount,
+		arg.PruneBefore,
+	)
+	var i HousekeepingDueRow
+	err := row.Scan(
+		&i.Mail,
+		&i.Nudges,
+		&i.Escalations,
+		&i.Triage,
+		&i.Prune,
+	)
+	return i, err
+}

@@ -247,60 +247,75 @@ func (q *Queries) TownListDue(ctx context.Context, db DBTX, arg TownListDueParam
 }
 
 const townLockForTick = `-- name: TownLockForTick :one
-SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at, checkpoint_tick_id, checkpoint_at, records_since_checkpoint FROM towns WHERE town_id = $1 FOR NO KEY UPDATE SKIP LOCKED
+SELECT towns.town_id, towns.name, towns.config, towns.draining, towns.drain_nonce, towns.drain_started_at, towns.container_instance_id, towns.next_tick_at, towns.last_tick_at, towns.tick_count, towns.created_at, towns.updated_at, towns.checkpoint_tick_id, towns.checkpoint_at, towns.records_since_checkpoint, nextval('reconciler_ticks_tick_id_seq')::bigint AS tick_id
+FROM towns WHERE town_id = $1 FOR NO KEY UPDATE SKIP LOCKED
 `
 
-// TownLockForTick locks the town row for one tick. FOR NO KEY UPDATE leaves foreign-key
-// checks (FOR KEY SHARE) of concurrent event inserts unblocked; SKIP LOCKED returns no row
-// when another tick holds the town, so the caller backs off instead of waiting.
-func (q *Queries) TownLockForTick(ctx context.Context, db DBTX, townID string) (Town, error) {
+type TownLockForTickRow struct {
+	Town   Town
+	TickID int64
+}
+
+// TownLockForTick locks the town row for one tick and allocates the tick's id. FOR NO KEY
+// UPDATE leaves foreign-key checks (FOR KEY SHARE) of concurrent event inserts unblocked;
+// SKIP LOCKED returns no row when another tick holds the town, so the caller backs off
+// instead of waiting (the id it may have drawn is a gap).
+func (q *Queries) TownLockForTick(ctx context.Context, db DBTX, townID string) (TownLockForTickRow, error) {
 	row := db.QueryRow(ctx, townLockForTick, townID)
-	var i Town
+	var i TownLockForTickRow
 	err := row.Scan(
-		&i.TownID,
-		&i.Name,
-		&i.Config,
-		&i.Draining,
-		&i.DrainNonce,
-		&i.DrainStartedAt,
-		&i.ContainerInstanceID,
-		&i.NextTickAt,
-		&i.LastTickAt,
-		&i.TickCount,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-		&i.CheckpointTickID,
-		&i.CheckpointAt,
-		&i.RecordsSinceCheckpoint,
+		&i.Town.TownID,
+		&i.Town.Name,
+		&i.Town.Config,
+		&i.Town.Draining,
+		&i.Town.DrainNonce,
+		&i.Town.DrainStartedAt,
+		&i.Town.ContainerInstanceID,
+		&i.Town.NextTickAt,
+		&i.Town.LastTickAt,
+		&i.Town.TickCount,
+		&i.Town.CreatedAt,
+		&i.Town.UpdatedAt,
+		&i.Town.CheckpointTickID,
+		&i.Town.CheckpointAt,
+		&i.Town.RecordsSinceCheckpoint,
+		&i.TickID,
 	)
 	return i, err
 }
 
 const townLockForTickWait = `-- name: TownLockForTickWait :one
-SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at, checkpoint_tick_id, checkpoint_at, records_since_checkpoint FROM towns WHERE town_id = $1 FOR NO KEY UPDATE
+SELECT towns.town_id, towns.name, towns.config, towns.draining, towns.drain_nonce, towns.drain_started_at, towns.container_instance_id, towns.next_tick_at, towns.last_tick_at, towns.tick_count, towns.created_at, towns.updated_at, towns.checkpoint_tick_id, towns.checkpoint_at, towns.records_since_checkpoint, nextval('reconciler_ticks_tick_id_seq')::bigint AS tick_id
+FROM towns WHERE town_id = $1 FOR NO KEY UPDATE
 `
 
+type TownLockForTickWaitRow struct {
+	Town   Town
+	TickID int64
+}
+
 // TownLockForTickWait locks the town row, waiting up to the session's lock_timeout
-// (dry-run and replay).
-func (q *Queries) TownLockForTickWait(ctx context.Context, db DBTX, townID string) (Town, error) {
+// (dry-run and replay), and allocates the tick's id.
+func (q *Queries) TownLockForTickWait(ctx context.Context, db DBTX, townID string) (TownLockForTickWaitRow, error) {
 	row := db.QueryRow(ctx, townLockForTickWait, townID)
-	var i Town
+	var i TownLockForTickWaitRow
 	err := row.Scan(
-		&i.TownID,
-		&i.Name,
-		&i.Config,
-		&i.Draining,
-		&i.DrainNonce,
-		&i.DrainStartedAt,
-		&i.ContainerInstanceID,
-		&i.NextTickAt,
-		&i.LastTickAt,
-		&i.TickCount,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-		&i.CheckpointTickID,
-		&i.CheckpointAt,
-		&i.RecordsSinceCheckpoint,
+		&i.Town.TownID,
+		&i.Town.Name,
+		&i.Town.Config,
+		&i.Town.Draining,
+		&i.Town.DrainNonce,
+		&i.Town.DrainStartedAt,
+		&i.Town.ContainerInstanceID,
+		&i.Town.NextTickAt,
+		&i.Town.LastTickAt,
+		&i.Town.TickCount,
+		&i.Town.CreatedAt,
+		&i.Town.UpdatedAt,
+		&i.Town.CheckpointTickID,
+		&i.Town.CheckpointAt,
+		&i.Town.RecordsSinceCheckpoint,
+		&i.TickID,
 	)
 	return i, err
 }
