@@ -1,5 +1,7 @@
 package db
 
+import "context"
+
 // Exported for the external tests of this package.
 var (
 	EncodeActionCounts = encodeActionCounts
@@ -12,3 +14,21 @@ var (
 	ParseFlatStrings = parseFlatStrings
 	ParseFlatObject  = parseFlatObject
 )
+
+// Scope runs work inside a savepoint of the tick, as an event or action runs, and reports
+// the work's error (its writes undone) and whether its SAVEPOINT was sent or elided.
+func (t *TownTx) Scope(ctx context.Context, work func(q Querier) error) (sent, elided bool, workErr error) {
+	sp, err := t.beginSavepoint(ctx)
+	if err != nil {
+		return false, false, err
+	}
+	if workErr = t.endSavepointScope(ctx, work(t.db)); workErr == nil {
+		err = sp.Commit(ctx)
+	} else {
+		err = sp.Rollback(ctx)
+	}
+	if err != nil {
+		panic(err)
+	}
+	return sp.sent, sp.elided, workErr
+}

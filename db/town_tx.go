@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,7 @@ type TownTx struct {
 	sideEffects []SideEffect
 	// prefetched: the heartbeats and pending events read with the lock, until used.
 	prefetched *prefetched
+	spSeq      int // savepoints begun (their names)
 	// openViolations and pendingCount are read with the snapshot (LoadSnapshot).
 	openViolations []dbsqlc.InvariantViolation
 	pendingCount   int
@@ -577,17 +579,27 @@ func (t *TownTx) noteContainerInstance(ctx context.Context, instance string) err
 	return nil
 }
 
-// beginSavepoint sends the writes held back so far, then begins a savepoint that the
-// tick's statements run in until endSavepointScope.
-func (t *TownTx) beginSavepoint(ctx context.Context) (pgx.Tx, error) {
-	if err := t.wb.flush(ctx); err != nil {
-		return nil, err
-	}
-	sp, err := t.tx.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	t.wb.inner = sp
+// savepoint is a savepoint of the tick around one event or action. Its SAVEPOINT and
+// RELEASE statements ride with the tick's held-back writes (writeBehind): a savepoint costs
+// no round trip of its own. SAVEPOINT goes out with the scope's first read or with its
+// writes; RELEASE with whatever the tick sends next. A scope that failed before anything
+// was sent is dropped without a statement.
+type savepoint struct {
+	t    *TownTx
+	name string
+	// mark is where SAVEPOINT sits in the held-back batch while unsent.
+	mark int
+	// sent: SAVEPOINT has run (the savepoint exists); elided: the scope sent nothing at all.
+	sent, elided bool
+}
+
+// beginSavepoint begins a savepoint that the tick's statements run in until
+// endSavepointScope; the caller then calls Commit or Rollback.
+func (t *TownTx) beginSavepoint(context.Context) (*savepoint, error) {
+	t.spSeq++
+	sp := &savepoint{t: t, name: "gt_sp_" + strconv.Itoa(t.spSeq), mark: len(t.wb.pending.QueuedQueries)}
+	t.wb.pending.Queue("SAVEPOINT " + sp.name)
+	t.wb.sp = sp
 	return sp, nil
 }
 
@@ -596,13 +608,45 @@ func (t *TownTx) beginSavepoint(ctx context.Context) (pgx.Tx, error) {
 // failure); when it failed, they are dropped. The caller then releases or rolls back the
 // savepoint.
 func (t *TownTx) endSavepointScope(ctx context.Context, workErr error) error {
+	sp := t.wb.sp
+	t.wb.sp = nil
 	if workErr == nil {
+		if !sp.sent && len(t.wb.pending.QueuedQueries) == sp.mark+1 {
+			// Nothing ran in the scope: no savepoint needed.
+			t.wb.pending.QueuedQueries = t.wb.pending.QueuedQueries[:sp.mark]
+			sp.elided = true
+			return nil
+		}
+		t.wb.sp = sp // the flush marks it sent
 		workErr = t.wb.flush(ctx)
-	} else {
-		t.wb.discard()
+		t.wb.sp = nil
+		if workErr == nil {
+			return nil
+		}
 	}
-	t.wb.inner = t.tx
+	if sp.sent {
+		t.wb.discard() // what is held back is the scope's
+	} else if len(t.wb.pending.QueuedQueries) > sp.mark {
+		t.wb.pending.QueuedQueries = t.wb.pending.QueuedQueries[:sp.mark] // its SAVEPOINT and writes never ran
+	}
 	return workErr
+}
+
+// Commit releases the savepoint, with the tick's next statements.
+func (sp *savepoint) Commit(context.Context) error {
+	if sp.sent {
+		sp.t.wb.pending.Queue("RELEASE SAVEPOINT " + sp.name)
+	}
+	return nil
+}
+
+// Rollback undoes the savepoint's work: nothing to do when its SAVEPOINT never ran.
+func (sp *savepoint) Rollback(ctx context.Context) error {
+	if !sp.sent {
+		return nil
+	}
+	_, err := sp.t.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+sp.name+"; RELEASE SAVEPOINT "+sp.name)
+	return err
 }
 
 // Flush sends the writes the tick has held back. The tick calls it before statements that

@@ -17,8 +17,18 @@ import (
 // batch instead of one each. An error of a held-back statement surfaces at that flush:
 // within the same savepoint, so a failing event or action is still rolled back alone.
 type writeBehind struct {
-	inner   Querier // the transaction, or the savepoint of the event or action
+	inner   Querier // the transaction
 	pending pgx.Batch
+	// sp is the open savepoint whose SAVEPOINT statement may still be held back: a batch
+	// that runs it marks it sent.
+	sp *savepoint
+}
+
+// ran notes that the first n held-back statements of a batch ran.
+func (w *writeBehind) ran(n int) {
+	if w.sp != nil && !w.sp.sent && w.sp.mark < n {
+		w.sp.sent = true
+	}
 }
 
 // deferrable reports whether a statement is a sqlc ":exec" query: no rows, no count.
@@ -73,10 +83,12 @@ func (w *writeBehind) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResu
 	br := sender.SendBatch(ctx, &all)
 	for i := range n {
 		if _, err := br.Exec(); err != nil {
+			w.ran(i)
 			_ = br.Close()
 			return failedBatch{fmt.Errorf("held-back statement %d: %w", i, err)}
 		}
 	}
+	w.ran(n)
 	return br
 }
 
@@ -95,12 +107,14 @@ func (w *writeBehind) flush(ctx context.Context) error {
 	b := w.pending
 	w.pending = pgx.Batch{}
 	br := sender.SendBatch(ctx, &b)
-	for range n {
+	for i := range n {
 		if _, err := br.Exec(); err != nil {
+			w.ran(i)
 			_ = br.Close()
 			return err
 		}
 	}
+	w.ran(n)
 	return br.Close()
 }
 
