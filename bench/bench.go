@@ -162,6 +162,9 @@ type Report struct {
 	// loads the extension.
 	Statements []Statement `json:"top_statements,omitempty"`
 	Notes      []string    `json:"notes,omitempty"`
+	// IdleMostOverdueS is how long past its due time the most overdue idle town waited
+	// (sampled each second of the measurement).
+	IdleMostOverdueS float64 `json:"idle_most_overdue_s,omitempty"`
 }
 
 // SizePoint is the cost of one town size.

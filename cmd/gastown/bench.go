@@ -41,7 +41,8 @@ func newBenchCommand() *cobra.Command {
 			"  crash   two worker processes (gastown serve --no-api); the leader is killed with\n" +
 			"          SIGKILL mid-run: how soon its towns tick again, and nothing lost or doubled.\n" +
 			"  hot     one town sends 90% of the events among 200 normal towns: do the others suffer?\n" +
-			"  idle    100,000 towns with nothing to do: what their idle cadence costs.\n" +
+			"  idle    100,000 towns with nothing to do: what their idle cadence costs (statements/s\n" +
+			"          when the server loads pg_stat_statements, else transactions/s).\n" +
 			"  large   one town of 1,000 agents and 10,000 beads (and 1/8, 1/4, 1/2 of it):\n" +
 			"          snapshot load, reconcile and invariants.",
 		Example: "  gastown bench --workload active --duration 30s\n  gastown bench --workload burst --json",
