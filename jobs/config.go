@@ -20,6 +20,9 @@ type Config struct {
 	// FetchPollInterval is River's fallback poll interval (default 1 s). Jobs are fetched
 	// when an insert announces them; the poll only catches what no announcement reached.
 	FetchPollInterval time.Duration
+	// TickPollInterval is the fallback poll of the tick queue (default 200 ms, at most
+	// FetchPollInterval): how soon a tick snoozed because its town was busy runs again.
+	TickPollInterval time.Duration
 	// ActiveInterval is the cadence of a town with active work (default 5 s).
 	ActiveInterval time.Duration
 	// IdleInterval is the cadence of an idle town (default 5 min).
@@ -135,6 +138,8 @@ func (c Config) withDefaults() Config {
 	if c.FetchPollInterval < c.FetchCooldown {
 		c.FetchPollInterval = c.FetchCooldown
 	}
+	def(&c.TickPollInterval, 200*time.Millisecond)
+	c.TickPollInterval = min(max(c.TickPollInterval, c.FetchCooldown), c.FetchPollInterval)
 	return c
 }
 

@@ -205,7 +205,56 @@ func TestPropertyQuietTicksAreFullTicksWithNothingToDo(t *testing.T) {
 	t.Logf("quiet-ticked %d towns, left %d to full ticks (%d of them by the rules)", ticked, left, byRules)
 	require.Positive(t, ticked, "no town was quiet-ticked: the property was never exercised")
 	require.Positive(t, left, "no town was left to a full tick: the property was never exercised")
-	require.Positive(t, byRules, "no town passed the batch's filter only to be left by the rules: the rules' check was never exercised")
+}
+
+// A town that passes the batch's filter (no input, no live bead, nothing to expire or
+// prune) can still need a full tick: here an idle polecat the GC rule collects after 24 h.
+// The rules run on the batch's snapshot and leave such a town to a full tick, untouched.
+func TestQuietTicksLeaveTownsTheRulesActIn(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testOpts{})
+	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
+	b.svc.Ticker.clock = clk.now
+	ctx := context.Background()
+	town, rig := b.newTown(t)
+	tick := func() {
+		_, err := b.tick(ctx, town)
+		require.NoError(t, err)
+	}
+	tick()
+	issue := beadCreated(rig, "short")
+	_, err := b.svc.Events.Append(ctx, town, issue)
+	require.NoError(t, err)
+	tick() // dispatches a polecat
+	_, err = b.svc.Events.Append(ctx, town, db.NewEvent{Type: reconciler.EventBeadCancelled, BeadID: issue.BeadID,
+		Payload: reconciler.BeadCancelledPayload{CancelStatus: reconciler.StatusClosed}})
+	require.NoError(t, err)
+	tick() // the polecat is unhooked and idle
+	tick()
+	agents, err := b.store.ListAgents(ctx, town)
+	require.NoError(t, err)
+	require.NotEmpty(t, agents)
+
+	clk.add(25 * time.Hour)
+	now := clk.now()
+	b.makeIdleDue(t, town, now)
+	nothing, full := b.fullTickWouldDoNothing(t, town)
+	require.False(t, nothing)
+	require.Equal(t, 1, countType[reconciler.DeleteAgent](full.Actions), "the GC rule collects the idle polecat: %v", full.Actions)
+
+	tx, err := b.store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	batch, err := b.store.LockQuietTowns(ctx, tx, now, db.QuietOptions{ActiveInterval: reconciler.ActiveTickInterval, EventRetention: reconciler.EventRetention, Max: 10})
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(ctx))
+	require.Len(t, batch.Towns, 1, "the town passes the batch's filter")
+
+	before := b.schedule(t, town)
+	res, err := b.svc.QuietTicks(ctx)
+	require.NoError(t, err)
+	require.Zero(t, res.Ticked)
+	require.Equal(t, []string{town}, res.Fallback, "the rules' work is left to a full tick")
+	require.Equal(t, before, b.schedule(t, town))
 }
 
 // A town another tick holds, or with a pending event, is not quiet-ticked: the batch skips
@@ -299,7 +348,7 @@ func TestSweepKeepsTheIdleCadenceWithQuietTicks(t *testing.T) {
 	defer mu.Unlock()
 	for _, town := range idleTowns {
 		ts := ticks[town]
-		require.GreaterOrEqual(t, len(ts), 4, "an idle town ticked %d times in 6 s on a 1 s cadence", len(ts))
+		require.GreaterOrEqual(t, len(ts), 3, "an idle town ticked %d times in 6 s on a 1 s cadence", len(ts))
 		require.False(t, ts[0].quiet, "a new town's first tick is a full one")
 		quietTicks := 0
 		for i := 1; i < len(ts); i++ {

@@ -150,7 +150,10 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 		river.AddWorker(w, &ObserveWorker{svc: svc})
 		rc.Workers = w
 		rc.Queues = map[string]river.QueueConfig{
-			QueueTicks:       {MaxWorkers: cfg.TickWorkers},
+			// A tick that found its town busy is snoozed for BusyRetry; River records the
+			// snooze up to 250 ms later (its batch completer) and only a fetch finds the
+			// job again: the tick queue polls more often than the others.
+			QueueTicks:       {MaxWorkers: cfg.TickWorkers, FetchPollInterval: cfg.TickPollInterval},
 			QueueSideEffects: {MaxWorkers: cfg.SideEffectWorkers},
 			// The periodic jobs (the sweep first) go in without an announcement: the
 			// default queue polls as often as the sweep runs, at most every

@@ -62,10 +62,8 @@ func (w *TickTownWorker) Work(ctx context.Context, job *river.Job[TickTownArgs])
 	switch {
 	case errors.Is(err, db.ErrTownBusy):
 		w.svc.observer.TickOutcome("busy")
-		// The snoozed job is available again after BusyRetry, but River fetches it only
-		// when something announces the queue (or at its slow fallback poll): announce it
-		// once River has had time to record the snooze.
-		time.AfterFunc(2*w.svc.cfg.BusyRetry, func() { w.svc.announce.announce(QueueTicks) })
+		// The snoozed job is available again after BusyRetry; the tick queue's poll
+		// (TickPollInterval) or the next announcement fetches it.
 		return river.JobSnooze(w.svc.cfg.BusyRetry)
 	case errors.Is(err, db.ErrNotFound):
 		w.svc.observer.TickOutcome("gone")
