@@ -21,6 +21,9 @@ type DrainOptions struct {
 	// FailEvent, when set, makes the apply of matching events fail (fault injection for
 	// tests of the poison path).
 	FailEvent func(Event) error
+	// Only, when not nil, drains only these events (a replay re-runs exactly a recorded
+	// tick's events; events appended meanwhile by the live system are not for it).
+	Only []int64
 }
 
 // DrainResult summarises Phase 0.
@@ -61,6 +64,9 @@ func (t *TownTx) DrainEvents(ctx context.Context, opts DrainOptions) (res DrainR
 		rows, pf.pending = pf.pending, nil // read with the lock (BeginTick)
 	} else if rows, err = t.q.EventListPending(ctx, t.db, dbsqlc.EventListPendingParams{TownID: t.TownID, MaxRows: int32(opts.MaxEvents + 1)}); err != nil {
 		return res, fmt.Errorf("list pending events: %w", err)
+	}
+	if opts.Only != nil {
+		rows = slices.DeleteFunc(rows, func(r dbsqlc.TownEvent) bool { return !slices.Contains(opts.Only, r.Seq) })
 	}
 	if len(rows) > opts.MaxEvents {
 		rows, res.More = rows[:opts.MaxEvents], true

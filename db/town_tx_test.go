@@ -79,6 +79,34 @@ func (b *testBundle) tick(t *testing.T, townID string, actions []reconciler.Acti
 	return dr, ar, tt
 }
 
+// A replay drains only the recorded tick's events: others pending (committed by the live
+// system meanwhile) stay pending, untouched.
+func TestDrainOnlyTakesTheNamedEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	townID, rigID := b.town(t)
+	b.issue(t, townID, rigID, "named")
+	other := b.issue(t, townID, rigID, "appended meanwhile")
+	named := b.append(t, townID, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(),
+		Payload: reconciler.BeadCreatedPayload{Type: reconciler.BeadIssue, Title: "named too", RigID: rigID}})
+	pending, err := b.store.ListEvents(context.Background(), townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, pending, 3)
+	var only []int64
+	for _, e := range pending {
+		if e.BeadID != other {
+			only = append(only, e.Seq)
+		}
+	}
+	require.Contains(t, only, named[0].Seq)
+	dr, _, _ := b.tick(t, townID, nil, db.DrainOptions{MaxEvents: 100, MaxAttempts: 3, Only: only})
+	require.Equal(t, 2, dr.Applied)
+	left, err := b.store.ListEvents(context.Background(), townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, left, 1)
+	require.Equal(t, other, left[0].BeadID, "the event not named stays pending")
+}
+
 func TestDrainAppliesEventsOnceInSequenceOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -158,9 +158,13 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	if err != nil {
 		return res, err
 	}
-	if res.Drain, err = tt.DrainEvents(ctx, db.DrainOptions{
-		MaxEvents: t.cfg.DrainBatch, MaxAttempts: t.cfg.MaxEventAttempts, FailEvent: failEvent,
-	}); err != nil {
+	drain := db.DrainOptions{MaxEvents: t.cfg.DrainBatch, MaxAttempts: t.cfg.MaxEventAttempts, FailEvent: failEvent}
+	if replay != nil {
+		// Only the recorded tick's events: the live system may append others meanwhile,
+		// and this transaction sees every commit (read committed).
+		drain.Only = append(append([]int64{}, replay.AppliedSeqs...), replay.FailedSeqs...)
+	}
+	if res.Drain, err = tt.DrainEvents(ctx, drain); err != nil {
 		return res, err
 	}
 	drained := time.Now()
