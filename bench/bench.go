@@ -292,7 +292,7 @@ func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
 	cfg.WorkerID = "bench"
 	e.sim = agentrt.NewSimulator(agentrt.SimConfig{HeartbeatInterval: 30 * time.Second, WorkMin: 100 * time.Millisecond, WorkMax: 300 * time.Millisecond, Seed: 1},
 		reporter{e}, opts.Logger)
-	e.svc, err = jobs.New(jobs.Deps{Store: e.store, Runtime: e.sim, Logger: opts.Logger, OnTick: e.col.onTick, OmitTickRow: e.omitRow.Load}, cfg, true)
+	e.svc, err = jobs.New(jobs.Deps{Store: e.store, Runtime: e.sim, Logger: opts.Logger, OnTick: e.col.onTick, OnAppend: e.col.onAppend, OmitTickRow: e.omitRow.Load}, cfg, true)
 	if err != nil {
 		e.close()
 		return nil, err

@@ -28,6 +28,10 @@ type collector struct {
 	latencies   []time.Duration
 	phases      map[string][]time.Duration
 	perTown     map[string]*townStats
+	// committed is when each event appended through Events.Append committed (by sequence
+	// number), until a tick applies it: latency runs from there. Events appended another
+	// way count from their created_at, the start of their append's transaction.
+	committed map[int64]time.Time
 }
 
 type townStats struct {
@@ -37,7 +41,7 @@ type townStats struct {
 }
 
 func newCollector() *collector {
-	return &collector{phases: map[string][]time.Duration{}, perTown: map[string]*townStats{}}
+	return &collector{phases: map[string][]time.Duration{}, perTown: map[string]*townStats{}, committed: map[int64]time.Time{}}
 }
 
 // start opens a measurement window and forgets what came before.
@@ -57,10 +61,27 @@ func (c *collector) stop(now time.Time) {
 	c.until = now
 }
 
+// onAppend notes when appended events committed.
+func (c *collector) onAppend(_ string, seqs []int64, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, seq := range seqs {
+		c.committed[seq] = at
+	}
+}
+
 func (c *collector) onTick(townID string, res jobs.TickResult) {
 	c.all.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Event commit to tick commit (the append's own transaction is not the tick's latency).
+	createdAt := slices.Clone(res.Drain.CreatedAt)
+	for i, seq := range res.Drain.AppliedSeqs {
+		if at, ok := c.committed[seq]; ok {
+			createdAt[i] = at
+			delete(c.committed, seq)
+		}
+	}
 	if c.from.IsZero() || res.CommittedAt.Before(c.from) || (!c.until.IsZero() && res.CommittedAt.After(c.until)) {
 		return
 	}
@@ -73,7 +94,7 @@ func (c *collector) onTick(townID string, res jobs.TickResult) {
 	}
 	ts.ticks++
 	ts.events += res.Drain.Applied
-	for _, at := range res.Drain.CreatedAt {
+	for _, at := range createdAt {
 		l := res.CommittedAt.Sub(at)
 		c.latencies = append(c.latencies, l)
 		ts.latencies = append(ts.latencies, l)

@@ -39,8 +39,10 @@ type DrainResult struct {
 	Failures []EventFailure
 	// More is set when the batch bound stopped the drain with events left.
 	More bool
-	// CreatedAt is when each applied event was recorded (event-to-applied latency).
-	CreatedAt []time.Time
+	// CreatedAt is when each applied event was recorded (event-to-applied latency), and
+	// AppliedSeqs its sequence number.
+	CreatedAt   []time.Time
+	AppliedSeqs []int64
 }
 
 // EventFailure is one event that failed to apply.
@@ -133,6 +135,7 @@ func (t *TownTx) DrainEvents(ctx context.Context, opts DrainOptions) (res DrainR
 func (r *DrainResult) applied(ev Event) {
 	r.Applied++
 	r.CreatedAt = append(r.CreatedAt, ev.CreatedAt)
+	r.AppliedSeqs = append(r.AppliedSeqs, ev.Seq)
 	switch reconciler.EventType(ev.Type) {
 	case reconciler.EventAgentDispatched:
 		r.SideEffectsSucceeded++

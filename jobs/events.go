@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/riverqueue/river/rivertype"
 
@@ -45,6 +46,7 @@ func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEven
 		if err := tx.Commit(ctx); err != nil {
 			return nil, fmt.Errorf("commit events: %w", err)
 		}
+		e.committed(townID, out)
 		if st.RunningJob != 0 {
 			running, err := e.svc.store.IsTickRunning(ctx, st.RunningJob)
 			if err != nil || !running {
@@ -64,6 +66,7 @@ func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEven
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("commit events: %w", err)
 	}
+	e.committed(townID, out)
 	if !res.UniqueSkippedAsDuplicate {
 		e.svc.announce.announce(QueueTicks)
 	}
@@ -74,6 +77,21 @@ func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEven
 		}
 	}
 	return out, nil
+}
+
+// committed tells the OnAppend hook which events just committed.
+func (e *Events) committed(townID string, out []db.AppendedEvent) {
+	if e.svc.onAppend == nil {
+		return
+	}
+	now := time.Now()
+	seqs := make([]int64, 0, len(out))
+	for _, a := range out {
+		if !a.Duplicate {
+			seqs = append(seqs, a.Seq)
+		}
+	}
+	e.svc.onAppend(townID, seqs, now)
 }
 
 // Heartbeat implements agentrt.Reporter: it records the heartbeat for the next tick.

@@ -39,6 +39,9 @@ type Deps struct {
 	// OnTick, when set, is called after each committed tick (the benchmark harness
 	// measures latency and phase timings with it). It must be quick.
 	OnTick func(townID string, res TickResult)
+	// OnAppend, when set, is called after Events.Append committed events, with their
+	// sequence numbers (the harness measures event-commit-to-applied latency).
+	OnAppend func(townID string, seqs []int64, committedAt time.Time)
 	// OmitTickRow, when set and true, makes a tick skip its reconciler_ticks row. Only the
 	// benchmark harness sets it, to measure what the row costs (ISSUE 8: ≤ 5% of ticks/s).
 	OmitTickRow func() bool
@@ -69,6 +72,7 @@ type Service struct {
 	tokens   *agenttoken.Signer
 	observer Observer
 	onTick   func(string, TickResult)
+	onAppend func(string, []int64, time.Time)
 	announce *announcer
 	workers  bool
 
@@ -117,7 +121,7 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 	if deps.CodeHost == nil {
 		deps.CodeHost = codehost.NewSimulator()
 	}
-	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, observer: deps.Observer, onTick: deps.OnTick, cfg: cfg, logger: deps.Logger, workers: workers}
+	svc := &Service{store: deps.Store, runtime: deps.Runtime, codeHost: deps.CodeHost, tokens: deps.Tokens, observer: deps.Observer, onTick: deps.OnTick, onAppend: deps.OnAppend, cfg: cfg, logger: deps.Logger, workers: workers}
 	svc.announce = newAnnouncer(deps.Store, cfg.FetchCooldown, deps.Logger)
 	svc.Ticker = &Ticker{
 		store: deps.Store, cfg: cfg, clock: deps.Clock, logger: deps.Logger, reporter: deps.Reporter,
