@@ -23,6 +23,10 @@ type QuietOptions struct {
 	EventRetention time.Duration
 	// Max bounds the towns of the batch.
 	Max int
+	// Exclude are towns not to take (an earlier batch left them to full ticks).
+	Exclude []string
+	// ListBusy: also list the due towns a quiet tick may not take (QuietBatch.Busy).
+	ListBusy bool
 }
 
 // QuietBatch is a batch of due towns on the idle cadence, locked in one transaction,
@@ -36,8 +40,8 @@ type QuietBatch struct {
 	store *Store
 	Now   time.Time
 	Towns []QuietTown
-	// Busy are due towns on the idle cadence that the batch did not lock: another tick
-	// holds them, or a full tick has something to do there.
+	// Busy are due towns on the idle cadence that a quiet tick may not take: a full tick
+	// has something to do there (QuietOptions.ListBusy).
 	Busy []string
 }
 
@@ -67,6 +71,7 @@ func interval(d time.Duration) pgtype.Interval {
 func (s *Store) LockQuietTowns(ctx context.Context, tx pgx.Tx, now time.Time, opts QuietOptions) (*QuietBatch, error) {
 	towns, err := s.q.QuietTownsLock(ctx, tx, dbsqlc.QuietTownsLockParams{
 		Now: now, ActiveInterval: interval(opts.ActiveInterval), PruneBefore: now.Add(-opts.EventRetention), MaxRows: int32(opts.Max),
+		Exclude: nonNil(opts.Exclude),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lock quiet towns: %w", err)
@@ -90,12 +95,14 @@ func (s *Store) LockQuietTowns(ctx context.Context, tx pgx.Tx, now time.Time, op
 		nudges   []dbsqlc.QuietNudgesRow
 		failures []dbsqlc.QuietDispatchFailuresRow
 	)
-	p.add(func(q Querier) (err error) {
-		b.Busy, err = s.q.QuietTownsBusy(ctx, q, dbsqlc.QuietTownsBusyParams{
-			Now: now, ActiveInterval: interval(opts.ActiveInterval), Locked: ids, MaxRows: int32(opts.Max),
+	if opts.ListBusy {
+		p.add(func(q Querier) (err error) {
+			b.Busy, err = s.q.QuietTownsBusy(ctx, q, dbsqlc.QuietTownsBusyParams{
+				Now: now, ActiveInterval: interval(opts.ActiveInterval), PruneBefore: now.Add(-opts.EventRetention), MaxRows: int32(opts.Max),
+			})
+			return
 		})
-		return
-	})
+	}
 	if len(ids) > 0 {
 		p.add(func(q Querier) (err error) { tickIDs, err = s.q.QuietTickIDs(ctx, q, int32(len(ids))); return })
 		p.add(func(q Querier) (err error) { beads, err = s.q.QuietBeads(ctx, fastScan(q), ids); return })

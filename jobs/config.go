@@ -35,6 +35,8 @@ type Config struct {
 	// 5 s; negative: never, every town gets a full tick of its own). Such a town ticks up
 	// to this much after it was due and keeps its cadence.
 	QuietInterval time.Duration
+	// QuietBatch bounds the towns of one quiet batch, one transaction (default 2,000).
+	QuietBatch int
 	// DrainBatch is the most events one tick drains (default 500).
 	DrainBatch int
 	// MaxEventAttempts is how often a failing event is tried before it goes dead
@@ -115,6 +117,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ActiveInterval, reconciler.ActiveTickInterval)
 	def(&c.IdleInterval, reconciler.IdleTickInterval)
 	def(&c.SweepInterval, time.Second)
+	defInt(&c.QuietBatch, 2000)
 	if c.QuietInterval == 0 {
 		c.QuietInterval = 5 * time.Second
 	}

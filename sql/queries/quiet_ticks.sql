@@ -9,10 +9,12 @@
 
 -- name: QuietTownsLock :many
 -- QuietTownsLock locks up to @max_rows due quiet towns, oldest due first. Towns another
--- tick holds are skipped (SKIP LOCKED); so are towns with anything a full tick must take
--- care of (QuietTownsBusy lists those).
+-- tick holds are skipped (SKIP LOCKED) — that tick schedules them; so are towns with
+-- anything a full tick must take care of (QuietTownsBusy lists those), and the towns of @exclude (an earlier batch of the
+-- same run left them to full ticks).
 SELECT t.* FROM towns t
 WHERE t.next_tick_at <= @now AND t.last_tick_at IS NOT NULL
+  AND t.town_id <> ALL (@exclude::uuid[])
   AND t.next_tick_at - t.last_tick_at > @active_interval::interval
   AND NOT t.draining
   AND NOT EXISTS (SELECT 1 FROM town_events e WHERE e.town_id = t.town_id AND e.state = 'pending')
@@ -28,12 +30,20 @@ LIMIT @max_rows
 FOR NO KEY UPDATE OF t SKIP LOCKED;
 
 -- name: QuietTownsBusy :many
--- QuietTownsBusy lists due quiet towns the batch did not lock (@locked): another tick holds
--- them, or they have something a full tick must do.
+-- QuietTownsBusy lists up to @max_rows due towns on the idle cadence that a quiet tick may
+-- not take: they have something a full tick must take care of.
 SELECT t.town_id FROM towns t
 WHERE t.next_tick_at <= @now AND t.last_tick_at IS NOT NULL
   AND t.next_tick_at - t.last_tick_at > @active_interval::interval
-  AND t.town_id <> ALL (@locked::uuid[])
+  AND (t.draining
+    OR EXISTS (SELECT 1 FROM town_events e WHERE e.town_id = t.town_id AND e.state = 'pending')
+    OR EXISTS (SELECT 1 FROM agent_heartbeats h WHERE h.town_id = t.town_id AND h.seq > h.applied_seq)
+    OR EXISTS (SELECT 1 FROM beads b WHERE b.town_id = t.town_id AND b.type <> 'agent' AND b.status NOT IN ('closed', 'failed'))
+    OR EXISTS (SELECT 1 FROM invariant_violations v WHERE v.town_id = t.town_id AND v.resolved_at IS NULL)
+    OR EXISTS (SELECT 1 FROM agent_nudges n WHERE n.town_id = t.town_id AND n.delivered_at IS NULL
+                 AND n.expires_at IS NOT NULL AND n.expires_at <= @now)
+    OR EXISTS (SELECT 1 FROM town_events p WHERE p.town_id = t.town_id AND p.created_at < @prune_before
+                 AND p.state <> 'pending'))
 ORDER BY t.next_tick_at
 LIMIT @max_rows;
 

@@ -398,7 +398,15 @@ const quietTownsBusy = `-- name: QuietTownsBusy :many
 SELECT t.town_id FROM towns t
 WHERE t.next_tick_at <= $1 AND t.last_tick_at IS NOT NULL
   AND t.next_tick_at - t.last_tick_at > $2::interval
-  AND t.town_id <> ALL ($3::uuid[])
+  AND (t.draining
+    OR EXISTS (SELECT 1 FROM town_events e WHERE e.town_id = t.town_id AND e.state = 'pending')
+    OR EXISTS (SELECT 1 FROM agent_heartbeats h WHERE h.town_id = t.town_id AND h.seq > h.applied_seq)
+    OR EXISTS (SELECT 1 FROM beads b WHERE b.town_id = t.town_id AND b.type <> 'agent' AND b.status NOT IN ('closed', 'failed'))
+    OR EXISTS (SELECT 1 FROM invariant_violations v WHERE v.town_id = t.town_id AND v.resolved_at IS NULL)
+    OR EXISTS (SELECT 1 FROM agent_nudges n WHERE n.town_id = t.town_id AND n.delivered_at IS NULL
+                 AND n.expires_at IS NOT NULL AND n.expires_at <= $1)
+    OR EXISTS (SELECT 1 FROM town_events p WHERE p.town_id = t.town_id AND p.created_at < $3
+                 AND p.state <> 'pending'))
 ORDER BY t.next_tick_at
 LIMIT $4
 `
@@ -406,17 +414,17 @@ LIMIT $4
 type QuietTownsBusyParams struct {
 	Now            time.Time
 	ActiveInterval pgtype.Interval
-	Locked         []string
+	PruneBefore    time.Time
 	MaxRows        int32
 }
 
-// QuietTownsBusy lists due quiet towns the batch did not lock (@locked): another tick holds
-// them, or they have something a full tick must do.
+// QuietTownsBusy lists up to @max_rows due towns on the idle cadence that a quiet tick may
+// not take: they have something a full tick must take care of.
 func (q *Queries) QuietTownsBusy(ctx context.Context, db DBTX, arg QuietTownsBusyParams) ([]string, error) {
 	rows, err := db.Query(ctx, quietTownsBusy,
 		arg.Now,
 		arg.ActiveInterval,
-		arg.Locked,
+		arg.PruneBefore,
 		arg.MaxRows,
 	)
 	if err != nil {
@@ -441,7 +449,8 @@ const quietTownsLock = `-- name: QuietTownsLock :many
 
 SELECT t.town_id, t.name, t.config, t.draining, t.drain_nonce, t.drain_started_at, t.container_instance_id, t.next_tick_at, t.last_tick_at, t.tick_count, t.created_at, t.updated_at, t.checkpoint_tick_id, t.checkpoint_at, t.records_since_checkpoint FROM towns t
 WHERE t.next_tick_at <= $1 AND t.last_tick_at IS NOT NULL
-  AND t.next_tick_at - t.last_tick_at > $2::interval
+  AND t.town_id <> ALL ($2::uuid[])
+  AND t.next_tick_at - t.last_tick_at > $3::interval
   AND NOT t.draining
   AND NOT EXISTS (SELECT 1 FROM town_events e WHERE e.town_id = t.town_id AND e.state = 'pending')
   AND NOT EXISTS (SELECT 1 FROM agent_heartbeats h WHERE h.town_id = t.town_id AND h.seq > h.applied_seq)
@@ -449,15 +458,16 @@ WHERE t.next_tick_at <= $1 AND t.last_tick_at IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM invariant_violations v WHERE v.town_id = t.town_id AND v.resolved_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM agent_nudges n WHERE n.town_id = t.town_id AND n.delivered_at IS NULL
                     AND n.expires_at IS NOT NULL AND n.expires_at <= $1)
-  AND NOT EXISTS (SELECT 1 FROM town_events p WHERE p.town_id = t.town_id AND p.created_at < $3
+  AND NOT EXISTS (SELECT 1 FROM town_events p WHERE p.town_id = t.town_id AND p.created_at < $4
                     AND p.state <> 'pending')
 ORDER BY t.next_tick_at
-LIMIT $4
+LIMIT $5
 FOR NO KEY UPDATE OF t SKIP LOCKED
 `
 
 type QuietTownsLockParams struct {
 	Now            time.Time
+	Exclude        []string
 	ActiveInterval pgtype.Interval
 	PruneBefore    time.Time
 	MaxRows        int32
@@ -472,11 +482,13 @@ type QuietTownsLockParams struct {
 // finished with a fixed number of statements, whatever its size; the rules still run on
 // each town's snapshot, and a town for which they find anything gets a full tick.
 // QuietTownsLock locks up to @max_rows due quiet towns, oldest due first. Towns another
-// tick holds are skipped (SKIP LOCKED); so are towns with anything a full tick must take
-// care of (QuietTownsBusy lists those).
+// tick holds are skipped (SKIP LOCKED) — that tick schedules them; so are towns with
+// anything a full tick must take care of (QuietTownsBusy lists those), and the towns of @exclude (an earlier batch of the
+// same run left them to full ticks).
 func (q *Queries) QuietTownsLock(ctx context.Context, db DBTX, arg QuietTownsLockParams) ([]Town, error) {
 	rows, err := db.Query(ctx, quietTownsLock,
 		arg.Now,
+		arg.Exclude,
 		arg.ActiveInterval,
 		arg.PruneBefore,
 		arg.MaxRows,
