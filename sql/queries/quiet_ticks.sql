@@ -31,7 +31,11 @@ FOR NO KEY UPDATE OF t SKIP LOCKED;
 
 -- name: QuietTownsBusy :many
 -- QuietTownsBusy lists up to @max_rows due towns on the idle cadence that a quiet tick may
--- not take: they have something a full tick must take care of.
+-- not take: they have something a full tick must take care of. Its condition is the
+-- negation of QuietTownsLock's, spelled out in both: as a SQL function it would not be
+-- inlined (sub-selects), and both statements ran twice as slow
+-- (jobs/TestPropertyQuietTicksAreFullTicksWithNothingToDo checks that every due town
+-- the batch does not tick is handed back).
 SELECT t.town_id FROM towns t
 WHERE t.next_tick_at <= @now AND t.last_tick_at IS NOT NULL
   AND t.next_tick_at - t.last_tick_at > @active_interval::interval
