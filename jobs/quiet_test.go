@@ -401,7 +401,7 @@ func TestSweepKeepsTheIdleCadenceWithQuietTicks(t *testing.T) {
 				quietTicks++
 				due := ts[i-1].next
 				require.False(t, ts[i].at.Before(due), "quiet tick %d of a town came before it was due", i)
-				require.Less(t, ts[i].at.Sub(due), time.Second, "quiet tick %d of a town came late", i)
+				require.Less(t, ts[i].at.Sub(due), 2*time.Second, "quiet tick %d of a town came late", i)
 				require.True(t, ts[i].next.Equal(due.Add(idle)), "a quiet tick keeps the cadence from when the town was due")
 			}
 		}
@@ -414,7 +414,7 @@ func TestSweepKeepsTheIdleCadenceWithQuietTicks(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, full, "the woken town had no full tick")
-	require.Less(t, full[0].at.Sub(appended), 500*time.Millisecond, "the event waited for the idle cadence")
+	require.Less(t, full[0].at.Sub(appended), 900*time.Millisecond, "the event waited for the idle cadence (1 s)")
 	require.True(t, ticks[woken][len(ticks[woken])-1].quiet, "the woken town did not return to quiet ticks")
 	activeTicks := ticks[active]
 	require.GreaterOrEqual(t, len(activeTicks), 10, "a town with active work ticks on its 100 ms cadence (as often as the sweep runs)")
