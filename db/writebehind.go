@@ -45,24 +45,108 @@ func (w *writeBehind) Exec(ctx context.Context, sql string, args ...any) (pgconn
 		w.pending.Queue(sql, args...)
 		return pgconn.CommandTag{}, nil
 	}
-	if err := w.flush(ctx); err != nil {
-		return pgconn.CommandTag{}, err
+	if len(args) == 0 { // possibly several statements: not for a batch
+		if err := w.flush(ctx); err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		return w.inner.Exec(ctx, sql)
 	}
-	return w.inner.Exec(ctx, sql, args...)
+	br, err := w.sendWithPending(ctx, sql, args)
+	if err != nil || br == nil {
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		return w.inner.Exec(ctx, sql, args...)
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
 }
 
+// Query sends the held-back statements and the query in one round trip.
 func (w *writeBehind) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if err := w.flush(ctx); err != nil {
+	br, err := w.sendWithPending(ctx, sql, args)
+	if err != nil {
 		return nil, err
 	}
-	return w.inner.Query(ctx, sql, args...)
+	if br == nil {
+		return w.inner.Query(ctx, sql, args...)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return batchRows{Rows: rows, br: br}, nil
 }
 
+// QueryRow sends the held-back statements and the query in one round trip.
 func (w *writeBehind) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if err := w.flush(ctx); err != nil {
+	br, err := w.sendWithPending(ctx, sql, args)
+	if err != nil {
 		return failedRow{err}
 	}
-	return w.inner.QueryRow(ctx, sql, args...)
+	if br == nil {
+		return w.inner.QueryRow(ctx, sql, args...)
+	}
+	return batchRow{row: br.QueryRow(), br: br}
+}
+
+// sendWithPending sends the held-back statements and one more statement in one batch and
+// reads the held-back statements' results: the batch is left at the last statement's
+// result, which the caller reads and then closes the batch. With nothing held back it
+// returns nil: the caller runs the statement on its own.
+func (w *writeBehind) sendWithPending(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
+	n := len(w.pending.QueuedQueries)
+	if n == 0 {
+		return nil, nil
+	}
+	sender, ok := w.inner.(interface {
+		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	})
+	if !ok {
+		return nil, errors.New("the tick's executor cannot send batches")
+	}
+	b := w.pending
+	w.pending = pgx.Batch{}
+	b.Queue(sql, args...)
+	br := sender.SendBatch(ctx, &b)
+	for i := range n {
+		if _, err := br.Exec(); err != nil {
+			w.ran(i)
+			_ = br.Close()
+			return nil, err
+		}
+	}
+	w.ran(n)
+	return br, nil
+}
+
+// batchRows are the rows of a batch's last statement; closing them ends the batch.
+type batchRows struct {
+	pgx.Rows
+	br pgx.BatchResults
+}
+
+func (r batchRows) Close() {
+	r.Rows.Close()
+	_ = r.br.Close()
+}
+
+// batchRow is the row of a batch's last statement; scanning it ends the batch.
+type batchRow struct {
+	row pgx.Row
+	br  pgx.BatchResults
+}
+
+func (r batchRow) Scan(dest ...any) error {
+	err := r.row.Scan(dest...)
+	if cerr := r.br.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // SendBatch sends the held-back statements and the batch together, in one round trip.
