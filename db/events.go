@@ -64,8 +64,37 @@ func (s *Store) AppendEvents(ctx context.Context, q Querier, townID string, evs 
 		a, err := s.AppendEvent(ctx, q, townID, evs[0])
 		return []AppendedEvent{a}, err
 	}
-	out := make([]AppendedEvent, len(evs))
 	var p pipeline
+	out, err := s.appendSteps(ctx, &p, townID, evs)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.run(ctx, q); err != nil {
+		return nil, appendError(len(evs), err)
+	}
+	return out, nil
+}
+
+// AppendEventsJoinTick is AppendEvents followed by JoinTick, in one round trip.
+func (s *Store) AppendEventsJoinTick(ctx context.Context, tx pgx.Tx, townID string, evs []NewEvent) ([]AppendedEvent, TickState, error) {
+	var (
+		p  pipeline
+		st TickState
+	)
+	out, err := s.appendSteps(ctx, &p, townID, evs)
+	if err != nil {
+		return nil, st, err
+	}
+	p.add(func(q Querier) error { return joinTick(ctx, q, townID, &st) })
+	if err := p.run(ctx, tx); err != nil {
+		return nil, st, appendError(len(evs), err)
+	}
+	return out, st, nil
+}
+
+// appendSteps adds the inserts of evs to p; the results fill the returned slice as p runs.
+func (s *Store) appendSteps(ctx context.Context, p *pipeline, townID string, evs []NewEvent) ([]AppendedEvent, error) {
+	out := make([]AppendedEvent, len(evs))
 	for i, ev := range evs {
 		params, err := eventInsertParams(townID, ev)
 		if err != nil {
@@ -85,14 +114,16 @@ func (s *Store) AppendEvents(ctx context.Context, q Querier, townID string, evs 
 			return nil
 		})
 	}
-	if err := p.run(ctx, q); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23503" {
-			return nil, ErrTownNotFound
-		}
-		return nil, fmt.Errorf("append %d events: %w", len(evs), err)
-	}
 	return out, nil
+}
+
+// appendError is the error of an append that failed: a missing town is ErrTownNotFound.
+func appendError(n int, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+		return ErrTownNotFound
+	}
+	return fmt.Errorf("append %d events: %w", n, err)
 }
 
 // AppendEvent appends one event on q (usually a transaction that also wakes the town).
@@ -280,8 +311,13 @@ type TickState struct {
 // table, unknown to sqlc; the index river_job_town_tick serves both lookups.)
 func (s *Store) JoinTick(ctx context.Context, tx pgx.Tx, townID string) (TickState, error) {
 	var st TickState
+	err := joinTick(ctx, tx, townID, &st)
+	return st, err
+}
+
+func joinTick(ctx context.Context, q Querier, townID string, st *TickState) error {
 	var waiting, running *int64
-	err := tx.QueryRow(ctx, `WITH waiting AS (
+	err := q.QueryRow(ctx, `WITH waiting AS (
     SELECT id FROM river_job
     WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $1
     LIMIT 1 FOR SHARE SKIP LOCKED)
@@ -289,16 +325,15 @@ SELECT (SELECT id FROM waiting),
        (SELECT id FROM river_job WHERE kind = 'tick_town' AND state = 'running' AND args ->> 'town_id' = $1
         ORDER BY id DESC LIMIT 1)`, townID).Scan(&waiting, &running)
 	if err != nil {
-		return st, fmt.Errorf("look for a tick of town %s: %w", townID, err)
+		return fmt.Errorf("look for a tick of town %s: %w", townID, err)
 	}
-	if waiting != nil {
+	switch {
+	case waiting != nil:
 		st.Waiting = true
-		return st, nil
-	}
-	if running != nil {
+	case running != nil:
 		st.RunningJob = *running
 	}
-	return st, nil
+	return nil
 }
 
 // IsTickRunning reports whether a tick job is still running. A tick job turns completed

@@ -29,16 +29,13 @@ func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEven
 		return nil, fmt.Errorf("begin append: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	out, err := e.svc.store.AppendEvents(ctx, tx, townID, events)
-	if err != nil {
-		return nil, err
-	}
-	// A tick already waiting will drain these events: join it (one cheap locked read).
-	// A running tick re-checks for pending events once it has committed: leave it to
-	// that re-check while it still runs after our commit. Only a town with neither gets
-	// a new tick job. (Re-inserting River's unique job would rewrite the job row and wait
-	// for a running tick to commit: every append of a busy town queued behind its tick.)
-	st, err := e.svc.store.JoinTick(ctx, tx, townID)
+	// The inserts, then — in the same round trip — the town's tick jobs: a tick already
+	// waiting will drain these events: join it (one cheap locked read). A running tick
+	// re-checks for pending events once it has committed: leave it to that re-check while
+	// it still runs after our commit. Only a town with neither gets a new tick job.
+	// (Re-inserting River's unique job would rewrite the job row and wait for a running
+	// tick to commit: every append of a busy town queued behind its tick.)
+	out, st, err := e.svc.store.AppendEventsJoinTick(ctx, tx, townID, events)
 	if err != nil {
 		return nil, err
 	}
