@@ -455,6 +455,9 @@ type TickRecord struct {
 	StateParts   []uint64 // the hash by part (reconciler.StateDigest)
 	// Checkpointed: the tick took a checkpoint of the state it left (TownTx.Checkpoint).
 	Checkpointed bool
+	// Complete, when set, runs once the tick's rows are queued, on the tick's transaction:
+	// its first statement goes out in the same batch as them (the River job's completion).
+	Complete func(ctx context.Context, tx pgx.Tx) error
 }
 
 // Recorded reports whether the tick leaves a record for replay: it took an input or
@@ -558,6 +561,11 @@ func (t *TownTx) finishTown(ctx context.Context, rec TickRecord) error {
 		Recorded: map[bool]int32{false: 0, true: 1}[recorded], Checkpointed: rec.Checkpointed, TickID: t.TickID,
 	}); err != nil {
 		return fmt.Errorf("finish tick: %w", err)
+	}
+	if rec.Complete != nil {
+		if err := rec.Complete(ctx, wbTx{Tx: t.tx, wb: t.wb}); err != nil {
+			return err
+		}
 	}
 	return t.Flush(ctx)
 }

@@ -45,17 +45,23 @@ func (w *writeBehind) Exec(ctx context.Context, sql string, args ...any) (pgconn
 		w.pending.Queue(sql, args...)
 		return pgconn.CommandTag{}, nil
 	}
-	if len(args) == 0 { // possibly several statements: not for a batch
+	return w.execNow(ctx, sql, args...)
+}
+
+// execNow runs a statement now, in the same batch as the held-back statements (a statement
+// without arguments, possibly several, after them).
+func (w *writeBehind) execNow(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if len(args) == 0 {
 		if err := w.flush(ctx); err != nil {
 			return pgconn.CommandTag{}, err
 		}
 		return w.inner.Exec(ctx, sql)
 	}
 	br, err := w.sendWithPending(ctx, sql, args)
-	if err != nil || br == nil {
-		if err != nil {
-			return pgconn.CommandTag{}, err
-		}
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	if br == nil {
 		return w.inner.Exec(ctx, sql, args...)
 	}
 	tag, err := br.Exec()
@@ -63,6 +69,29 @@ func (w *writeBehind) Exec(ctx context.Context, sql string, args ...any) (pgconn
 		err = cerr
 	}
 	return tag, err
+}
+
+// wbTx is the tick's transaction for code outside the TownTx (River): its statements run
+// at once, each in the same batch as the writes the tick holds back.
+type wbTx struct {
+	pgx.Tx
+	wb *writeBehind
+}
+
+func (x wbTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return x.wb.execNow(ctx, sql, args...)
+}
+
+func (x wbTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return x.wb.Query(ctx, sql, args...)
+}
+
+func (x wbTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return x.wb.QueryRow(ctx, sql, args...)
+}
+
+func (x wbTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return x.wb.SendBatch(ctx, b)
 }
 
 // Query sends the held-back statements and the query in one round trip.

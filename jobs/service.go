@@ -54,7 +54,7 @@ type Deps struct {
 // Stages are the failpoints of a tick, in order, and of a side-effect job:
 //   - drained: the tick took its events and heartbeats;
 //   - applied: actions applied, side-effect jobs inserted;
-//   - recorded: the tick's row and record written;
+//   - recorded: the tick's row, record and schedule queued (they go out with the job's completion);
 //   - completing: the tick job marked complete, the transaction not yet committed;
 //   - committed: the transaction committed, the follow-up wake-up not yet made;
 //   - effect_done: a side-effect job called the outside world, its outcome not yet reported.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
@@ -98,17 +99,25 @@ func (s *Service) tickAndComplete(ctx context.Context, job *river.Job[TickTownAr
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	townID := job.Args.TownID
-	res, err := s.Ticker.Tick(ctx, tx, townID, TickOptions{})
+	var completed time.Time
+	res, err := s.Ticker.Tick(ctx, tx, townID, TickOptions{Complete: func(ctx context.Context, etx pgx.Tx) error {
+		if err := s.Ticker.at(ctx, "recorded", townID); err != nil {
+			return err
+		}
+		// In the same round trip as the tick's rows.
+		if _, err := river.JobCompleteTx[*riverDriver](ctx, etx, job); err != nil {
+			return fmt.Errorf("complete tick job: %w", err)
+		}
+		completed = time.Now()
+		return nil
+	}})
 	if err != nil {
 		return res, err
 	}
-	if err := s.Ticker.at(ctx, "recorded", townID); err != nil {
-		return res, err
+	if completed.IsZero() {
+		return res, fmt.Errorf("tick of town %s returned without completing its job", townID)
 	}
-	commitStart := time.Now()
-	if _, err := river.JobCompleteTx[*riverDriver](ctx, tx, job); err != nil {
-		return res, fmt.Errorf("complete tick job: %w", err)
-	}
+	commitStart := completed
 	if err := s.Ticker.at(ctx, "completing", townID); err != nil {
 		return res, err
 	}

@@ -79,6 +79,9 @@ type TickOptions struct {
 	Replay *db.RecordedTick
 	// Reconcile replaces the rules (a what-if replay, or a test's changed rule).
 	Reconcile func(s *reconciler.Snapshot, o reconciler.Options, now time.Time) []reconciler.Action
+	// Complete runs at the end of the tick, on its transaction, its first statement in the
+	// same round trip as the tick's last writes (the worker completes the River job).
+	Complete func(ctx context.Context, tx pgx.Tx) error
 }
 
 // TickResult is what one tick did.
@@ -252,7 +255,7 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		ActionsByType: reconciler.CountByType(res.Actions), SideEffectsAttempted: len(res.SideEffects),
 		SideEffectsSucceeded: res.Drain.SideEffectsSucceeded, SideEffectsFailed: res.Drain.SideEffectsFailed,
 		InvariantViolations: len(res.Violations), PendingEventCount: res.PendingEventCount,
-		NextTickAt: res.NextTickAt, OmitRow: t.omitRow != nil && t.omitRow(),
+		NextTickAt: res.NextTickAt, OmitRow: t.omitRow != nil && t.omitRow(), Complete: opts.Complete,
 		FailedSeqs: failedSeqs(res.Drain.Failures), Actions: res.Actions, StateChanged: res.StateChanged, StateHash: res.StateHash, StateParts: res.StateParts,
 	}
 	needed := res.Housekeeping.CheckpointNeeded
