@@ -128,25 +128,36 @@ func (w *writeBehind) QueryRow(ctx context.Context, sql string, args ...any) pgx
 // result, which the caller reads and then closes the batch. With nothing held back it
 // returns nil: the caller runs the statement on its own.
 func (w *writeBehind) sendWithPending(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
-	n := len(w.pending.QueuedQueries)
-	if n == 0 {
+	if len(w.pending.QueuedQueries) == 0 {
 		return nil, nil
 	}
+	var one pgx.Batch
+	one.Queue(sql, args...)
+	return w.send(ctx, &one)
+}
+
+// send sends the held-back statements followed by more (nil: none) in one batch and reads
+// the held-back statements' results; the batch is left at more's first result. A failed
+// held-back statement fails the whole batch, which is then closed.
+func (w *writeBehind) send(ctx context.Context, more *pgx.Batch) (pgx.BatchResults, error) {
 	sender, ok := w.inner.(interface {
 		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 	})
 	if !ok {
 		return nil, errors.New("the tick's executor cannot send batches")
 	}
+	n := len(w.pending.QueuedQueries)
 	b := w.pending
 	w.pending = pgx.Batch{}
-	b.Queue(sql, args...)
+	if more != nil {
+		b.QueuedQueries = append(b.QueuedQueries, more.QueuedQueries...)
+	}
 	br := sender.SendBatch(ctx, &b)
 	for i := range n {
 		if _, err := br.Exec(); err != nil {
 			w.ran(i)
 			_ = br.Close()
-			return nil, err
+			return nil, fmt.Errorf("held-back statement %d: %w", i, err)
 		}
 	}
 	w.ran(n)
@@ -180,54 +191,22 @@ func (r batchRow) Scan(dest ...any) error {
 
 // SendBatch sends the held-back statements and the batch together, in one round trip.
 func (w *writeBehind) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	sender, ok := w.inner.(interface {
-		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-	})
-	if !ok {
-		return failedBatch{errors.New("the tick's executor cannot send batches")}
+	br, err := w.send(ctx, b)
+	if err != nil {
+		return failedBatch{err}
 	}
-	n := len(w.pending.QueuedQueries)
-	if n == 0 {
-		return sender.SendBatch(ctx, b)
-	}
-	all := w.pending
-	w.pending = pgx.Batch{}
-	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
-	br := sender.SendBatch(ctx, &all)
-	for i := range n {
-		if _, err := br.Exec(); err != nil {
-			w.ran(i)
-			_ = br.Close()
-			return failedBatch{fmt.Errorf("held-back statement %d: %w", i, err)}
-		}
-	}
-	w.ran(n)
 	return br
 }
 
 // flush sends the held-back statements.
 func (w *writeBehind) flush(ctx context.Context) error {
-	n := len(w.pending.QueuedQueries)
-	if n == 0 {
+	if len(w.pending.QueuedQueries) == 0 {
 		return nil
 	}
-	sender, ok := w.inner.(interface {
-		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-	})
-	if !ok {
-		return errors.New("the tick's executor cannot send batches")
+	br, err := w.send(ctx, nil)
+	if err != nil {
+		return err
 	}
-	b := w.pending
-	w.pending = pgx.Batch{}
-	br := sender.SendBatch(ctx, &b)
-	for i := range n {
-		if _, err := br.Exec(); err != nil {
-			w.ran(i)
-			_ = br.Close()
-			return err
-		}
-	}
-	w.ran(n)
 	return br.Close()
 }
 
