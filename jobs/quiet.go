@@ -11,8 +11,8 @@ import (
 
 // QuietResult is what one run of quiet ticks did.
 type QuietResult struct {
-	// Ticked towns had their quiet tick; Fallback towns need a full tick (the rules found
-	// something to do, or a batch left them out: see db.QuietBatch.Busy).
+	// Ticked towns had their quiet tick; Fallback towns need a full tick: the rules found
+	// something to do there, or they have work a quiet tick may not take (db.QuietBatch.Busy).
 	Ticked   int
 	Fallback []string
 }
@@ -79,8 +79,8 @@ func (s *Service) quietBatch(ctx context.Context, exclude []string, listBusy boo
 		ticks = append(ticks, db.QuietTick{TownID: t.TownID, TickID: t.TickID, NextTickAt: next})
 	}
 	reconciled := time.Now()
-	snapshot, reconcile := loaded.Sub(started), reconciled.Sub(loaded)
-	if err := b.Finish(ctx, ticks, reconciled.Sub(started), snapshot, reconcile); err != nil {
+	wall, snapshot, reconcile := reconciled.Sub(started), loaded.Sub(started), reconciled.Sub(loaded)
+	if err := b.Finish(ctx, ticks, wall, snapshot, reconcile); err != nil {
 		return 0, nil, nil, 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -88,13 +88,14 @@ func (s *Service) quietBatch(ctx context.Context, exclude []string, listBusy boo
 	}
 	committed := time.Now()
 	if n := time.Duration(len(ticks)); n > 0 {
+		// Each quiet tick is reported with its share of the batch's phases.
 		s.observer.QuietTicks(len(ticks))
 		for _, t := range ticks {
-			s.observer.TickObserved(reconciled.Sub(started)/n, 0, snapshot/n, reconcile/n, 0)
+			s.observer.TickObserved(wall/n, 0, snapshot/n, reconcile/n, 0)
 			if s.onTick != nil {
 				s.onTick(t.TownID, TickResult{
 					TickID: t.TickID, ClockAt: now, NextTickAt: t.NextTickAt, Quiet: true,
-					WallClock: reconciled.Sub(started) / n, SnapshotTime: snapshot / n, ReconcileTime: reconcile / n,
+					WallClock: wall / n, SnapshotTime: snapshot / n, ReconcileTime: reconcile / n,
 					CommitTime: committed.Sub(reconciled), CommittedAt: committed,
 				})
 			}
