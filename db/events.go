@@ -370,6 +370,23 @@ WHERE kind = 'tick_town' AND state IN ('available', 'running') AND args ->> 'tow
 	return out, rows.Err()
 }
 
+// CompleteTickJob completes a running tick job inside the tick's transaction, as River's
+// JobCompleteTx does, in a statement Postgres plans once: River's own (a batch update over
+// a dozen unnested arrays) was planned anew at each call and was the costliest statement
+// of a busy fleet. River's executor completes the job again after the worker returns,
+// which finds it completed and leaves it so. An error when the job is no longer running
+// (rescued or cancelled meanwhile): the tick must then roll back.
+func CompleteTickJob(ctx context.Context, q Querier, jobID int64, at time.Time) error {
+	tag, err := q.Exec(ctx, `UPDATE river_job SET state = 'completed', finalized_at = $2 WHERE id = $1 AND state = 'running'`, jobID, at)
+	if err != nil {
+		return fmt.Errorf("complete tick job %d: %w", jobID, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("complete tick job %d: it is no longer running", jobID)
+	}
+	return nil
+}
+
 // CancelOrphanedTick finishes a running tick job whose worker died (its tick was rolled
 // back with the worker's connection), so that the town's appends and the sweep stop
 // counting on it. It reports whether this call did it. (Raw SQL on River's table: River

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"gastown/db"
 )
 
 // A tick job whose worker died stays "running" in River until the rescuer, and blocks any
@@ -35,4 +37,52 @@ func TestOrphanedTickJobDoesNotStallItsTown(t *testing.T) {
 		return err == nil
 	}, "the event is applied although the town's tick job is orphaned")
 	t.Logf("applied %s after the append", took)
+}
+
+// The tick completes its own job in its transaction (db.CompleteTickJob): a running job
+// turns completed with the tick's commit; a job that is no longer running — cancelled as an
+// orphan while its worker was slow — fails the completion, so that tick rolls back and the
+// town's new tick applies its events instead.
+func TestTickCompletesOnlyItsRunningJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testOpts{})
+	ctx := context.Background()
+	townID, _ := b.newTown(t)
+	res, err := b.svc.Client.Insert(ctx, TickTownArgs{TownID: townID}, nil)
+	require.NoError(t, err)
+	id := res.Job.ID
+	state := func() string {
+		var s string
+		require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT state FROM river_job WHERE id = $1`, id).Scan(&s))
+		return s
+	}
+	complete := func() error {
+		tx, err := b.store.Pool.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx) //nolint:errcheck
+		if err := db.CompleteTickJob(ctx, tx, id, time.Now()); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	}
+
+	require.Error(t, complete(), "an available job is not the tick's to complete")
+	require.Equal(t, "available", state())
+
+	_, err = b.store.Pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, id)
+	require.NoError(t, err)
+	require.NoError(t, complete())
+	require.Equal(t, "completed", state())
+	var finalized bool
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT finalized_at IS NOT NULL FROM river_job WHERE id = $1`, id).Scan(&finalized))
+	require.True(t, finalized)
+
+	_, err = b.store.Pool.Exec(ctx, `UPDATE river_job SET state = 'running', finalized_at = NULL WHERE id = $1`, id)
+	require.NoError(t, err)
+	won, err := b.store.CancelOrphanedTick(ctx, id)
+	require.NoError(t, err)
+	require.True(t, won)
+	err = complete()
+	require.ErrorContains(t, err, "no longer running")
+	require.Equal(t, "cancelled", state())
 }
