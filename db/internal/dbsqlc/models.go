@@ -76,14 +76,6 @@ type Bead struct {
 	ClosedAt              *time.Time
 }
 
-type BeadDependency struct {
-	TownID          string
-	BeadID          string
-	DependsOnBeadID string
-	DependencyType  string
-	CreatedAt       time.Time
-}
-
 type BeadEvent struct {
 	TownID      string
 	BeadEventID int64
@@ -105,16 +97,6 @@ type ConvoyMetadatum struct {
 	FeatureBranch *string
 	MergeMode     *string
 	Staged        bool
-}
-
-type EscalationMetadatum struct {
-	TownID            string
-	BeadID            string
-	Severity          string
-	Category          *string
-	Acknowledged      bool
-	ReEscalationCount int32
-	AcknowledgedAt    *time.Time
 }
 
 type InvariantViolation struct {
@@ -153,75 +135,6 @@ type ReconcilerTick struct {
 	ActionsByType        []byte
 }
 
-type ReconcilerTicksDefault struct {
-	TickID               int64
-	StartedAt            time.Time
-	TownID               string
-	WallClockUs          int32
-	DrainUs              int32
-	SnapshotUs           int32
-	ReconcileUs          int32
-	ApplyUs              int32
-	EventsDrained        int32
-	ActionsEmitted       int32
-	PendingEventCount    int32
-	NextTickMs           int32
-	EventsFailed         int16
-	EventsDead           int16
-	HeartbeatsApplied    int16
-	ActionsSkipped       int16
-	SideEffectsAttempted int16
-	SideEffectsSucceeded int16
-	SideEffectsFailed    int16
-	InvariantViolations  int16
-	ActionsByType        []byte
-}
-
-type ReconcilerTicksDefaultV1 struct {
-	TickID               int64
-	TownID               string
-	StartedAt            time.Time
-	ClockAt              time.Time
-	WallClockUs          int32
-	DrainUs              int32
-	SnapshotUs           int32
-	ReconcileUs          int32
-	ApplyUs              int32
-	EventsDrained        int32
-	EventsFailed         int32
-	EventsDead           int32
-	HeartbeatsApplied    int32
-	ActionsEmitted       int32
-	ActionsSkipped       int32
-	ActionsByType        []byte
-	SideEffectsAttempted int32
-	SideEffectsSucceeded int32
-	SideEffectsFailed    int32
-	InvariantViolations  int32
-	PendingEventCount    int32
-	NextTickAt           *time.Time
-	WorkerID             *string
-}
-
-type ReconcilerTicksMinutely struct {
-	TownID               string
-	Minute               time.Time
-	Ticks                int32
-	EventsDrained        int32
-	EventsDead           int32
-	ActionsEmitted       int32
-	ActionsSkipped       int32
-	ActionsByType        []byte
-	SideEffectsAttempted int32
-	SideEffectsSucceeded int32
-	SideEffectsFailed    int32
-	InvariantViolations  int32
-	WallClockUsSum       int64
-	WallClockUsMax       int32
-	PendingMax           int32
-	PendingLast          int32
-}
-
 type ReviewMetadatum struct {
 	TownID              string
 	BeadID              string
@@ -242,16 +155,6 @@ type Rig struct {
 	DefaultBranch string
 	Config        []byte
 	CreatedAt     time.Time
-}
-
-type RollupWatermark struct {
-	Name  string
-	Until time.Time
-}
-
-type TickActionType struct {
-	Code int16
-	Name string
 }
 
 type TickInput struct {
@@ -281,14 +184,6 @@ type Town struct {
 	CheckpointTickID       *int64
 	CheckpointAt           *time.Time
 	RecordsSinceCheckpoint int32
-}
-
-type TownCheckpoint struct {
-	TownID    string
-	TickID    int64
-	TakenAt   time.Time
-	State     []byte
-	StateHash int64
 }
 
 type TownEvent struct {
