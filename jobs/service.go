@@ -17,8 +17,6 @@ import (
 	"gastown/db"
 )
 
-type riverDriver = riverpgxv5.Driver
-
 // Deps are what the service needs from the outside.
 type Deps struct {
 	Store   *db.Store
