@@ -129,6 +129,8 @@ type Report struct {
 	TxPerTick        float64 `json:"postgres_xact_per_tick,omitempty"`
 	CPUGastownPct    float64 `json:"cpu_gastown_pct_of_core"`
 	CPUPostgresPct   float64 `json:"cpu_postgres_pct_of_core"`
+	// CPUStealPct is CPU the hypervisor took from the machine (a VM's noise), % of a core.
+	CPUStealPct float64 `json:"cpu_steal_pct_of_core"`
 	// BytesPerTickRow is what a reconciler_ticks row costs in steady state (heap bytes in
 	// use plus indexes, per row); BytesPerTickRowOnDisk divides everything on disk,
 	// fixed overhead and pages extended ahead included (see tickRowBytes).
@@ -361,17 +363,17 @@ func (e *env) settle(ctx context.Context, timeout time.Duration) error {
 // window measures the system over d: the collector's ticks plus the server's counters,
 // the CPU and the queue depth. The driver runs meanwhile.
 type windowResult struct {
-	seconds        float64
-	ticks, events  int
-	latency        Quantiles
-	phases         map[string]Quantiles
-	perTown        map[string]*townStats
-	pgTPS          float64
-	cpuSelf, cpuPG float64
-	hotPct         float64
-	hasHot         bool
-	queue          []int
-	statements     []Statement
+	seconds                  float64
+	ticks, events            int
+	latency                  Quantiles
+	phases                   map[string]Quantiles
+	perTown                  map[string]*townStats
+	pgTPS                    float64
+	cpuSelf, cpuPG, cpuSteal float64
+	hotPct                   float64
+	hasHot                   bool
+	queue                    []int
+	statements               []Statement
 	// statementsPerSec: pg_stat_statements' calls per second (0: not available).
 	statementsPerSec float64
 }
@@ -432,7 +434,7 @@ loop:
 	w.perTown = e.col.perTown
 	e.col.mu.Unlock()
 	w.pgTPS = float64(pg1.xacts-pg0.xacts) / pg1.at.Sub(pg0.at).Seconds()
-	w.cpuSelf, w.cpuPG = cpuShares(cpu0, cpu1)
+	w.cpuSelf, w.cpuPG, w.cpuSteal = cpuShares(cpu0, cpu1)
 	if e.statements {
 		w.statements, _ = topStatements(ctx, e.pool, 12)
 		if n, err := statementsRun(ctx, e.pool); err == nil {
@@ -459,7 +461,7 @@ func (w windowResult) fill(rep *Report) {
 	if w.ticks > 0 {
 		rep.TxPerTick = w.pgTPS * w.seconds / float64(w.ticks)
 	}
-	rep.CPUGastownPct, rep.CPUPostgresPct = w.cpuSelf, w.cpuPG
+	rep.CPUGastownPct, rep.CPUPostgresPct, rep.CPUStealPct = w.cpuSelf, w.cpuPG, w.cpuSteal
 	rep.Statements = w.statements
 	if w.hasHot {
 		rep.TownsHOTPct = w.hotPct

@@ -132,6 +132,9 @@ type cpuSample struct {
 	at          time.Time
 	self        time.Duration // this process and its waited-for children
 	machineBusy time.Duration // every CPU of the machine, busy
+	// machineSteal is time the hypervisor ran something else while the machine wanted a
+	// CPU: not used by anything here, so not in machineBusy.
+	machineSteal time.Duration
 }
 
 func sampleCPU() cpuSample {
@@ -146,17 +149,21 @@ func sampleCPU() cpuSample {
 	if f, err := os.Open("/proc/stat"); err == nil {
 		sc := bufio.NewScanner(f)
 		if sc.Scan() {
-			// cpu user nice system idle iowait irq softirq steal ...
+			// cpu user nice system idle iowait irq softirq steal guest guest_nice; guest
+			// time is already in user and nice.
 			fields := strings.Fields(sc.Text())
-			var busy int64
+			var busy, steal int64
 			for i, f := range fields[1:] {
-				if i == 3 || i == 4 { // idle, iowait
-					continue
-				}
 				v, _ := strconv.ParseInt(f, 10, 64)
-				busy += v
+				switch i {
+				case 0, 1, 2, 5, 6: // user, nice, system, irq, softirq
+					busy += v
+				case 7:
+					steal = v
+				}
 			}
 			s.machineBusy = time.Duration(busy) * (time.Second / 100) // USER_HZ
+			s.machineSteal = time.Duration(steal) * (time.Second / 100)
 		}
 		_ = f.Close()
 	}
@@ -166,14 +173,16 @@ func sampleCPU() cpuSample {
 // cpuShares returns the CPU used between two samples, as a percentage of one core, by
 // this process and by the rest of the machine (Postgres, on a machine that runs only the
 // two).
-func cpuShares(a, b cpuSample) (self, rest float64) {
+// steal is the share of a core the hypervisor took from the machine meanwhile.
+func cpuShares(a, b cpuSample) (self, rest, steal float64) {
 	wall := b.at.Sub(a.at).Seconds()
 	if wall <= 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
 	mine := (b.self - a.self).Seconds()
 	other := (b.machineBusy - a.machineBusy).Seconds() - mine
-	return 100 * mine / wall, max(0, 100*other/wall)
+	stolen := (b.machineSteal - a.machineSteal).Seconds()
+	return 100 * mine / wall, max(0, 100*other/wall), 100 * stolen / wall
 }
 
 // pgSample is the server's transaction counter and the towns table's update counters.

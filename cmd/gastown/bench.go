@@ -138,7 +138,8 @@ func printReport(out io.Writer, r *bench.Report) {
 		row("Postgres transactions/s", "%.0f (%.1f per tick)", r.PostgresTPS, r.TxPerTick)
 	}
 	if r.CPUGastownPct > 0 || r.CPUPostgresPct > 0 {
-		row("CPU (% of one core)", "gastown %.0f%%, Postgres (rest of the machine) %.0f%%", r.CPUGastownPct, r.CPUPostgresPct)
+		row("CPU (% of one core)", "gastown %.0f%%, Postgres (rest of the machine) %.0f%%, taken by the hypervisor (steal) %.0f%%",
+			r.CPUGastownPct, r.CPUPostgresPct, r.CPUStealPct)
 	}
 	if r.BytesPerTickRow > 0 {
 		row("reconciler_ticks", "%.0f bytes per row (steady state; %.0f on disk now, with fixed overhead and pages extended ahead)", r.BytesPerTickRow, r.BytesPerTickRowOnDisk)
