@@ -38,9 +38,11 @@ func BenchmarkEventRowWrites(b *testing.B) {
 		_, err := store.Pool.Exec(ctx, ddl)
 		require.NoError(b, err)
 	}
-	for _, table := range []string{"town_events", "bench_events_in_list", "bench_events_none"} {
-		name := map[string]string{"town_events": "checks=enum_cast", "bench_events_in_list": "checks=in_list", "bench_events_none": "checks=none"}[table]
-		b.Run(name, func(b *testing.B) {
+	for _, c := range []struct{ name, table string }{
+		{"checks=enum_cast", "town_events"}, {"checks=in_list", "bench_events_in_list"}, {"checks=none", "bench_events_none"},
+	} {
+		table := c.table
+		b.Run(c.name, func(b *testing.B) {
 			tx, err := store.Pool.Begin(ctx)
 			require.NoError(b, err)
 			defer tx.Rollback(ctx) //nolint:errcheck
