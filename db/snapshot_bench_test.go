@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -16,7 +15,7 @@ import (
 // BenchmarkLoadSnapshot loads towns of 1×, 2×, 4×, 8× a base size (250 issues, a quarter
 // in progress with a polecat, an MR per ten issues) in one round trip.
 func BenchmarkLoadSnapshot(b *testing.B) {
-	bb := &testBundle{now: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	bb := &testBundle{now: testNow()}
 	bb.store = dbtest.NewStore(b)
 	ctx := context.Background()
 	for _, mult := range []int{1, 2, 4, 8} {

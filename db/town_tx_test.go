@@ -24,8 +24,14 @@ type testBundle struct {
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
-	return &testBundle{store: dbtest.NewStore(t), now: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	return &testBundle{store: dbtest.NewStore(t), now: testNow()}
 }
+
+// testNow is where a test's tick clock starts: the wall clock to the second. Rows carry
+// the database's clock (created_at of events), and what compares the two — pruning, the
+// breaker's window — only behaves as in production when the tick clock starts there too
+// (a fixed date turned into a time bomb once the wall clock passed it by a day).
+func testNow() time.Time { return time.Now().UTC().Truncate(time.Second) }
 
 // town creates a town with one rig and returns their ids.
 func (b *testBundle) town(t *testing.T) (townID, rigID string) {
@@ -402,7 +408,7 @@ func TestHeartbeatsAreRecordedTickInputsAppliedOnce(t *testing.T) {
 	// The agent went idle (heartbeat lost) while keeping its hook; attempts count 1.
 	b.tick(t, townID, []reconciler.Action{reconciler.TransitionAgent{AgentID: agentID, From: reconciler.AgentWorking, To: reconciler.AgentIdle}})
 
-	at := time.Date(2026, 11, 27, 12, 0, 30, 0, time.UTC)
+	at := b.now.Add(30 * time.Second)
 	require.NoError(t, b.store.RecordHeartbeat(ctx, townID, agentID, db.Heartbeat{
 		LastEventType: "tool_call", LastEventAt: at, ActiveTools: []string{"bash"},
 	}))
