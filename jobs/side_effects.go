@@ -45,8 +45,17 @@ func sideEffectJob(townID string, tickID int64, se db.SideEffect) river.InsertMa
 	}
 }
 
+// Backoff of a report that failed (the first retry, and the cap it doubles up to).
+const (
+	reportRetryFirst = 50 * time.Millisecond
+	reportRetryMax   = time.Second
+)
+
 // report appends a side effect's outcome, keyed by the job so that a retried job reports
-// it at most once.
+// it at most once. The effect has happened by now: a report that fails (the database
+// restarting, out of connections) is retried here for as long as the job may run, since
+// an error would have River run the whole job again — a second start of the agent, a
+// second message — for want of one event.
 func (s *Service) reportOutcome(ctx context.Context, kind, townID string, jobID int64, ev db.NewEvent) error {
 	if err := s.Ticker.at(ctx, "effect_done", townID); err != nil {
 		return err
@@ -59,11 +68,21 @@ func (s *Service) reportOutcome(ctx context.Context, kind, townID string, jobID 
 		outcome = "failed"
 	}
 	s.observer.SideEffect(kind, outcome)
-	_, err := s.Events.Append(ctx, townID, ev)
-	if errors.Is(err, db.ErrTownNotFound) {
-		return nil // the town is gone; nothing to report to
+	for wait := reportRetryFirst; ; wait = min(2*wait, reportRetryMax) {
+		_, err := s.Events.Append(ctx, townID, ev)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, db.ErrTownNotFound):
+			return nil // the town is gone; nothing to report to
+		}
+		s.logger.Warn("report of a side effect failed; retrying", "kind", kind, "town_id", townID, "job_id", jobID, "error", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
 	}
-	return err
 }
 
 // StopAgentArgs stops an agent's process.

@@ -42,6 +42,45 @@ func TestRetriedSideEffectReportsItsOutcomeOnce(t *testing.T) {
 	require.Equal(t, 1, b.sim.Starts(), "a second start of a running agent is not a second agent")
 }
 
+// TestFailedReportDoesNotRedoTheSideEffect makes the database refuse the report of an
+// agent start twice (a trigger raises on the insert, as an outage would fail it): the job
+// retries the report, not the start — the runtime sees one start, the town one outcome.
+func TestFailedReportDoesNotRedoTheSideEffect(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testOpts{})
+	ctx := context.Background()
+	townID, rigID := b.newTown(t)
+	_, err := b.svc.Events.Append(ctx, townID, beadCreated(rigID, "w"))
+	require.NoError(t, err)
+	res, err := b.tick(ctx, townID)
+	require.NoError(t, err)
+	require.Len(t, res.SideEffects, 1)
+	args := sideEffectJob(townID, res.TickID, res.SideEffects[0].(db.StartAgent)).Args.(StartAgentArgs)
+
+	// A sequence is not transactional: the raise does not undo the count.
+	_, err = b.store.Pool.Exec(ctx, `CREATE SEQUENCE refused_reports;
+CREATE FUNCTION refuse_reports() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.event_type = 'agent_dispatched' AND nextval('refused_reports') <= 2 THEN
+        RAISE EXCEPTION 'injected: the database refuses the report';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_reports BEFORE INSERT ON town_events FOR EACH ROW EXECUTE FUNCTION refuse_reports();`)
+	require.NoError(t, err)
+
+	w := &StartAgentWorker{svc: b.svc}
+	require.NoError(t, w.Work(ctx, job(4343, args)), "the report got through on its third try")
+	var tries int64
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT last_value FROM refused_reports`).Scan(&tries))
+	require.EqualValues(t, 3, tries, "two refused reports, then the one that committed")
+	require.Equal(t, 1, b.sim.Starts(), "the agent was started once")
+	evs, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+	require.Equal(t, string(reconciler.EventAgentDispatched), evs[0].Type)
+}
+
 func TestPollAndMergeThroughTheCodeHost(t *testing.T) {
 	t.Parallel()
 	host := codehost.NewSimulator()

@@ -16,15 +16,18 @@ SELECT * FROM towns ORDER BY created_at, town_id LIMIT @max_rows;
 -- TownLockForTick locks the town row for one tick and allocates the tick's id. FOR NO KEY
 -- UPDATE leaves foreign-key checks (FOR KEY SHARE) of concurrent event inserts unblocked;
 -- SKIP LOCKED returns no row when another tick holds the town, so the caller backs off
--- instead of waiting (the id it may have drawn is a gap).
+-- instead of waiting. The id is drawn once the lock is held (the subquery locks first; a
+-- nextval beside FOR UPDATE would run in the scan, before the lock): the ticks of a
+-- town take ids in the order they commit, which processed_tick_id <= @tick_id relies on.
 SELECT sqlc.embed(towns), nextval('reconciler_ticks_tick_id_seq')::bigint AS tick_id
-FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE SKIP LOCKED;
+FROM (SELECT * FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE SKIP LOCKED) AS towns;
 
 -- name: TownLockForTickWait :one
 -- TownLockForTickWait locks the town row, waiting up to the session's lock_timeout
--- (dry-run and replay), and allocates the tick's id.
+-- (dry-run and replay), and then allocates the tick's id (after the tick it waited for
+-- committed: see TownLockForTick).
 SELECT sqlc.embed(towns), nextval('reconciler_ticks_tick_id_seq')::bigint AS tick_id
-FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE;
+FROM (SELECT * FROM towns WHERE town_id = @town_id FOR NO KEY UPDATE) AS towns;
 
 -- name: TownFinishTick :exec
 -- TownFinishTick records a finished tick and when the town is due next. It touches only

@@ -248,7 +248,7 @@ func (q *Queries) TownListDue(ctx context.Context, db DBTX, arg TownListDueParam
 
 const townLockForTick = `-- name: TownLockForTick :one
 SELECT towns.town_id, towns.name, towns.config, towns.draining, towns.drain_nonce, towns.drain_started_at, towns.container_instance_id, towns.next_tick_at, towns.last_tick_at, towns.tick_count, towns.created_at, towns.updated_at, towns.checkpoint_tick_id, towns.checkpoint_at, towns.records_since_checkpoint, nextval('reconciler_ticks_tick_id_seq')::bigint AS tick_id
-FROM towns WHERE town_id = $1 FOR NO KEY UPDATE SKIP LOCKED
+FROM (SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at, checkpoint_tick_id, checkpoint_at, records_since_checkpoint FROM towns WHERE town_id = $1 FOR NO KEY UPDATE SKIP LOCKED) AS towns
 `
 
 type TownLockForTickRow struct {
@@ -259,7 +259,9 @@ type TownLockForTickRow struct {
 // TownLockForTick locks the town row for one tick and allocates the tick's id. FOR NO KEY
 // UPDATE leaves foreign-key checks (FOR KEY SHARE) of concurrent event inserts unblocked;
 // SKIP LOCKED returns no row when another tick holds the town, so the caller backs off
-// instead of waiting (the id it may have drawn is a gap).
+// instead of waiting. The id is drawn once the lock is held (the subquery locks first; a
+// nextval beside FOR UPDATE would run in the scan, before the lock): the ticks of a
+// town take ids in the order they commit, which processed_tick_id <= @tick_id relies on.
 func (q *Queries) TownLockForTick(ctx context.Context, db DBTX, townID string) (TownLockForTickRow, error) {
 	row := db.QueryRow(ctx, townLockForTick, townID)
 	var i TownLockForTickRow
@@ -286,7 +288,7 @@ func (q *Queries) TownLockForTick(ctx context.Context, db DBTX, townID string) (
 
 const townLockForTickWait = `-- name: TownLockForTickWait :one
 SELECT towns.town_id, towns.name, towns.config, towns.draining, towns.drain_nonce, towns.drain_started_at, towns.container_instance_id, towns.next_tick_at, towns.last_tick_at, towns.tick_count, towns.created_at, towns.updated_at, towns.checkpoint_tick_id, towns.checkpoint_at, towns.records_since_checkpoint, nextval('reconciler_ticks_tick_id_seq')::bigint AS tick_id
-FROM towns WHERE town_id = $1 FOR NO KEY UPDATE
+FROM (SELECT town_id, name, config, draining, drain_nonce, drain_started_at, container_instance_id, next_tick_at, last_tick_at, tick_count, created_at, updated_at, checkpoint_tick_id, checkpoint_at, records_since_checkpoint FROM towns WHERE town_id = $1 FOR NO KEY UPDATE) AS towns
 `
 
 type TownLockForTickWaitRow struct {
@@ -295,7 +297,8 @@ type TownLockForTickWaitRow struct {
 }
 
 // TownLockForTickWait locks the town row, waiting up to the session's lock_timeout
-// (dry-run and replay), and allocates the tick's id.
+// (dry-run and replay), and then allocates the tick's id (after the tick it waited for
+// committed: see TownLockForTick).
 func (q *Queries) TownLockForTickWait(ctx context.Context, db DBTX, townID string) (TownLockForTickWaitRow, error) {
 	row := db.QueryRow(ctx, townLockForTickWait, townID)
 	var i TownLockForTickWaitRow
