@@ -183,7 +183,13 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 	hung := runtimeSrv.count("hang")
 	advance(2 * time.Minute)
 	time.Sleep(time.Second)
-	require.Equal(t, hung, runtimeSrv.count("hang"), "no start while the breaker is open")
+	if got := runtimeSrv.count("hang"); got != hung {
+		// What tells a River retry (attempt > 1, the error that caused it) from a dispatch.
+		var jobs string
+		require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT string_agg(format('job %s attempt %s %s %s', id, attempt, state, errors), E'\n' ORDER BY id)
+			FROM river_job WHERE kind = 'start_agent'`).Scan(&jobs))
+		t.Fatalf("no start while the breaker is open: %d starts, %d before; start jobs:\n%s", got, hung, jobs)
+	}
 
 	// 2. The failures leave the window; the runtime answers 503: failures again, fast.
 	runtimeSrv.mode.Store("fail")
