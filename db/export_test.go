@@ -32,3 +32,16 @@ func (t *TownTx) Scope(ctx context.Context, work func(q Querier) error) (sent, e
 	}
 	return sp.sent, sp.elided, workErr
 }
+
+// WrittenState names the state tables a statement may write, as the tick's write-behind
+// sees them.
+func WrittenState(sql string) []string {
+	var out []string
+	w := writtenState(sql)
+	for _, t := range stateTableNames {
+		if w&t.table != 0 {
+			out = append(out, t.name)
+		}
+	}
+	return out
+}

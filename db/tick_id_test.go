@@ -16,27 +16,62 @@ import (
 	"gastown/reconciler"
 )
 
-// lockTracer records the statements sent in batches (the tick's pipelines) that lock a
-// town row.
-type lockTracer struct {
+// sqlTracer records the statements a pool's connections send, alone or in batches.
+type sqlTracer struct {
 	mu  sync.Mutex
 	sql []string
 }
 
-func (*lockTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+func (s *sqlTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	s.record(d.SQL)
 	return ctx
 }
-func (*lockTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (*lockTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+func (*sqlTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (*sqlTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
 	return ctx
 }
-func (*lockTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
-func (l *lockTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	if strings.Contains(d.SQL, "FOR NO KEY UPDATE") && strings.Contains(d.SQL, "nextval") {
-		l.mu.Lock()
-		l.sql = append(l.sql, d.SQL)
-		l.mu.Unlock()
+func (*sqlTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+func (s *sqlTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	s.record(d.SQL)
+}
+
+func (s *sqlTracer) record(sql string) {
+	s.mu.Lock()
+	s.sql = append(s.sql, sql)
+	s.mu.Unlock()
+}
+
+// take returns the statements recorded so far and forgets them.
+func (s *sqlTracer) take() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.sql
+	s.sql = nil
+	return out
+}
+
+// named returns those of statements that are the sqlc query name.
+func named(statements []string, name string) []string {
+	var out []string
+	for _, sql := range statements {
+		if strings.HasPrefix(sql, "-- name: "+name+" ") {
+			out = append(out, sql)
+		}
 	}
+	return out
+}
+
+// tracedStore is a store on a fresh database whose statements tracer records.
+func tracedStore(t *testing.T) (*db.Store, *sqlTracer) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dbtest.NewURL(t))
+	require.NoError(t, err)
+	tracer := &sqlTracer{}
+	cfg.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return db.NewStore(pool), tracer
 }
 
 // planNode is a node of EXPLAIN (VERBOSE, FORMAT JSON).
@@ -83,14 +118,8 @@ func (n planNode) lockRows() *planNode {
 func TestTickIDIsDrawnOnceTheTownIsLocked(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cfg, err := pgxpool.ParseConfig(dbtest.NewURL(t))
-	require.NoError(t, err)
-	tracer := &lockTracer{}
-	cfg.ConnConfig.Tracer = tracer
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	store := db.NewStore(pool)
+	store, tracer := tracedStore(t)
+	pool := store.Pool
 	town, err := store.CreateTown(ctx, db.NewID(), "t", reconciler.TownConfig{}, testNow())
 	require.NoError(t, err)
 
@@ -101,9 +130,12 @@ func TestTickIDIsDrawnOnceTheTownIsLocked(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, tx.Rollback(ctx))
 	}
-	tracer.mu.Lock()
-	statements := tracer.sql
-	tracer.mu.Unlock()
+	var statements []string
+	for _, sql := range tracer.take() {
+		if strings.Contains(sql, "FOR NO KEY UPDATE") && strings.Contains(sql, "nextval") {
+			statements = append(statements, sql)
+		}
+	}
 	require.Len(t, statements, 2, "the lock statements of a tick and of a waiting dry-run")
 	for _, sql := range statements {
 		var plans []struct{ Plan planNode }

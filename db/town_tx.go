@@ -40,6 +40,9 @@ type TownTx struct {
 	// prefetched: the heartbeats and pending events read with the lock, until used.
 	prefetched *prefetched
 	spSeq      int // savepoints begun (their names)
+	// state is the town's state as the tick last read it (LoadSnapshot, LoadState); the
+	// write-behind knows which of its tables the tick has written since (wb.wrote).
+	state *townState
 	// openViolations and pendingCount are read with the snapshot (LoadSnapshot).
 	openViolations []dbsqlc.InvariantViolation
 	pendingCount   int
@@ -227,6 +230,9 @@ func missing(kind, id string) error { return &MissingEntityError{Kind: kind, ID:
 
 // bead reads a bead of this town; a missing bead is a MissingEntityError.
 func (t *TownTx) bead(ctx context.Context, id string) (reconciler.Bead, error) {
+	if row := t.state.bead(id, t.wb.wrote); row != nil {
+		return beadFromInternal(row), nil
+	}
 	b, err := t.q.BeadGet(ctx, t.db, dbsqlc.BeadGetParams{TownID: t.TownID, BeadID: id})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return reconciler.Bead{}, missing("Bead", id)
@@ -239,6 +245,9 @@ func (t *TownTx) bead(ctx context.Context, id string) (reconciler.Bead, error) {
 
 // agent reads an agent of this town; a missing agent is a MissingEntityError.
 func (t *TownTx) agent(ctx context.Context, id string) (reconciler.Agent, error) {
+	if row := t.state.agent(id, t.wb.wrote); row != nil {
+		return agentFromInternal(*row), nil
+	}
 	a, err := t.q.AgentGet(ctx, t.db, dbsqlc.AgentGetParams{TownID: t.TownID, AgentID: id})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return reconciler.Agent{}, missing("Agent", id)
@@ -250,6 +259,9 @@ func (t *TownTx) agent(ctx context.Context, id string) (reconciler.Agent, error)
 }
 
 func (t *TownTx) rig(ctx context.Context, id string) (reconciler.Rig, error) {
+	if row := t.state.rig(id, t.wb.wrote); row != nil {
+		return rigFromInternal(*row), nil
+	}
 	r, err := t.q.RigGet(ctx, t.db, dbsqlc.RigGetParams{TownID: t.TownID, RigID: id})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return reconciler.Rig{}, missing("Rig", id)
@@ -268,6 +280,8 @@ func (t *TownTx) LoadSnapshot(ctx context.Context) (*reconciler.Snapshot, error)
 
 // LoadState reads the state the actions left — what the invariants, HasActiveWork and the
 // state hash need: rigs, beads, agents, edges, reviews and convoys, in one round trip.
+// Only the tables the tick wrote since it last read them are read again; the others are
+// the last read's.
 func (t *TownTx) LoadState(ctx context.Context) (*reconciler.Snapshot, error) {
 	return t.loadSnapshot(ctx, false)
 }
@@ -285,12 +299,29 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		nudges   []dbsqlc.NudgeListRecentBySourceRow
 		failures int32
 	)
-	p.add(func(q Querier) (err error) { beads, err = t.q.BeadListForSnapshot(ctx, fastScan(q), t.TownID); return })
-	p.add(func(q Querier) (err error) { agents, err = t.q.AgentListByTown(ctx, fastScan(q), t.TownID); return })
-	p.add(func(q Querier) (err error) { deps, err = t.q.DependencyListByTown(ctx, fastScan(q), t.TownID); return })
-	p.add(func(q Querier) (err error) { reviews, err = t.q.ReviewListByTown(ctx, fastScan(q), t.TownID); return })
-	p.add(func(q Querier) (err error) { rigs, err = t.q.RigListByTown(ctx, fastScan(q), t.TownID); return })
-	p.add(func(q Querier) (err error) { convoys, err = t.q.ConvoyListByTown(ctx, fastScan(q), t.TownID); return })
+	// A snapshot for the rules reads everything; LoadState what the tick wrote since.
+	read := allState
+	if !forRules && t.state != nil {
+		read = t.wb.wrote
+	}
+	if read&stateBeads != 0 {
+		p.add(func(q Querier) (err error) { beads, err = t.q.BeadListForSnapshot(ctx, fastScan(q), t.TownID); return })
+	}
+	if read&stateAgents != 0 {
+		p.add(func(q Querier) (err error) { agents, err = t.q.AgentListByTown(ctx, fastScan(q), t.TownID); return })
+	}
+	if read&stateDependencies != 0 {
+		p.add(func(q Querier) (err error) { deps, err = t.q.DependencyListByTown(ctx, fastScan(q), t.TownID); return })
+	}
+	if read&stateReviews != 0 {
+		p.add(func(q Querier) (err error) { reviews, err = t.q.ReviewListByTown(ctx, fastScan(q), t.TownID); return })
+	}
+	if read&stateRigs != 0 {
+		p.add(func(q Querier) (err error) { rigs, err = t.q.RigListByTown(ctx, fastScan(q), t.TownID); return })
+	}
+	if read&stateConvoys != 0 {
+		p.add(func(q Querier) (err error) { convoys, err = t.q.ConvoyListByTown(ctx, fastScan(q), t.TownID); return })
+	}
 	if forRules {
 		p.add(func(q Querier) (err error) {
 			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-townConfig(t.Town.Config).GUPPNudgeDedupe())})
@@ -313,32 +344,66 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 			return err
 		})
 	}
-	if err := p.run(ctx, t.db); err != nil {
-		return nil, fmt.Errorf("load snapshot: %w", err)
+	if len(p.steps) > 0 {
+		if err := p.run(ctx, t.db); err != nil {
+			return nil, fmt.Errorf("load snapshot: %w", err)
+		}
 	}
-	s.Beads = make([]reconciler.Bead, len(beads))
-	for i := range beads {
-		s.Beads[i] = beadFromInternal(&beads[i])
+	// What was read is the state now (the writes held back went out first, in the same
+	// batch); the tables not read are as the last read left them.
+	prev := t.state
+	st := &townState{snap: s}
+	if read&stateBeads != 0 {
+		s.Beads = make([]reconciler.Bead, len(beads))
+		for i := range beads {
+			s.Beads[i] = beadFromInternal(&beads[i])
+		}
+		st.beads = beads
+	} else {
+		s.Beads, st.beads, st.beadIdx = prev.snap.Beads, prev.beads, prev.beadIdx
 	}
-	s.Agents = make([]reconciler.Agent, len(agents))
-	for i, a := range agents {
-		s.Agents[i] = agentFromInternal(a)
+	if read&stateAgents != 0 {
+		s.Agents = make([]reconciler.Agent, len(agents))
+		for i, a := range agents {
+			s.Agents[i] = agentFromInternal(a)
+		}
+		st.agents = agents
+	} else {
+		s.Agents, st.agents, st.agentIdx = prev.snap.Agents, prev.agents, prev.agentIdx
 	}
-	s.Dependencies = make([]reconciler.Dependency, len(deps))
-	for i, d := range deps {
-		s.Dependencies[i] = reconciler.Dependency{BeadID: d.BeadID, DependsOnID: d.DependsOnBeadID, Type: reconciler.DependencyType(d.DependencyType)}
+	if read&stateDependencies != 0 {
+		s.Dependencies = make([]reconciler.Dependency, len(deps))
+		for i, d := range deps {
+			s.Dependencies[i] = reconciler.Dependency{BeadID: d.BeadID, DependsOnID: d.DependsOnBeadID, Type: reconciler.DependencyType(d.DependencyType)}
+		}
+	} else {
+		s.Dependencies = prev.snap.Dependencies
 	}
-	s.Reviews = make([]reconciler.Review, len(reviews))
-	for i, r := range reviews {
-		s.Reviews[i] = reviewFromInternal(r)
+	if read&stateReviews != 0 {
+		s.Reviews = make([]reconciler.Review, len(reviews))
+		for i, r := range reviews {
+			s.Reviews[i] = reviewFromInternal(r)
+		}
+	} else {
+		s.Reviews = prev.snap.Reviews
 	}
-	for _, r := range rigs {
-		s.Rigs = append(s.Rigs, rigFromInternal(r))
+	if read&stateRigs != 0 {
+		for _, r := range rigs {
+			s.Rigs = append(s.Rigs, rigFromInternal(r))
+		}
+		st.rigs = rigs
+	} else {
+		s.Rigs, st.rigs = prev.snap.Rigs, prev.rigs
 	}
-	s.Convoys = make([]reconciler.Convoy, len(convoys))
-	for i, c := range convoys {
-		s.Convoys[i] = convoyFromInternal(c)
+	if read&stateConvoys != 0 {
+		s.Convoys = make([]reconciler.Convoy, len(convoys))
+		for i, c := range convoys {
+			s.Convoys[i] = convoyFromInternal(c)
+		}
+	} else {
+		s.Convoys = prev.snap.Convoys
 	}
+	t.state, t.wb.wrote = st, 0
 	s.Nudges = make([]reconciler.NudgeRecord, len(nudges))
 	for i, n := range nudges {
 		s.Nudges[i] = reconciler.NudgeRecord{AgentID: n.AgentID, Source: n.Source, LastAt: n.LastAt}

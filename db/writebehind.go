@@ -22,6 +22,10 @@ type writeBehind struct {
 	// sp is the open savepoint whose SAVEPOINT statement may still be held back: a batch
 	// that runs it marks it sent.
 	sp *savepoint
+	// wrote is the state tables the statements given to it since the town's state was
+	// last read (TownTx.state) may have written — whether they ran, were held back, or
+	// were rolled back since: a read by id then goes to the database.
+	wrote stateTables
 }
 
 // ran notes that the first n held-back statements of a batch ran.
@@ -41,6 +45,7 @@ func deferrable(sql string) bool {
 }
 
 func (w *writeBehind) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	w.wrote |= writtenState(sql)
 	if deferrable(sql) {
 		w.pending.Queue(sql, args...)
 		return pgconn.CommandTag{}, nil
@@ -51,6 +56,7 @@ func (w *writeBehind) Exec(ctx context.Context, sql string, args ...any) (pgconn
 // execNow runs a statement now, in the same batch as the held-back statements (a statement
 // without arguments, possibly several, after them).
 func (w *writeBehind) execNow(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	w.wrote |= writtenState(sql)
 	if len(args) == 0 {
 		if err := w.flush(ctx); err != nil {
 			return pgconn.CommandTag{}, err
@@ -96,6 +102,7 @@ func (x wbTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 
 // Query sends the held-back statements and the query in one round trip.
 func (w *writeBehind) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	w.wrote |= writtenState(sql) // INSERT ... RETURNING
 	br, err := w.sendWithPending(ctx, sql, args)
 	if err != nil {
 		return nil, err
@@ -113,6 +120,7 @@ func (w *writeBehind) Query(ctx context.Context, sql string, args ...any) (pgx.R
 
 // QueryRow sends the held-back statements and the query in one round trip.
 func (w *writeBehind) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	w.wrote |= writtenState(sql)
 	br, err := w.sendWithPending(ctx, sql, args)
 	if err != nil {
 		return failedRow{err}
@@ -191,6 +199,9 @@ func (r batchRow) Scan(dest ...any) error {
 
 // SendBatch sends the held-back statements and the batch together, in one round trip.
 func (w *writeBehind) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	for _, q := range b.QueuedQueries {
+		w.wrote |= writtenState(q.SQL)
+	}
 	br, err := w.send(ctx, b)
 	if err != nil {
 		return failedBatch{err}

@@ -1,0 +1,137 @@
+package db
+
+import (
+	"strings"
+	"sync"
+
+	"gastown/db/internal/dbsqlc"
+	"gastown/reconciler"
+)
+
+// stateTables is a set of the tables a town's snapshot is read from.
+type stateTables uint8
+
+const (
+	stateBeads stateTables = 1 << iota
+	stateAgents
+	stateDependencies
+	stateReviews
+	stateRigs
+	stateConvoys
+
+	allState = stateBeads | stateAgents | stateDependencies | stateReviews | stateRigs | stateConvoys
+)
+
+var stateTableNames = []struct {
+	name  string
+	table stateTables
+}{
+	{"beads", stateBeads}, {"agents", stateAgents}, {"bead_dependencies", stateDependencies},
+	{"review_metadata", stateReviews}, {"rigs", stateRigs}, {"convoy_metadata", stateConvoys},
+}
+
+// writtenStateCache memoizes writtenState by statement text (the statements are the
+// program's constants, a few hundred of them).
+var writtenStateCache sync.Map
+
+// writtenState returns the state tables a statement may write: those it inserts into or
+// updates, and every one for a DELETE (foreign keys cascade from beads and rigs to the
+// rest). The statements are this program's, with their keywords in capitals; a
+// statement that writes through a function or a trigger would escape it (there are none).
+func writtenState(sql string) stateTables {
+	if len(sql) < 64 {
+		return writtenStateOf(sql) // SAVEPOINT, RELEASE and the like: not worth a map entry
+	}
+	if v, ok := writtenStateCache.Load(sql); ok {
+		return v.(stateTables)
+	}
+	w := writtenStateOf(sql)
+	writtenStateCache.Store(sql, w)
+	return w
+}
+
+func writtenStateOf(sql string) stateTables {
+	if strings.Contains(sql, "DELETE FROM ") {
+		return allState
+	}
+	var w stateTables
+	for _, verb := range []string{"INSERT INTO ", "UPDATE "} {
+		for rest := sql; ; {
+			i := strings.Index(rest, verb)
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len(verb):]
+			for _, t := range stateTableNames {
+				if strings.HasPrefix(rest, t.name) && (len(rest) == len(t.name) || !isIdentChar(rest[len(t.name)])) {
+					w |= t.table
+				}
+			}
+		}
+	}
+	return w
+}
+
+func isIdentChar(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// townState is the town's state as a tick last read it: the snapshot, and the rows of
+// beads, agents and rigs, which serve the tick's reads of one of them by id until the tick
+// writes their table (a read then goes to the database, and sees the write).
+type townState struct {
+	snap     *reconciler.Snapshot
+	beads    []dbsqlc.Bead // every bead but agent beads, as BeadListForSnapshot reads them
+	agents   []dbsqlc.Agent
+	rigs     []dbsqlc.Rig
+	beadIdx  map[string]int // built at the first read by id
+	agentIdx map[string]int
+}
+
+// bead returns the row of a bead as last read, or nil: no state read, the tick wrote beads
+// since, or the bead is not among those read (an agent bead, or none).
+func (s *townState) bead(id string, wrote stateTables) *dbsqlc.Bead {
+	if s == nil || wrote&stateBeads != 0 {
+		return nil
+	}
+	if s.beadIdx == nil {
+		s.beadIdx = make(map[string]int, len(s.beads))
+		for i := range s.beads {
+			s.beadIdx[s.beads[i].BeadID] = i
+		}
+	}
+	if i, ok := s.beadIdx[id]; ok {
+		return &s.beads[i]
+	}
+	return nil
+}
+
+// agent is bead for agents.
+func (s *townState) agent(id string, wrote stateTables) *dbsqlc.Agent {
+	if s == nil || wrote&stateAgents != 0 {
+		return nil
+	}
+	if s.agentIdx == nil {
+		s.agentIdx = make(map[string]int, len(s.agents))
+		for i := range s.agents {
+			s.agentIdx[s.agents[i].AgentID] = i
+		}
+	}
+	if i, ok := s.agentIdx[id]; ok {
+		return &s.agents[i]
+	}
+	return nil
+}
+
+// rig is bead for rigs (a town has a few: no index).
+func (s *townState) rig(id string, wrote stateTables) *dbsqlc.Rig {
+	if s == nil || wrote&stateRigs != 0 {
+		return nil
+	}
+	for i := range s.rigs {
+		if s.rigs[i].RigID == id {
+			return &s.rigs[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package db_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+// TestTickReadsTheStateItReadUntilItWrites: after the snapshot, an action's read of a bead
+// by id is served from the snapshot's rows — no statement — until the tick writes beads;
+// the next read then goes to the database and sees the write (two moves of one bead in one
+// tick both apply). LoadState reads again only the tables the actions wrote.
+func TestTickReadsTheStateItReadUntilItWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, tracer := tracedStore(t)
+	b := &testBundle{store: store, now: testNow()}
+	townID, rigID := b.town(t)
+	issue := b.issue(t, townID, rigID, "w")
+	b.tick(t, townID, nil)
+
+	tx, err := store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	tt, err := store.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	snap, err := tt.LoadSnapshot(ctx)
+	require.NoError(t, err)
+	tracer.take()
+
+	res, err := tt.ApplyActions(ctx, []reconciler.Action{
+		reconciler.TransitionBead{BeadID: issue, From: reconciler.StatusOpen, To: reconciler.StatusInProgress, Reason: "one"},
+		reconciler.TransitionBead{BeadID: issue, From: reconciler.StatusInProgress, To: reconciler.StatusClosed, Reason: "two"},
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Applied, "the second move saw the first")
+	require.Len(t, named(tracer.take(), "BeadGet"), 1, "the first read came from the snapshot, the second (after a write) from the database")
+
+	after, err := tt.LoadState(ctx)
+	require.NoError(t, err)
+	reads := tracer.take()
+	require.Len(t, named(reads, "BeadListForSnapshot"), 1, "beads were written: read again")
+	require.Empty(t, named(reads, "RigListByTown"), "rigs were not written: not read again")
+	require.Empty(t, named(reads, "AgentListByTown"), "agents were not written: not read again")
+	after.Index()
+	require.Equal(t, reconciler.StatusClosed, after.Bead(issue).Status)
+	require.Equal(t, snap.Rigs, after.Rigs)
+
+	// Nothing written since: a second LoadState sends nothing at all.
+	again, err := tt.LoadState(ctx)
+	require.NoError(t, err)
+	require.Empty(t, tracer.take())
+	require.Equal(t, after.Beads, again.Beads)
+}
+
+// TestWrittenStateSeesEveryWriteOfTheQueries checks the write-behind's reading of which
+// state tables a statement writes against every query of sql/queries, found here by a
+// case-insensitive pattern: a query the write-behind misreads would let a tick serve a
+// read from a snapshot its own write had outdated.
+func TestWrittenStateSeesEveryWriteOfTheQueries(t *testing.T) {
+	t.Parallel()
+	writes := regexp.MustCompile(`(?i)\b(insert\s+into|update|delete\s+from)\s+(beads|agents|bead_dependencies|review_metadata|rigs|convoy_metadata)\b`)
+	files, err := filepath.Glob("../sql/queries/*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	checked := 0
+	for _, f := range files {
+		text, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for _, query := range strings.Split(string(text), "-- name: ")[1:] {
+			query = "-- name: " + query
+			name, _, _ := strings.Cut(query, "\n")
+			seen := db.WrittenState(query)
+			for _, m := range writes.FindAllStringSubmatch(query, -1) {
+				require.Contains(t, seen, strings.ToLower(m[2]), "%s (%s) writes %s", name, f, m[2])
+				checked++
+			}
+			if strings.Contains(strings.ToUpper(query), "DELETE FROM") {
+				require.Len(t, seen, 6, "%s: a delete cascades; every table counts as written", name)
+			}
+		}
+	}
+	require.Greater(t, checked, 30, "the queries' writes of state tables")
+	require.Equal(t, []string{"beads"}, db.WrittenState("WITH x AS (SELECT 1) UPDATE beads SET status = $1"))
+	require.Empty(t, db.WrittenState("-- name: BeadEventInsert :exec\nINSERT INTO bead_events (town_id) VALUES ($1)"))
+	require.Equal(t, []string{"bead_dependencies"}, db.WrittenState("INSERT INTO bead_dependencies (town_id) VALUES ($1)"))
+}
