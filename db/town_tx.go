@@ -327,22 +327,17 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-townConfig(t.Town.Config).GUPPNudgeDedupe())})
 			return
 		})
-		p.add(func(q Querier) (err error) {
-			failures, err = t.q.EventCountDispatchFailures(ctx, q, dbsqlc.EventCountDispatchFailuresParams{
+		// With the breaker's count, what the end of the tick needs, in the same round trip:
+		// the events still pending after the drain, and the open violations (only this
+		// tick's RecordViolations changes them).
+		p.add(func(q Querier) error {
+			n, err := t.q.EventCountsForSnapshot(ctx, q, dbsqlc.EventCountsForSnapshotParams{
 				TownID: t.TownID, Since: t.Now.Add(-reconciler.CircuitBreakerWindow), TickID: t.TickID,
 			})
-			return
-		})
-		// What the end of the tick needs, in the same round trip: the open violations (only
-		// this tick's RecordViolations changes them) and the events still pending after the
-		// drain.
-		p.add(func(q Querier) (err error) { t.openViolations, err = t.q.ViolationListOpen(ctx, q, t.TownID); return })
-		p.add(func(q Querier) (err error) {
-			n, err := t.q.EventCountPending(ctx, q, t.TownID)
-			t.pendingCount = int(n)
-			t.pendingCounted = err == nil
+			failures, t.pendingCount, t.pendingCounted = n.DispatchFailures, int(n.Pending), err == nil
 			return err
 		})
+		p.add(func(q Querier) (err error) { t.openViolations, err = t.q.ViolationListOpen(ctx, q, t.TownID); return })
 	}
 	if len(p.steps) > 0 {
 		if err := p.run(ctx, t.db); err != nil {
@@ -585,7 +580,7 @@ func (t *TownTx) Finish(ctx context.Context, rec TickRecord) error {
 	if rec.OmitRow {
 		return t.finishTown(ctx, rec)
 	}
-	err := t.q.TickInsert(ctx, t.db, dbsqlc.TickInsertParams{
+	row := dbsqlc.TickInsertParams{
 		TickID: t.TickID, StartedAt: t.Now, TownID: t.TownID,
 		WallClockUs: micros(rec.WallClock), DrainUs: micros(rec.Drain), SnapshotUs: micros(rec.Snapshot),
 		ReconcileUs: micros(rec.Reconcile), ApplyUs: micros(rec.Apply),
@@ -596,11 +591,47 @@ func (t *TownTx) Finish(ctx context.Context, rec TickRecord) error {
 		SideEffectsAttempted: sat16(rec.SideEffectsAttempted), SideEffectsSucceeded: sat16(rec.SideEffectsSucceeded),
 		SideEffectsFailed: sat16(rec.SideEffectsFailed), InvariantViolations: sat16(rec.InvariantViolations),
 		ActionsByType: encodeActionCounts(rec.ActionsByType),
-	})
-	if err != nil {
+	}
+	if rec.Recorded() {
+		// The usual tick of a town with work: row, record and schedule in one statement.
+		input, err := t.tickInput(rec)
+		if err != nil {
+			return err
+		}
+		if err := t.q.TickFinishRecorded(ctx, t.db, dbsqlc.TickFinishRecordedParams{
+			TickID: row.TickID, StartedAt: row.StartedAt, TownID: row.TownID,
+			WallClockUs: row.WallClockUs, DrainUs: row.DrainUs, SnapshotUs: row.SnapshotUs,
+			ReconcileUs: row.ReconcileUs, ApplyUs: row.ApplyUs, EventsDrained: row.EventsDrained,
+			ActionsEmitted: row.ActionsEmitted, PendingEventCount: row.PendingEventCount, NextTickMs: row.NextTickMs,
+			EventsFailed: row.EventsFailed, EventsDead: row.EventsDead, HeartbeatsApplied: row.HeartbeatsApplied,
+			ActionsSkipped: row.ActionsSkipped, SideEffectsAttempted: row.SideEffectsAttempted,
+			SideEffectsSucceeded: row.SideEffectsSucceeded, SideEffectsFailed: row.SideEffectsFailed,
+			InvariantViolations: row.InvariantViolations, ActionsByType: row.ActionsByType,
+			Heartbeats: input.Heartbeats, FailedSeqs: input.FailedSeqs, Actions: input.Actions,
+			StateHash: input.StateHash, StateParts: input.StateParts,
+			NextTickAt: rec.NextTickAt, Checkpointed: rec.Checkpointed,
+		}); err != nil {
+			return fmt.Errorf("finish tick: %w", err)
+		}
+		return t.complete(ctx, rec)
+	}
+	if err := t.q.TickInsert(ctx, t.db, row); err != nil {
 		return fmt.Errorf("insert tick row: %w", err)
 	}
 	return t.finishTown(ctx, rec)
+}
+
+// tickInput is the replay record of a tick (tick_inputs).
+func (t *TownTx) tickInput(rec TickRecord) (dbsqlc.TickInputInsertParams, error) {
+	actions, err := reconciler.EncodeActions(rec.Actions)
+	if err != nil {
+		return dbsqlc.TickInputInsertParams{}, err
+	}
+	return dbsqlc.TickInputInsertParams{
+		TownID: t.TownID, TickID: t.TickID, ClockAt: t.Now, Heartbeats: mustJSON(nonNil(rec.Heartbeats)),
+		FailedSeqs: nonNil(rec.FailedSeqs), Actions: mustJSON(actions), StateHash: int64(rec.StateHash),
+		StateParts: signed(rec.StateParts),
+	}, nil
 }
 
 // finishTown records the tick for replay and schedules the town's next tick. A tick that
@@ -609,15 +640,11 @@ func (t *TownTx) Finish(ctx context.Context, rec TickRecord) error {
 func (t *TownTx) finishTown(ctx context.Context, rec TickRecord) error {
 	recorded := rec.Recorded()
 	if recorded {
-		actions, err := reconciler.EncodeActions(rec.Actions)
+		input, err := t.tickInput(rec)
 		if err != nil {
 			return err
 		}
-		if err := t.q.TickInputInsert(ctx, t.db, dbsqlc.TickInputInsertParams{
-			TownID: t.TownID, TickID: t.TickID, ClockAt: t.Now, Heartbeats: mustJSON(nonNil(rec.Heartbeats)),
-			FailedSeqs: nonNil(rec.FailedSeqs), Actions: mustJSON(actions), StateHash: int64(rec.StateHash),
-			StateParts: signed(rec.StateParts),
-		}); err != nil {
+		if err := t.q.TickInputInsert(ctx, t.db, input); err != nil {
 			return fmt.Errorf("insert tick record: %w", err)
 		}
 	}
@@ -627,6 +654,11 @@ func (t *TownTx) finishTown(ctx context.Context, rec TickRecord) error {
 	}); err != nil {
 		return fmt.Errorf("finish tick: %w", err)
 	}
+	return t.complete(ctx, rec)
+}
+
+// complete completes the tick's job (rec.Complete) and sends the writes held back.
+func (t *TownTx) complete(ctx context.Context, rec TickRecord) error {
 	if rec.Complete != nil {
 		if err := rec.Complete(ctx, wbTx{Tx: t.tx, wb: t.wb}); err != nil {
 			return err

@@ -91,8 +91,8 @@ GROUP BY town_id, agent_id, source
 ORDER BY town_id, agent_id, source;
 
 -- name: QuietDispatchFailures :many
--- QuietDispatchFailures is EventCountDispatchFailures for a set of towns (towns without a
--- failure have no row).
+-- QuietDispatchFailures is EventCountsForSnapshot's failure count for a set of towns
+-- (towns without a failure have no row).
 SELECT town_id, count(*)::int AS failures FROM town_events
 WHERE town_id = ANY (@town_ids::uuid[]) AND event_type = 'agent_dispatch_failed' AND created_at >= @since
   AND state <> 'pending' AND processed_tick_id <= @tick_id::bigint

@@ -79,14 +79,16 @@ SELECT EXISTS (
       AND state = 'pending' AND payload ->> 'status' = @status::text
 );
 
--- name: EventCountDispatchFailures :one
--- EventCountDispatchFailures counts a town's agent_dispatch_failed events created since
--- @since that ticks up to tick @tick_id applied: what the tick knows, and what a replay of
--- it sees again (failures that arrived later are not counted). The type is spelled out so
--- that the partial index town_events_dispatch_failed serves it.
-SELECT count(*)::int FROM town_events
-WHERE town_id = @town_id AND event_type = 'agent_dispatch_failed' AND created_at >= @since
-  AND state <> 'pending' AND processed_tick_id <= @tick_id::bigint;
+-- name: EventCountsForSnapshot :one
+-- EventCountsForSnapshot counts, in one statement, a town's pending events and its
+-- agent_dispatch_failed events created since @since that ticks up to tick @tick_id
+-- applied: what the tick knows, and what a replay of it sees again (failures that arrived
+-- later are not counted). The type is spelled out so that the partial index
+-- town_events_dispatch_failed serves the second count.
+SELECT (SELECT count(*) FROM town_events p WHERE p.town_id = @town_id AND p.state = 'pending')::int AS pending,
+       (SELECT count(*) FROM town_events f
+        WHERE f.town_id = @town_id AND f.event_type = 'agent_dispatch_failed' AND f.created_at >= @since
+          AND f.state <> 'pending' AND f.processed_tick_id <= @tick_id::bigint)::int AS dispatch_failures;
 
 -- name: EventListWindow :many
 -- EventListWindow lists a town's events created in [@from, @to], whatever their state, in

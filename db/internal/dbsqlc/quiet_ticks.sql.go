@@ -193,8 +193,8 @@ type QuietDispatchFailuresRow struct {
 	Failures int32
 }
 
-// QuietDispatchFailures is EventCountDispatchFailures for a set of towns (towns without a
-// failure have no row).
+// QuietDispatchFailures is EventCountsForSnapshot's failure count for a set of towns
+// (towns without a failure have no row).
 func (q *Queries) QuietDispatchFailures(ctx context.Context, db DBTX, arg QuietDispatchFailuresParams) ([]QuietDispatchFailuresRow, error) {
 	rows, err := db.Query(ctx, quietDispatchFailures, arg.TownIds, arg.Since, arg.TickID)
 	if err != nil {

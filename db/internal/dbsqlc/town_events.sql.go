@@ -10,29 +10,6 @@ import (
 	"time"
 )
 
-const eventCountDispatchFailures = `-- name: EventCountDispatchFailures :one
-SELECT count(*)::int FROM town_events
-WHERE town_id = $1 AND event_type = 'agent_dispatch_failed' AND created_at >= $2
-  AND state <> 'pending' AND processed_tick_id <= $3::bigint
-`
-
-type EventCountDispatchFailuresParams struct {
-	TownID string
-	Since  time.Time
-	TickID int64
-}
-
-// EventCountDispatchFailures counts a town's agent_dispatch_failed events created since
-// @since that ticks up to tick @tick_id applied: what the tick knows, and what a replay of
-// it sees again (failures that arrived later are not counted). The type is spelled out so
-// that the partial index town_events_dispatch_failed serves it.
-func (q *Queries) EventCountDispatchFailures(ctx context.Context, db DBTX, arg EventCountDispatchFailuresParams) (int32, error) {
-	row := db.QueryRow(ctx, eventCountDispatchFailures, arg.TownID, arg.Since, arg.TickID)
-	var column_1 int32
-	err := row.Scan(&column_1)
-	return column_1, err
-}
-
 const eventCountPending = `-- name: EventCountPending :one
 SELECT count(*)::int FROM town_events WHERE town_id = $1 AND state = 'pending'
 `
@@ -43,6 +20,36 @@ func (q *Queries) EventCountPending(ctx context.Context, db DBTX, townID string)
 	var column_1 int32
 	err := row.Scan(&column_1)
 	return column_1, err
+}
+
+const eventCountsForSnapshot = `-- name: EventCountsForSnapshot :one
+SELECT (SELECT count(*) FROM town_events p WHERE p.town_id = $1 AND p.state = 'pending')::int AS pending,
+       (SELECT count(*) FROM town_events f
+        WHERE f.town_id = $1 AND f.event_type = 'agent_dispatch_failed' AND f.created_at >= $2
+          AND f.state <> 'pending' AND f.processed_tick_id <= $3::bigint)::int AS dispatch_failures
+`
+
+type EventCountsForSnapshotParams struct {
+	TownID string
+	Since  time.Time
+	TickID int64
+}
+
+type EventCountsForSnapshotRow struct {
+	Pending          int32
+	DispatchFailures int32
+}
+
+// EventCountsForSnapshot counts, in one statement, a town's pending events and its
+// agent_dispatch_failed events created since @since that ticks up to tick @tick_id
+// applied: what the tick knows, and what a replay of it sees again (failures that arrived
+// later are not counted). The type is spelled out so that the partial index
+// town_events_dispatch_failed serves the second count.
+func (q *Queries) EventCountsForSnapshot(ctx context.Context, db DBTX, arg EventCountsForSnapshotParams) (EventCountsForSnapshotRow, error) {
+	row := db.QueryRow(ctx, eventCountsForSnapshot, arg.TownID, arg.Since, arg.TickID)
+	var i EventCountsForSnapshotRow
+	err := row.Scan(&i.Pending, &i.DispatchFailures)
+	return i, err
 }
 
 const eventDeleteBySubject = `-- name: EventDeleteBySubject :exec
