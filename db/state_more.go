@@ -116,6 +116,9 @@ func IsNotFound(err error) bool { return err == ErrNotFound } //nolint:errorlint
 
 // convoyOf returns the review-then-land convoy a bead belongs to, with its metadata.
 func (t *TownTx) convoyOf(ctx context.Context, beadID string) (*reconciler.Bead, *reconciler.Convoy, error) {
+	if t.state.tracksNoConvoy(beadID, t.wb.wrote) {
+		return nil, nil, nil
+	}
 	parents, err := t.tracked(ctx, beadID)
 	if err != nil {
 		return nil, nil, err
@@ -141,6 +144,9 @@ func (t *TownTx) convoyOf(ctx context.Context, beadID string) (*reconciler.Bead,
 // beads are terminal with no live MR; when all are done, a review-then-land convoy with a
 // feature branch becomes ready to land, any other convoy closes.
 func (t *TownTx) updateConvoyProgress(ctx context.Context, beadID string) error {
+	if t.state.tracksNoConvoy(beadID, t.wb.wrote) {
+		return nil
+	}
 	parents, err := t.tracked(ctx, beadID)
 	if err != nil {
 		return err

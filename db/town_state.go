@@ -135,3 +135,23 @@ func (s *townState) rig(id string, wrote stateTables) *dbsqlc.Rig {
 	}
 	return nil
 }
+
+// tracksNoConvoy reports whether the state as read shows, still true, that a bead tracks
+// no convoy: the tick has not written dependencies since, and none of the bead's tracks
+// edges leads to a convoy among the beads read (a bead's type never changes). False means
+// "ask the database".
+func (s *townState) tracksNoConvoy(beadID string, wrote stateTables) bool {
+	if s == nil || wrote&stateDependencies != 0 {
+		return false
+	}
+	for _, d := range s.snap.Dependencies {
+		if d.BeadID != beadID || d.Type != reconciler.DepTracks {
+			continue
+		}
+		target := s.bead(d.DependsOnID, 0) // types are immutable: a written beads table does not matter
+		if target == nil || reconciler.BeadType(target.Type) == reconciler.BeadConvoy {
+			return false
+		}
+	}
+	return true
+}

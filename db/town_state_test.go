@@ -93,3 +93,36 @@ func TestWrittenStateSeesEveryWriteOfTheQueries(t *testing.T) {
 	require.Empty(t, db.WrittenState("-- name: BeadEventInsert :exec\nINSERT INTO bead_events (town_id) VALUES ($1)"))
 	require.Equal(t, []string{"bead_dependencies"}, db.WrittenState("INSERT INTO bead_dependencies (town_id) VALUES ($1)"))
 }
+
+// TestConvoyProgressAsksOnlyForBeadsThatTrackAConvoy: with the snapshot read, a bead that
+// tracks no convoy (its edges unwritten since) finishes without the convoy lookup; the
+// tasks of a convoy still update it, and it closes when both are done.
+func TestConvoyProgressAsksOnlyForBeadsThatTrackAConvoy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, tracer := tracedStore(t)
+	b := &testBundle{store: store, now: testNow()}
+	townID, rigID := b.town(t)
+	convoy, tasks := b.convoy(t, townID, rigID, reconciler.MergeModeAndMerge, false)
+	loose := b.issue(t, townID, rigID, "in no convoy")
+	b.tick(t, townID, nil)
+
+	tx, err := store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	tt, err := store.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	_, err = tt.LoadSnapshot(ctx)
+	require.NoError(t, err)
+	tracer.take()
+	res, err := tt.ApplyActions(ctx, []reconciler.Action{
+		reconciler.TransitionBead{BeadID: loose, To: reconciler.StatusClosed, Reason: "done"},
+		reconciler.TransitionBead{BeadID: tasks[0], To: reconciler.StatusClosed, Reason: "done"},
+		reconciler.TransitionBead{BeadID: tasks[1], To: reconciler.StatusClosed, Reason: "done"},
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, res.Applied)
+	require.Len(t, named(tracer.take(), "BeadListTracked"), 2, "asked for the two tasks, not for the loose issue")
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, reconciler.StatusClosed, b.bead(t, townID, convoy).Status, "both tasks done: the convoy closed")
+}
