@@ -77,6 +77,9 @@ func (s *Store) AppendEvents(ctx context.Context, q Querier, townID string, evs 
 
 // AppendEventsJoinTick is AppendEvents followed by JoinTick, in one round trip.
 func (s *Store) AppendEventsJoinTick(ctx context.Context, tx pgx.Tx, townID string, evs []NewEvent) ([]AppendedEvent, TickState, error) {
+	if len(evs) == 1 {
+		return s.appendOneJoinTick(ctx, tx, townID, evs[0])
+	}
 	var (
 		p  pipeline
 		st TickState
@@ -88,6 +91,49 @@ func (s *Store) AppendEventsJoinTick(ctx context.Context, tx pgx.Tx, townID stri
 	p.add(func(q Querier) error { return joinTick(ctx, q, townID, &st) })
 	if err := p.run(ctx, tx); err != nil {
 		return nil, st, appendError(len(evs), err)
+	}
+	return out, st, nil
+}
+
+// appendOneJoinTickSQL is EventInsert and joinTick's look for the town's tick jobs in one
+// statement: most appends carry one event, and a statement fewer is what a busy server
+// has to spare. The CTEs see one snapshot; the waiting job is share-locked as in joinTick.
+// $8 is the town id as the tick job's args hold it (text), $1 the same as a uuid.
+const appendOneJoinTickSQL = `WITH ins AS (
+    INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+    ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING seq
+), waiting AS (
+    SELECT id FROM river_job
+    WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $8
+    LIMIT 1 FOR SHARE SKIP LOCKED
+)
+SELECT (SELECT seq FROM ins), (SELECT id FROM waiting),
+       (SELECT id FROM river_job WHERE kind = 'tick_town' AND state = 'running' AND args ->> 'town_id' = $8
+        ORDER BY id DESC LIMIT 1)`
+
+// appendOneJoinTick is AppendEventsJoinTick for one event, in one statement.
+func (s *Store) appendOneJoinTick(ctx context.Context, tx pgx.Tx, townID string, ev NewEvent) ([]AppendedEvent, TickState, error) {
+	var st TickState
+	p, err := eventInsertParams(townID, ev)
+	if err != nil {
+		return nil, st, err
+	}
+	var seq, waiting, running *int64
+	if err := tx.QueryRow(ctx, appendOneJoinTickSQL, p.TownID, p.EventID, p.EventType, p.AgentID, p.BeadID,
+		p.Payload, p.IdempotencyKey, townID).Scan(&seq, &waiting, &running); err != nil {
+		return nil, st, appendError(1, err)
+	}
+	out := []AppendedEvent{{ID: p.EventID, Duplicate: seq == nil}}
+	if seq != nil {
+		out[0].Seq = *seq
+	}
+	switch {
+	case waiting != nil:
+		st.Waiting = true
+	case running != nil:
+		st.RunningJob = *running
 	}
 	return out, st, nil
 }
