@@ -45,3 +45,9 @@ func WrittenState(sql string) []string {
 	}
 	return out
 }
+
+// LogBeadEvent logs a row of a bead's activity feed in the tick (held back, as the
+// tick's writes are).
+func (t *TownTx) LogBeadEvent(ctx context.Context, beadID, typ, newValue string) error {
+	return t.logBeadEvent(ctx, beadID, "", typ, "", newValue, nil)
+}

@@ -14,17 +14,15 @@ import (
 // The state helpers of SPEC.md §2.14. They run inside a TownTx and write with its clock.
 
 // logBeadEvent appends to a bead's activity feed.
-func (t *TownTx) logBeadEvent(ctx context.Context, beadID, agentID, typ, oldValue, newValue string, meta map[string]any) error {
+func (t *TownTx) logBeadEvent(_ context.Context, beadID, agentID, typ, oldValue, newValue string, meta map[string]any) error {
 	if meta == nil {
 		meta = map[string]any{}
 	}
-	err := t.q.BeadEventInsert(ctx, t.db, dbsqlc.BeadEventInsertParams{
+	// Held back with the tick's other feed rows: they go out as one statement (writeBehind).
+	t.wb.logFeed(dbsqlc.BeadEventInsertParams{
 		TownID: t.TownID, BeadID: beadID, AgentID: ptr(agentID), EventType: typ,
 		OldValue: ptr(oldValue), NewValue: ptr(newValue), Metadata: mustJSON(meta), Now: t.Now,
 	})
-	if err != nil {
-		return fmt.Errorf("log %s event of bead %s: %w", typ, beadID, err)
-	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -125,4 +126,71 @@ func TestConvoyProgressAsksOnlyForBeadsThatTrackAConvoy(t *testing.T) {
 	require.Len(t, named(tracer.take(), "BeadListTracked"), 2, "asked for the two tasks, not for the loose issue")
 	require.NoError(t, tx.Commit(ctx))
 	require.Equal(t, reconciler.StatusClosed, b.bead(t, townID, convoy).Status, "both tasks done: the convoy closed")
+}
+
+// TestFeedRowsGoOutTogetherInTheirScope: a scope's activity-feed rows go out as one
+// statement, in the order they were logged, with the empty agent and old value stored as
+// NULL; a scope that fails takes its rows with it and no other's; rows logged before a
+// DELETE are written before it (the cascade removes them, no foreign-key error).
+func TestFeedRowsGoOutTogetherInTheirScope(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, tracer := tracedStore(t)
+	b := &testBundle{store: store, now: testNow()}
+	townID, rigID := b.town(t)
+	kept := b.issue(t, townID, rigID, "kept")
+	gone := b.issue(t, townID, rigID, "deleted in the tick")
+	b.tick(t, townID, nil)
+
+	tx, err := store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	tt, err := store.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	tracer.take()
+	scope := func(fail bool, values ...string) {
+		t.Helper()
+		_, _, err := tt.Scope(ctx, func(db.Querier) error {
+			for _, v := range values {
+				require.NoError(t, tt.LogBeadEvent(ctx, kept, "fields_updated", v))
+			}
+			if fail {
+				return errors.New("the scope fails")
+			}
+			return nil
+		})
+		require.Equal(t, fail, err != nil)
+	}
+	scope(false, "a")
+	scope(true, "b", "c")
+	scope(false, "d", "e", "f")
+	_, _, err = tt.Scope(ctx, func(q db.Querier) error {
+		require.NoError(t, tt.LogBeadEvent(ctx, gone, "fields_updated", "x"))
+		// Held back like the tick's own BeadDelete (a sqlc ":exec" statement).
+		_, err := q.Exec(ctx, "-- name: BeadDelete :exec\nDELETE FROM beads WHERE town_id = $1 AND bead_id = $2", townID, gone)
+		return err
+	})
+	require.NoError(t, err)
+	require.NoError(t, tt.Flush(ctx))
+	sent := tracer.take()
+	require.Len(t, named(sent, "BeadEventInsertMany"), 1, "d, e, f in one statement")
+	require.Len(t, named(sent, "BeadEventInsert"), 2, "a alone, x alone before the DELETE")
+	require.NoError(t, tx.Commit(ctx))
+
+	rows, err := store.Pool.Query(ctx, `SELECT new_value, agent_id IS NULL AND old_value IS NULL FROM bead_events
+		WHERE town_id = $1 AND bead_id = $2 AND event_type = 'fields_updated' ORDER BY bead_event_id`, townID, kept)
+	require.NoError(t, err)
+	var values []string
+	for rows.Next() {
+		var v string
+		var nulls bool
+		require.NoError(t, rows.Scan(&v, &nulls))
+		require.True(t, nulls, "empty agent and old value are NULL")
+		values = append(values, v)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"a", "d", "e", "f"}, values)
+	var left int
+	require.NoError(t, store.Pool.QueryRow(ctx, `SELECT count(*) FROM bead_events WHERE town_id = $1 AND bead_id = $2`, townID, gone).Scan(&left))
+	require.Zero(t, left)
 }

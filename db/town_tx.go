@@ -120,7 +120,7 @@ type prefetched struct {
 
 // newTownTx is a TownTx on tx for a town whose row the caller read (and locked, for a tick).
 func (s *Store) newTownTx(tx pgx.Tx, town dbsqlc.Town, tickID int64, now time.Time, logger *slog.Logger) *TownTx {
-	wb := &writeBehind{inner: tx}
+	wb := &writeBehind{inner: tx, q: s.q}
 	return &TownTx{
 		store: s, tx: tx, db: wb, wb: wb, q: s.q, logger: logger.With("town_id", town.TownID, "tick_id", tickID),
 		Town: town, TownID: town.TownID, TickID: tickID, Now: now,
@@ -700,7 +700,8 @@ type savepoint struct {
 
 // beginSavepoint begins a savepoint that the tick's statements run in until
 // endSavepointScope; the caller then calls Commit or Rollback.
-func (t *TownTx) beginSavepoint(context.Context) (*savepoint, error) {
+func (t *TownTx) beginSavepoint(ctx context.Context) (*savepoint, error) {
+	t.wb.queueFeed(ctx) // rows logged before the scope are not the scope's
 	t.spSeq++
 	sp := &savepoint{t: t, name: "gt_sp_" + strconv.Itoa(t.spSeq), mark: len(t.wb.pending.QueuedQueries)}
 	t.wb.pending.Queue("SAVEPOINT " + sp.name)
@@ -716,6 +717,7 @@ func (t *TownTx) endSavepointScope(ctx context.Context, workErr error) error {
 	sp := t.wb.sp
 	t.wb.sp = nil
 	if workErr == nil {
+		t.wb.queueFeed(ctx) // the scope's feed rows go out inside it
 		if !sp.sent && len(t.wb.pending.QueuedQueries) == sp.mark+1 {
 			// Nothing ran in the scope: no savepoint needed.
 			t.wb.pending.QueuedQueries = t.wb.pending.QueuedQueries[:sp.mark]
@@ -729,6 +731,7 @@ func (t *TownTx) endSavepointScope(ctx context.Context, workErr error) error {
 			return nil
 		}
 	}
+	t.wb.feed = nil // the scope's feed rows (those before it were queued when it began)
 	if sp.sent {
 		t.wb.discard() // what is held back is the scope's
 	} else if len(t.wb.pending.QueuedQueries) > sp.mark {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"gastown/db/internal/dbsqlc"
 )
 
 // writeBehind is the executor of a tick's statements. It holds back the statements whose
@@ -26,6 +28,39 @@ type writeBehind struct {
 	// last read (TownTx.state) may have written — whether they ran, were held back, or
 	// were rolled back since: a read by id then goes to the database.
 	wrote stateTables
+	// feed holds the tick's activity-feed rows (logBeadEvent) not yet queued. They go out
+	// as one statement (BeadEventInsertMany) when a batch is sent, and before whatever
+	// they must precede: a savepoint's boundary (a scope's rows stay in its scope) and a
+	// DELETE (which would cascade to them). Nothing the tick holds back reads the feed.
+	feed []dbsqlc.BeadEventInsertParams
+	q    *dbsqlc.Queries
+}
+
+// logFeed holds back one activity-feed row.
+func (w *writeBehind) logFeed(row dbsqlc.BeadEventInsertParams) { w.feed = append(w.feed, row) }
+
+// queueFeed queues the feed rows held back: one row as BeadEventInsert, several as one
+// BeadEventInsertMany (a tick's rows share its town and clock).
+func (w *writeBehind) queueFeed(ctx context.Context) {
+	rows := w.feed
+	if len(rows) == 0 {
+		return
+	}
+	w.feed = nil
+	if len(rows) == 1 {
+		_ = w.q.BeadEventInsert(ctx, w, rows[0]) // held back: its error surfaces at the flush
+		return
+	}
+	p := dbsqlc.BeadEventInsertManyParams{
+		TownID: rows[0].TownID, Now: rows[0].Now,
+		BeadIds: make([]string, len(rows)), AgentIds: make([]string, len(rows)), EventTypes: make([]string, len(rows)),
+		OldValues: make([]string, len(rows)), NewValues: make([]string, len(rows)), Metadata: make([][]byte, len(rows)),
+	}
+	for i, r := range rows {
+		p.BeadIds[i], p.AgentIds[i], p.EventTypes[i] = r.BeadID, deref(r.AgentID), r.EventType
+		p.OldValues[i], p.NewValues[i], p.Metadata[i] = deref(r.OldValue), deref(r.NewValue), r.Metadata
+	}
+	_ = w.q.BeadEventInsertMany(ctx, w, p)
 }
 
 // ran notes that the first n held-back statements of a batch ran.
@@ -45,7 +80,11 @@ func deferrable(sql string) bool {
 }
 
 func (w *writeBehind) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	w.wrote |= writtenState(sql)
+	written := writtenState(sql)
+	if written == allState {
+		w.queueFeed(ctx) // a DELETE (it may cascade to feed rows): the rows before it go first
+	}
+	w.wrote |= written
 	if deferrable(sql) {
 		w.pending.Queue(sql, args...)
 		return pgconn.CommandTag{}, nil
@@ -57,6 +96,7 @@ func (w *writeBehind) Exec(ctx context.Context, sql string, args ...any) (pgconn
 // without arguments, possibly several, after them).
 func (w *writeBehind) execNow(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	w.wrote |= writtenState(sql)
+	w.queueFeed(ctx)
 	if len(args) == 0 {
 		if err := w.flush(ctx); err != nil {
 			return pgconn.CommandTag{}, err
@@ -136,6 +176,7 @@ func (w *writeBehind) QueryRow(ctx context.Context, sql string, args ...any) pgx
 // result, which the caller reads and then closes the batch. With nothing held back it
 // returns nil: the caller runs the statement on its own.
 func (w *writeBehind) sendWithPending(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
+	w.queueFeed(ctx)
 	if len(w.pending.QueuedQueries) == 0 {
 		return nil, nil
 	}
@@ -154,6 +195,7 @@ func (w *writeBehind) send(ctx context.Context, more *pgx.Batch) (pgx.BatchResul
 	if !ok {
 		return nil, errors.New("the tick's executor cannot send batches")
 	}
+	w.queueFeed(ctx)
 	n := len(w.pending.QueuedQueries)
 	b := w.pending
 	w.pending = pgx.Batch{}
@@ -211,6 +253,7 @@ func (w *writeBehind) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResu
 
 // flush sends the held-back statements.
 func (w *writeBehind) flush(ctx context.Context) error {
+	w.queueFeed(ctx)
 	if len(w.pending.QueuedQueries) == 0 {
 		return nil
 	}
@@ -222,7 +265,7 @@ func (w *writeBehind) flush(ctx context.Context) error {
 }
 
 // discard drops the held-back statements (their savepoint is rolled back).
-func (w *writeBehind) discard() { w.pending = pgx.Batch{} }
+func (w *writeBehind) discard() { w.pending, w.feed = pgx.Batch{}, nil }
 
 type failedRow struct{ err error }
 

@@ -41,6 +41,43 @@ func (q *Queries) BeadEventInsert(ctx context.Context, db DBTX, arg BeadEventIns
 	return err
 }
 
+const beadEventInsertMany = `-- name: BeadEventInsertMany :exec
+INSERT INTO bead_events (town_id, bead_id, agent_id, event_type, old_value, new_value, metadata, created_at)
+SELECT $1::uuid, e.bead_id, nullif(e.agent_id, '')::uuid, e.event_type, nullif(e.old_value, ''),
+       nullif(e.new_value, ''), e.metadata, $2::timestamptz
+FROM (SELECT unnest($3::uuid[]) AS bead_id, unnest($4::text[]) AS agent_id,
+             unnest($5::text[]) AS event_type, unnest($6::text[]) AS old_value,
+             unnest($7::text[]) AS new_value, unnest($8::jsonb[]) AS metadata) AS e
+`
+
+type BeadEventInsertManyParams struct {
+	TownID     string
+	Now        time.Time
+	BeadIds    []string
+	AgentIds   []string
+	EventTypes []string
+	OldValues  []string
+	NewValues  []string
+	Metadata   [][]byte
+}
+
+// BeadEventInsertMany appends several rows to a town's activity feed, in the arrays'
+// order, with one clock (a tick's rows: see writeBehind). An empty agent id, old or new
+// value is NULL, as BeadEventInsert stores it.
+func (q *Queries) BeadEventInsertMany(ctx context.Context, db DBTX, arg BeadEventInsertManyParams) error {
+	_, err := db.Exec(ctx, beadEventInsertMany,
+		arg.TownID,
+		arg.Now,
+		arg.BeadIds,
+		arg.AgentIds,
+		arg.EventTypes,
+		arg.OldValues,
+		arg.NewValues,
+		arg.Metadata,
+	)
+	return err
+}
+
 const beadEventListRecent = `-- name: BeadEventListRecent :many
 SELECT town_id, bead_event_id, bead_id, agent_id, event_type, old_value, new_value, metadata, created_at FROM bead_events WHERE town_id = $1 ORDER BY created_at DESC, bead_event_id DESC LIMIT $2
 `
