@@ -164,6 +164,18 @@ func TestSimulatedFleetRun(t *testing.T) {
 	// The life cycle was exercised: fix-up agents fixed PRs, the refinery merged PRs, GUPP
 	// nudged hung agents.
 	fixups, nudges := lifeCycle()
+	if host.Merges() == 0 {
+		// What the PR town's beads and agents were doing, to tell bad luck (crashes and
+		// backoffs) from a stuck life cycle.
+		var state string
+		require.NoError(t, store.Pool.QueryRow(ctx, `SELECT string_agg(format('%s %s %s attempts=%s last=%s assignee=%s labels=%s', b.type, b.bead_id, b.status,
+				b.dispatch_attempts, b.last_dispatch_attempt_at, b.assignee_agent_bead_id, b.labels), E'\n' ORDER BY b.created_at)
+			FROM beads b JOIN towns t USING (town_id) WHERE t.name = 'prs'`).Scan(&state))
+		var agents string
+		require.NoError(t, store.Pool.QueryRow(ctx, `SELECT coalesce(string_agg(format('%s %s %s hook=%s last=%s', a.role, a.agent_id, a.status, a.current_hook_bead_id, a.last_activity_at), E'\n'), '')
+			FROM agents a JOIN towns t USING (town_id) WHERE t.name = 'prs'`).Scan(&agents))
+		t.Logf("no merge; the PR town at %s:\n%s\nagents:\n%s", time.Now().Format(time.RFC3339Nano), state, agents)
+	}
 	require.Positive(t, host.Fixes(), "a fix-up agent pushed to a PR")
 	require.Positive(t, fixups, "a PR fix-up bead closed")
 	require.Positive(t, host.Merges(), "the refinery merged a PR on the host")
