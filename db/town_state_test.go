@@ -9,11 +9,25 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"gastown/db"
 	"gastown/reconciler"
 )
+
+// beginTick locks the town for a tick in a transaction rolled back at the test's end
+// unless the test commits it.
+func beginTick(t *testing.T, b *testBundle, townID string) (pgx.Tx, *db.TownTx) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := b.store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	tt, err := b.store.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	return tx, tt
+}
 
 // TestTickReadsTheStateItReadUntilItWrites: after the snapshot, an action's read of a bead
 // by id is served from the snapshot's rows — no statement — until the tick writes beads;
@@ -28,11 +42,7 @@ func TestTickReadsTheStateItReadUntilItWrites(t *testing.T) {
 	issue := b.issue(t, townID, rigID, "w")
 	b.tick(t, townID, nil)
 
-	tx, err := store.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx) //nolint:errcheck
-	tt, err := store.LockTown(ctx, tx, townID, b.now, false, quiet)
-	require.NoError(t, err)
+	_, tt := beginTick(t, b, townID)
 	snap, err := tt.LoadSnapshot(ctx)
 	require.NoError(t, err)
 	tracer.take()
@@ -108,12 +118,8 @@ func TestConvoyProgressAsksOnlyForBeadsThatTrackAConvoy(t *testing.T) {
 	loose := b.issue(t, townID, rigID, "in no convoy")
 	b.tick(t, townID, nil)
 
-	tx, err := store.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx) //nolint:errcheck
-	tt, err := store.LockTown(ctx, tx, townID, b.now, false, quiet)
-	require.NoError(t, err)
-	_, err = tt.LoadSnapshot(ctx)
+	tx, tt := beginTick(t, b, townID)
+	_, err := tt.LoadSnapshot(ctx)
 	require.NoError(t, err)
 	tracer.take()
 	res, err := tt.ApplyActions(ctx, []reconciler.Action{
@@ -142,11 +148,7 @@ func TestFeedRowsGoOutTogetherInTheirScope(t *testing.T) {
 	gone := b.issue(t, townID, rigID, "deleted in the tick")
 	b.tick(t, townID, nil)
 
-	tx, err := store.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx) //nolint:errcheck
-	tt, err := store.LockTown(ctx, tx, townID, b.now, false, quiet)
-	require.NoError(t, err)
+	tx, tt := beginTick(t, b, townID)
 	tracer.take()
 	scope := func(fail bool, values ...string) {
 		t.Helper()
@@ -164,7 +166,7 @@ func TestFeedRowsGoOutTogetherInTheirScope(t *testing.T) {
 	scope(false, "a")
 	scope(true, "b", "c")
 	scope(false, "d", "e", "f")
-	_, _, err = tt.Scope(ctx, func(q db.Querier) error {
+	_, _, err := tt.Scope(ctx, func(q db.Querier) error {
 		require.NoError(t, tt.LogBeadEvent(ctx, gone, "fields_updated", "x"))
 		// Held back like the tick's own BeadDelete (a sqlc ":exec" statement).
 		_, err := q.Exec(ctx, "-- name: BeadDelete :exec\nDELETE FROM beads WHERE town_id = $1 AND bead_id = $2", townID, gone)
