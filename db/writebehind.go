@@ -80,16 +80,16 @@ func deferrable(sql string) bool {
 }
 
 func (w *writeBehind) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if !deferrable(sql) {
+		return w.execNow(ctx, sql, args...)
+	}
 	written := writtenState(sql)
 	if written == allState {
 		w.queueFeed(ctx) // a DELETE (it may cascade to feed rows): the rows before it go first
 	}
 	w.wrote |= written
-	if deferrable(sql) {
-		w.pending.Queue(sql, args...)
-		return pgconn.CommandTag{}, nil
-	}
-	return w.execNow(ctx, sql, args...)
+	w.pending.Queue(sql, args...)
+	return pgconn.CommandTag{}, nil
 }
 
 // execNow runs a statement now, in the same batch as the held-back statements (a statement
