@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -27,7 +28,7 @@ func TestAppendJoinsTheTownsTick(t *testing.T) {
 		tx, err := b.store.Pool.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx) //nolint:errcheck
-		out, st, err := b.store.AppendEventsJoinTick(ctx, tx, townID, evs)
+		out, st, err := b.store.AppendEventsJoinTick(ctx, tx, townID, evs, nil)
 		require.NoError(t, err)
 		// A waiting job we joined is share-locked by us: another transaction's FOR UPDATE
 		// SKIP LOCKED (River's fetch) passes it by.
@@ -84,4 +85,90 @@ func TestAppendJoinsTheTownsTick(t *testing.T) {
 		require.True(t, st.Waiting, "a waiting tick is joined")
 		require.True(t, locked, "and held until the append commits")
 	}
+}
+
+// TestAppendOnThePoolIsItsOwnTransaction: on the pool, AppendEventsJoinTick is one round
+// trip that commits by itself — one statement for one event, one pipeline for several,
+// and no BEGIN or COMMIT — and a pipeline of several events commits all or none of them.
+func TestAppendOnThePoolIsItsOwnTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, tracer := tracedStore(t)
+	b := &testBundle{store: store, now: testNow()}
+	townID, _ := b.town(t)
+	nudge := db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}}
+	pending := func() int {
+		t.Helper()
+		var n int
+		require.NoError(t, store.Pool.QueryRow(ctx, `SELECT count(*) FROM town_events WHERE town_id = $1`, townID).Scan(&n))
+		return n
+	}
+
+	for _, n := range []int{1, 3} {
+		evs := make([]db.NewEvent, n)
+		for i := range evs {
+			evs[i] = nudge
+			evs[i].ID = db.NewID()
+		}
+		before := pending()
+		tracer.take()
+		out, _, err := store.AppendEventsJoinTick(ctx, store.Pool, townID, evs, nil)
+		require.NoError(t, err)
+		require.Len(t, out, n)
+		statements := tracer.take()
+		want := n + 1 // the inserts and the look for tick jobs
+		if n == 1 {
+			want = 1 // one statement does both
+		}
+		require.Len(t, statements, want, "%d events: %v", n, statements)
+		for _, sql := range statements {
+			require.NotRegexp(t, `(?i)^\s*(begin|commit)`, sql)
+		}
+		require.Equal(t, before+n, pending(), "committed without a COMMIT")
+	}
+
+	// A pipeline whose last insert breaks a constraint commits none of its events.
+	bad := db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: []int{1}} // payload must be an object
+	before := pending()
+	_, _, err := store.AppendEventsJoinTick(ctx, store.Pool, townID, []db.NewEvent{nudge, nudge, bad}, nil)
+	require.ErrorContains(t, err, "violates check constraint")
+	require.Equal(t, before, pending(), "none of the three committed")
+}
+
+// TestAppendEnqueuesATickOnlyForATownWithout: given the tick job's row, a one-event append
+// inserts it when the town has neither a waiting nor a running tick — and not when it has
+// one, nor when River's unique index holds the town's job in another unique state
+// (scheduled: the append then reports nothing and its caller enqueues through River).
+func TestAppendEnqueuesATickOnlyForATownWithout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	townID, _ := b.town(t)
+	key := sha256.Sum256([]byte(townID))
+	tick := &db.TickJob{Args: []byte(`{"town_id":"` + townID + `"}`), Kind: "tick_town", MaxAttempts: 100, Priority: 1,
+		Queue: "ticks", UniqueKey: key[:], UniqueStates: 0b1111_0001} // River's bits of available, pending, retryable, running, scheduled
+	appendOne := func() db.TickState {
+		t.Helper()
+		_, st, err := b.store.AppendEventsJoinTick(ctx, b.store.Pool, townID,
+			[]db.NewEvent{{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}}}, tick)
+		require.NoError(t, err)
+		return st
+	}
+	setState := func(id int64, state string) {
+		t.Helper()
+		_, err := b.store.Pool.Exec(ctx, `UPDATE river_job SET state = $2::river_job_state WHERE id = $1`, id, state)
+		require.NoError(t, err)
+	}
+
+	st := appendOne()
+	require.Positive(t, st.EnqueuedJob, "no tick: the append inserted one")
+	job := st.EnqueuedJob
+	require.Equal(t, db.TickState{Waiting: true}, appendOne(), "then joins it")
+	setState(job, "running")
+	require.Equal(t, db.TickState{RunningJob: job}, appendOne(), "a running tick is left to its re-check")
+	setState(job, "scheduled")
+	require.Equal(t, db.TickState{}, appendOne(), "River's unique index holds the scheduled job: nothing inserted")
+	var jobs int
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE args ->> 'town_id' = $1`, townID).Scan(&jobs))
+	require.Equal(t, 1, jobs)
 }

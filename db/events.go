@@ -75,10 +75,16 @@ func (s *Store) AppendEvents(ctx context.Context, q Querier, townID string, evs 
 	return out, nil
 }
 
-// AppendEventsJoinTick is AppendEvents followed by JoinTick, in one round trip.
-func (s *Store) AppendEventsJoinTick(ctx context.Context, tx pgx.Tx, townID string, evs []NewEvent) ([]AppendedEvent, TickState, error) {
+// AppendEventsJoinTick is AppendEvents followed by JoinTick, in one round trip. On the
+// pool rather than a transaction the round trip is its own transaction, committed when
+// it ends: one statement for one event, a pipeline (one implicit transaction: one Sync)
+// for several; no BEGIN and COMMIT round trips. A waiting job it share-locks stays
+// locked until the events commit, as in a transaction of the caller's. With tick set, a
+// one-event append also inserts that tick job when the town has neither a waiting nor a
+// running tick (TickState.EnqueuedJob); several events leave that to the caller.
+func (s *Store) AppendEventsJoinTick(ctx context.Context, q Querier, townID string, evs []NewEvent, tick *TickJob) ([]AppendedEvent, TickState, error) {
 	if len(evs) == 1 {
-		return s.appendOneJoinTick(ctx, tx, townID, evs[0])
+		return s.appendOneJoinTick(ctx, q, townID, evs[0], tick)
 	}
 	var (
 		p  pipeline
@@ -89,16 +95,21 @@ func (s *Store) AppendEventsJoinTick(ctx context.Context, tx pgx.Tx, townID stri
 		return nil, st, err
 	}
 	p.add(func(q Querier) error { return joinTick(ctx, q, townID, &st) })
-	if err := p.run(ctx, tx); err != nil {
+	if err := p.run(ctx, q); err != nil {
 		return nil, st, appendError(len(evs), err)
 	}
 	return out, st, nil
 }
 
-// appendOneJoinTickSQL is EventInsert and joinTick's look for the town's tick jobs in one
-// statement: most appends carry one event, and a statement fewer is what a busy server
-// has to spare. The CTEs see one snapshot; the waiting job is share-locked as in joinTick.
-// $8 is the town id as the tick job's args hold it (text), $1 the same as a uuid.
+// appendOneJoinTickSQL is EventInsert, joinTick's look for the town's tick jobs and —
+// for a town with neither a waiting nor a running tick — the insert of its tick job, in
+// one statement: most appends carry one event, and a statement fewer is what a busy
+// server has to spare. The CTEs see one snapshot; the waiting job is share-locked as in
+// joinTick. The tick job row is what River's insert of it would write ($9–$15, see
+// TickJob), and conflicts as River's insert does on River's unique index: a tick job of
+// the town in another unique state (scheduled, retryable, or one this snapshot does not
+// see yet) makes it insert nothing. $8 is the town id as the tick job's args hold it
+// (text), $1 the same as a uuid; an empty $10 (kind) inserts no job.
 const appendOneJoinTickSQL = `WITH ins AS (
     INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
@@ -108,21 +119,47 @@ const appendOneJoinTickSQL = `WITH ins AS (
     SELECT id FROM river_job
     WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $8
     LIMIT 1 FOR SHARE SKIP LOCKED
+), running AS (
+    SELECT id FROM river_job WHERE kind = 'tick_town' AND state = 'running' AND args ->> 'town_id' = $8
+    ORDER BY id DESC LIMIT 1
+), tick AS (
+    INSERT INTO river_job (args, kind, max_attempts, priority, queue, state, unique_key, unique_states)
+    SELECT $9::jsonb, $10::text, $11::smallint, $12::smallint, $13::text, 'available', $14::bytea, $15::integer::bit(8)
+    WHERE $10::text <> '' AND NOT EXISTS (SELECT FROM waiting) AND NOT EXISTS (SELECT FROM running)
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND unique_states IS NOT NULL AND river_job_state_in_bitmask(unique_states, state)
+        DO NOTHING
+    RETURNING id
 )
-SELECT (SELECT seq FROM ins), (SELECT id FROM waiting),
-       (SELECT id FROM river_job WHERE kind = 'tick_town' AND state = 'running' AND args ->> 'town_id' = $8
-        ORDER BY id DESC LIMIT 1)`
+SELECT (SELECT seq FROM ins), (SELECT id FROM waiting), (SELECT id FROM running), (SELECT id FROM tick)`
+
+// TickJob is the River job row of a town's tick, as River's own insert would write it:
+// an append that finds no tick of its town inserts it in its statement (jobs computes it,
+// and checks that River takes it for its own).
+type TickJob struct {
+	Args         []byte // the encoded job args
+	Kind         string
+	MaxAttempts  int16
+	Priority     int16
+	Queue        string
+	UniqueKey    []byte
+	UniqueStates byte // River's bitmask of the states the key is unique in
+}
 
 // appendOneJoinTick is AppendEventsJoinTick for one event, in one statement.
-func (s *Store) appendOneJoinTick(ctx context.Context, tx pgx.Tx, townID string, ev NewEvent) ([]AppendedEvent, TickState, error) {
+func (s *Store) appendOneJoinTick(ctx context.Context, q Querier, townID string, ev NewEvent, tick *TickJob) ([]AppendedEvent, TickState, error) {
 	var st TickState
 	p, err := eventInsertParams(townID, ev)
 	if err != nil {
 		return nil, st, err
 	}
-	var seq, waiting, running *int64
-	if err := tx.QueryRow(ctx, appendOneJoinTickSQL, p.TownID, p.EventID, p.EventType, p.AgentID, p.BeadID,
-		p.Payload, p.IdempotencyKey, townID).Scan(&seq, &waiting, &running); err != nil {
+	if tick == nil {
+		tick = &TickJob{Args: []byte("{}")}
+	}
+	var seq, waiting, running, enqueued *int64
+	if err := q.QueryRow(ctx, appendOneJoinTickSQL, p.TownID, p.EventID, p.EventType, p.AgentID, p.BeadID,
+		p.Payload, p.IdempotencyKey, townID, tick.Args, tick.Kind, tick.MaxAttempts, tick.Priority, tick.Queue,
+		tick.UniqueKey, int32(tick.UniqueStates)).Scan(&seq, &waiting, &running, &enqueued); err != nil {
 		return nil, st, appendError(1, err)
 	}
 	out := []AppendedEvent{{ID: p.EventID, Duplicate: seq == nil}}
@@ -134,6 +171,8 @@ func (s *Store) appendOneJoinTick(ctx context.Context, tx pgx.Tx, townID string,
 		st.Waiting = true
 	case running != nil:
 		st.RunningJob = *running
+	case enqueued != nil:
+		st.EnqueuedJob = *enqueued
 	}
 	return out, st, nil
 }
@@ -346,6 +385,8 @@ type TickState struct {
 	Waiting bool
 	// RunningJob is the id of a running tick job (0: none).
 	RunningJob int64
+	// EnqueuedJob is the id of the tick job the append inserted (0: none).
+	EnqueuedJob int64
 }
 
 // JoinTick looks for the town's tick jobs inside tx, the transaction that appended events,

@@ -2,10 +2,7 @@ package jobs
 
 import (
 	"context"
-	"fmt"
 	"time"
-
-	"github.com/riverqueue/river/rivertype"
 
 	"gastown/agentrt"
 	"gastown/db"
@@ -18,60 +15,49 @@ type Events struct {
 	svc *Service
 }
 
-// Append appends events to a town's inbox and makes sure a tick will apply them: it joins
-// a waiting tick (locked so it cannot start before the events commit), or leaves them to
-// a running tick's post-commit re-check when that tick is still running after the events
-// committed, or enqueues a tick in the same transaction. No wake-up is lost: a tick job
-// turns completed at its tick's commit and re-checks for pending events after it.
+// Append appends events to a town's inbox and makes sure a tick will apply them, in one
+// round trip that is its own transaction (no BEGIN, no COMMIT): the inserts, a look for
+// the town's tick jobs and, for a town with neither a waiting nor a running tick, the
+// insert of its tick job (one event; see db.AppendEventsJoinTick). A tick already waiting
+// is share-locked until the events commit, so it cannot start before them and drains
+// them; a running tick re-checks for pending events once it has committed, which finds
+// these if it still runs after they committed. Otherwise — several events, a running
+// tick that finished first, a tick job River's unique index holds in another state — a
+// tick is enqueued after the commit. Should that fail, or the process die first, the
+// events are committed and safe all the same, and the sweep wakes their town (pending
+// events with no tick, after SweepInterval): the append has succeeded. (Re-inserting
+// River's unique job while a tick runs would rewrite the job row and wait for that tick
+// to commit: every append of a busy town queued behind its tick.)
 func (e *Events) Append(ctx context.Context, townID string, events ...db.NewEvent) ([]db.AppendedEvent, error) {
-	tx, err := e.svc.store.Pool.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("begin append: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	// The inserts, then — in the same round trip — the town's tick jobs: a tick already
-	// waiting will drain these events: join it (one cheap locked read). A running tick
-	// re-checks for pending events once it has committed: leave it to that re-check while
-	// it still runs after our commit. Only a town with neither gets a new tick job.
-	// (Re-inserting River's unique job would rewrite the job row and wait for a running
-	// tick to commit: every append of a busy town queued behind its tick.)
-	out, st, err := e.svc.store.AppendEventsJoinTick(ctx, tx, townID, events)
+	tick, err := tickJob(townID)
 	if err != nil {
 		return nil, err
 	}
-	if st.Waiting || st.RunningJob != 0 {
-		if err := tx.Commit(ctx); err != nil {
-			return nil, fmt.Errorf("commit events: %w", err)
-		}
-		e.committed(townID, out)
-		if st.RunningJob != 0 {
-			running, err := e.svc.store.IsTickRunning(ctx, st.RunningJob)
-			if err != nil || !running {
-				// The tick committed before our events: it may have re-checked already.
-				if err := e.svc.Wake(ctx, townID); err != nil {
-					// Committed events are safe; the sweep finds them if this wake-up failed.
-					e.svc.logger.Warn("wake town after append", "town_id", townID, "error", err)
-				}
-			}
-		}
-		return out, nil
-	}
-	res, err := e.svc.Client.InsertTx(ctx, tx, TickTownArgs{TownID: townID}, nil)
+	out, st, err := e.svc.store.AppendEventsJoinTick(ctx, e.svc.store.Pool, townID, events, tick)
 	if err != nil {
-		return nil, fmt.Errorf("enqueue tick of town %s: %w", townID, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("commit events: %w", err)
+		return nil, err
 	}
 	e.committed(townID, out)
-	if !res.UniqueSkippedAsDuplicate {
-		e.svc.announce.announce(QueueTicks)
+	if err := e.svc.Ticker.at(ctx, "appended", townID); err != nil {
+		e.svc.logger.Warn("append: nothing done after the commit (failpoint); the sweep wakes the town", "town_id", townID, "error", err)
+		return out, nil
 	}
-	if res.UniqueSkippedAsDuplicate && res.Job != nil && res.Job.State == rivertype.JobStateRunning {
-		if err := e.svc.Wake(ctx, townID); err != nil {
-			// Committed events are safe; the sweep finds them if this wake-up failed.
-			e.svc.logger.Warn("wake town after append", "town_id", townID, "error", err)
+	switch {
+	case st.Waiting:
+		return out, nil
+	case st.EnqueuedJob != 0:
+		e.svc.announce.announce(QueueTicks)
+		return out, nil
+	case st.RunningJob != 0:
+		if running, err := e.svc.store.IsTickRunning(ctx, st.RunningJob); err == nil && running {
+			return out, nil
 		}
+		// The tick committed before our events: it may have re-checked already.
+	}
+	// A running tick this insert meets, after our commit, will see the events in its
+	// re-check; a new job drains them.
+	if err := e.svc.Wake(ctx, townID); err != nil {
+		e.svc.logger.Warn("wake town after append; the sweep wakes it", "town_id", townID, "error", err)
 	}
 	return out, nil
 }

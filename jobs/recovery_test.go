@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,4 +87,47 @@ func TestTickCompletesOnlyItsRunningJob(t *testing.T) {
 	err = complete()
 	require.ErrorContains(t, err, "no longer running")
 	require.Equal(t, "cancelled", state())
+}
+
+// An append of several events commits them before it enqueues a tick for a town that has
+// none. When that enqueue fails (or the process dies first: the chaos test's "appended"
+// stage), the append has still succeeded — its events are committed — and the sweep wakes
+// the town.
+func TestAppendWhoseTickWasNotEnqueuedIsLeftToTheSweep(t *testing.T) {
+	t.Parallel()
+	var failing atomic.Bool
+	var failed atomic.Int32
+	hooks := testHooks{failpoint: func(_ context.Context, stage, _ string) error {
+		if stage == "appended" && failing.Load() {
+			failed.Add(1)
+			return errors.New("enqueue failed")
+		}
+		return nil
+	}}
+	b := setup(t, testOpts{workers: true, hooks: hooks, cfg: Config{SweepInterval: time.Second}})
+	ctx := context.Background()
+	townID, rigID := b.newTown(t)
+	eventually(t, 5*time.Second, func() bool { has, _ := b.store.HasPendingEvents(ctx, townID); return !has }, "rig created")
+	eventually(t, 5*time.Second, func() bool {
+		var ticks int
+		err := b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'tick_town'
+			AND state IN ('available', 'running') AND args ->> 'town_id' = $1`, townID).Scan(&ticks)
+		return err == nil && ticks == 0
+	}, "no tick waits or runs")
+
+	failing.Store(true)
+	ev := beadCreated(rigID, "no tick for me", heldLabel)
+	out, err := b.svc.Events.Append(ctx, townID, ev, beadCreated(rigID, "nor for me", heldLabel))
+	require.NoError(t, err, "the events committed: the append succeeded")
+	require.Len(t, out, 2)
+	require.EqualValues(t, 1, failed.Load(), "the append reached its failpoint once")
+	var ticks int
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'tick_town'
+		AND state IN ('available', 'running') AND args ->> 'town_id' = $1`, townID).Scan(&ticks))
+	require.Zero(t, ticks, "several events: the append left the tick to what follows its commit")
+	took := eventually(t, 10*time.Second, func() bool {
+		_, err := b.store.GetBead(ctx, townID, ev.BeadID)
+		return err == nil
+	}, "the sweep wakes the town and its tick applies the event")
+	t.Logf("applied %s after the append", took)
 }

@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivershared/uniquestates"
 	"github.com/riverqueue/river/rivertype"
 
 	"gastown/db"
@@ -30,6 +33,25 @@ type TickTownArgs struct {
 
 // Kind implements river.JobArgs.
 func (TickTownArgs) Kind() string { return "tick_town" }
+
+// tickJob is the row River's insert of a town's tick job writes: an append that finds no
+// tick of its town inserts it within its own statement (db.TickJob). River's unique key
+// for ByArgs is the SHA-256 of "&kind=KIND&args=ARGS", ARGS the encoded args with sorted
+// keys (one key here); TestAppendEnqueuesTheTickRiverWould checks that River takes the
+// row for its own and that every column matches a row River inserted.
+func tickJob(townID string) (*db.TickJob, error) {
+	a := TickTownArgs{TownID: townID}
+	args, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	opts := a.InsertOpts()
+	key := sha256.Sum256([]byte("&kind=" + a.Kind() + "&args=" + string(args)))
+	return &db.TickJob{
+		Args: args, Kind: a.Kind(), MaxAttempts: int16(opts.MaxAttempts), Priority: 1, Queue: opts.Queue,
+		UniqueKey: key[:], UniqueStates: uniquestates.UniqueStatesToBitmask(opts.UniqueOpts.ByState),
+	}, nil
+}
 
 // QueueTicks is the queue of tick jobs.
 const QueueTicks = "ticks"

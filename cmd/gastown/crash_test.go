@@ -19,7 +19,8 @@ import (
 // TestWorkerKilledAtEveryStageOfATick kills a worker process with SIGKILL at chosen points
 // of a tick or side-effect job (jobs.Stages: inside the drain, after the apply, after the
 // tick's record, after the job's completion but before the commit, after the commit, after
-// a side effect's call), round after round, while a second worker process and a stream
+// a side effect's call, after an append committed events of a town with no tick but before
+// it enqueued one), round after round, while a second worker process and a stream
 // of issues go on. The killed process is the chaos build, which kills itself there.
 //
 // After each kill the town whose tick (or job) died must tick again within 10 s. After
