@@ -93,8 +93,8 @@ func TestAppendJoinsTheTownsTick(t *testing.T) {
 func TestAppendOnThePoolIsItsOwnTransaction(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, tracer := tracedStore(t)
-	b := &testBundle{store: store, now: testNow()}
+	b, tracer := tracedBundle(t)
+	store := b.store
 	townID, _ := b.town(t)
 	nudge := db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}}
 	pending := func() int {

@@ -74,6 +74,13 @@ func tracedStore(t *testing.T) (*db.Store, *sqlTracer) {
 	return db.NewStore(pool), tracer
 }
 
+// tracedBundle is a test bundle on tracedStore.
+func tracedBundle(t *testing.T) (*testBundle, *sqlTracer) {
+	t.Helper()
+	store, tracer := tracedStore(t)
+	return &testBundle{store: store, now: testNow()}, tracer
+}
+
 // planNode is a node of EXPLAIN (VERBOSE, FORMAT JSON).
 type planNode struct {
 	NodeType string     `json:"Node Type"`

@@ -36,8 +36,7 @@ func beginTick(t *testing.T, b *testBundle, townID string) (pgx.Tx, *db.TownTx) 
 func TestTickReadsTheStateItReadUntilItWrites(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, tracer := tracedStore(t)
-	b := &testBundle{store: store, now: testNow()}
+	b, tracer := tracedBundle(t)
 	townID, rigID := b.town(t)
 	issue := b.issue(t, townID, rigID, "w")
 	b.tick(t, townID, nil)
@@ -111,8 +110,7 @@ func TestWrittenStateSeesEveryWriteOfTheQueries(t *testing.T) {
 func TestConvoyProgressAsksOnlyForBeadsThatTrackAConvoy(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, tracer := tracedStore(t)
-	b := &testBundle{store: store, now: testNow()}
+	b, tracer := tracedBundle(t)
 	townID, rigID := b.town(t)
 	convoy, tasks := b.convoy(t, townID, rigID, reconciler.MergeModeAndMerge, false)
 	loose := b.issue(t, townID, rigID, "in no convoy")
@@ -141,8 +139,8 @@ func TestConvoyProgressAsksOnlyForBeadsThatTrackAConvoy(t *testing.T) {
 func TestFeedRowsGoOutTogetherInTheirScope(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, tracer := tracedStore(t)
-	b := &testBundle{store: store, now: testNow()}
+	b, tracer := tracedBundle(t)
+	store := b.store
 	townID, rigID := b.town(t)
 	kept := b.issue(t, townID, rigID, "kept")
 	gone := b.issue(t, townID, rigID, "deleted in the tick")

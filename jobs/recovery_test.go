@@ -108,12 +108,14 @@ func TestAppendWhoseTickWasNotEnqueuedIsLeftToTheSweep(t *testing.T) {
 	ctx := context.Background()
 	townID, rigID := b.newTown(t)
 	eventually(t, 5*time.Second, func() bool { has, _ := b.store.HasPendingEvents(ctx, townID); return !has }, "rig created")
-	eventually(t, 5*time.Second, func() bool {
-		var ticks int
-		err := b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'tick_town'
-			AND state IN ('available', 'running') AND args ->> 'town_id' = $1`, townID).Scan(&ticks)
-		return err == nil && ticks == 0
-	}, "no tick waits or runs")
+	ticks := func() int {
+		t.Helper()
+		var n int
+		require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'tick_town'
+			AND state IN ('available', 'running') AND args ->> 'town_id' = $1`, townID).Scan(&n))
+		return n
+	}
+	eventually(t, 5*time.Second, func() bool { return ticks() == 0 }, "no tick waits or runs")
 
 	failing.Store(true)
 	ev := beadCreated(rigID, "no tick for me", heldLabel)
@@ -121,10 +123,7 @@ func TestAppendWhoseTickWasNotEnqueuedIsLeftToTheSweep(t *testing.T) {
 	require.NoError(t, err, "the events committed: the append succeeded")
 	require.Len(t, out, 2)
 	require.EqualValues(t, 1, failed.Load(), "the append reached its failpoint once")
-	var ticks int
-	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'tick_town'
-		AND state IN ('available', 'running') AND args ->> 'town_id' = $1`, townID).Scan(&ticks))
-	require.Zero(t, ticks, "several events: the append left the tick to what follows its commit")
+	require.Zero(t, ticks(), "several events: the append left the tick to what follows its commit")
 	took := eventually(t, 10*time.Second, func() bool {
 		_, err := b.store.GetBead(ctx, townID, ev.BeadID)
 		return err == nil
