@@ -11,8 +11,11 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +65,10 @@ type Options struct {
 	Logger   *slog.Logger
 	// Executable is the gastown binary the crash workload runs as worker processes.
 	Executable string
+	// CPUProfile, when set, is where a Go CPU profile of the workload's first measurement
+	// window goes (active: the capacity phase; hot: the normal towns alone), for
+	// `go tool pprof`.
+	CPUProfile string
 }
 
 func (o *Options) defaults() error {
@@ -199,6 +206,24 @@ type env struct {
 	statements bool
 	// omitRow makes ticks skip their reconciler_ticks row (the row-cost comparison).
 	omitRow atomic.Bool
+	// profiled: the CPU profile (Options.CPUProfile) was taken.
+	profiled bool
+}
+
+// startCPUProfile starts a Go CPU profile into path; the returned func stops and closes it.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // withDatabase returns the server URL with another database name.
@@ -389,6 +414,17 @@ func (e *env) measure(ctx context.Context, d time.Duration, label string) (windo
 	if err != nil {
 		return w, err
 	}
+	stopProfile := func() {}
+	if e.opts.CPUProfile != "" && !e.profiled {
+		e.profiled = true
+		stop, err := startCPUProfile(e.opts.CPUProfile)
+		if err != nil {
+			return w, err
+		}
+		var once sync.Once
+		stopProfile = func() { once.Do(stop) }
+		defer stopProfile()
+	}
 	cpu0 := sampleCPU()
 	start := time.Now()
 	e.col.start(start)
@@ -415,6 +451,7 @@ loop:
 		}
 	}
 	stop := time.Now()
+	stopProfile()
 	e.col.stop(stop)
 	cpu1 := sampleCPU()
 	p.done()

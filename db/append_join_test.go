@@ -3,6 +3,7 @@ package db_test
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -171,4 +172,48 @@ func TestAppendEnqueuesATickOnlyForATownWithout(t *testing.T) {
 	var jobs int
 	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE args ->> 'town_id' = $1`, townID).Scan(&jobs))
 	require.Equal(t, 1, jobs)
+}
+
+// The re-check a tick runs after its commit (an append that found the tick running left
+// its event to it) finds every event the tick did not try — also one whose seq is below
+// the last the tick drained: sequence numbers are drawn at the insert, so an append that
+// commits after a later one is behind it. An event the tick tried and failed waits for
+// the next tick without waking the town at once.
+func TestRecheckFindsAnEventCommittedBehindTheTicksLastSeq(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	townID, _ := b.town(t)
+	nudge := db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}}
+
+	late, err := b.store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer late.Rollback(ctx)                                     //nolint:errcheck
+	behind, err := b.store.AppendEvent(ctx, late, townID, nudge) // its seq is drawn, not committed
+	require.NoError(t, err)
+	ahead := b.append(t, townID, nudge)[0]
+	require.Greater(t, ahead.Seq, behind.Seq)
+
+	dr, _, tt := b.tick(t, townID, nil)
+	require.Equal(t, 1, dr.Applied, "the tick sees only the committed event")
+	last := tt.LastDrainedSeq()
+	require.Equal(t, ahead.Seq, last)
+	more, err := b.store.HasPendingEventsAfter(ctx, townID, last)
+	require.NoError(t, err)
+	require.False(t, more, "nothing committed is left")
+
+	require.NoError(t, late.Commit(ctx))
+	more, err = b.store.HasPendingEventsAfter(ctx, townID, last)
+	require.NoError(t, err)
+	require.True(t, more, "the event committed behind the tick's last seq was never tried: the town needs a tick")
+
+	poison := func(db.Event) error { return errors.New("poison") }
+	dr, _, tt = b.tick(t, townID, nil, db.DrainOptions{MaxEvents: 100, MaxAttempts: 3, FailEvent: poison})
+	require.Equal(t, 1, dr.Failed)
+	more, err = b.store.HasPendingEventsAfter(ctx, townID, tt.LastDrainedSeq())
+	require.NoError(t, err)
+	require.False(t, more, "a failed event waits for the next tick")
+	more, err = b.store.HasPendingEventsAfter(ctx, townID, 0)
+	require.NoError(t, err)
+	require.True(t, more, "it is still pending after seq 0")
 }

@@ -316,7 +316,9 @@ func (s *Store) RecordHeartbeat(ctx context.Context, townID, agentID string, hb 
 	return nil
 }
 
-// HasPendingEventsAfter reports whether a town has a pending event later than seq.
+// HasPendingEventsAfter reports whether a town has a pending event that a tick which
+// drained up to seq did not try: a later one, or one never tried whatever its seq (an
+// append that committed after a later append holds a lower seq).
 func (s *Store) HasPendingEventsAfter(ctx context.Context, townID string, seq int64) (bool, error) {
 	ok, err := s.q.EventHasPendingAfter(ctx, s.Pool, dbsqlc.EventHasPendingAfterParams{TownID: townID, Seq: seq})
 	if err != nil {

@@ -48,9 +48,16 @@ LIMIT @max_rows;
 SELECT * FROM town_events WHERE town_id = @town_id AND event_id = @event_id;
 
 -- name: EventHasPendingAfter :one
--- EventHasPendingAfter reports whether a town has a pending event later than @seq: one
--- that arrived while a tick ran and may have lost its wake-up.
-SELECT EXISTS (SELECT 1 FROM town_events WHERE town_id = @town_id AND state = 'pending' AND seq > @seq);
+-- EventHasPendingAfter reports whether a town has a pending event that a tick which
+-- drained up to @seq did not try: one that arrived while the tick ran and may have lost
+-- its wake-up. That is any event after @seq, and any never tried at all: a sequence
+-- number is drawn at the insert, not at the commit, so an append that committed after a
+-- later one can hold a number below @seq. Events the tick tried and failed (attempts > 0)
+-- wait for the next tick, as before.
+SELECT EXISTS (
+    SELECT 1 FROM town_events
+    WHERE town_id = @town_id AND state = 'pending' AND (seq > @seq OR attempts = 0)
+);
 
 -- name: EventDeleteBySubject :exec
 -- EventDeleteBySubject deletes every event about a bead or agent (deleteBead cascade).

@@ -112,7 +112,10 @@ func (q *Queries) EventHasPending(ctx context.Context, db DBTX, townID string) (
 }
 
 const eventHasPendingAfter = `-- name: EventHasPendingAfter :one
-SELECT EXISTS (SELECT 1 FROM town_events WHERE town_id = $1 AND state = 'pending' AND seq > $2)
+SELECT EXISTS (
+    SELECT 1 FROM town_events
+    WHERE town_id = $1 AND state = 'pending' AND (seq > $2 OR attempts = 0)
+)
 `
 
 type EventHasPendingAfterParams struct {
@@ -120,8 +123,12 @@ type EventHasPendingAfterParams struct {
 	Seq    int64
 }
 
-// EventHasPendingAfter reports whether a town has a pending event later than @seq: one
-// that arrived while a tick ran and may have lost its wake-up.
+// EventHasPendingAfter reports whether a town has a pending event that a tick which
+// drained up to @seq did not try: one that arrived while the tick ran and may have lost
+// its wake-up. That is any event after @seq, and any never tried at all: a sequence
+// number is drawn at the insert, not at the commit, so an append that committed after a
+// later one can hold a number below @seq. Events the tick tried and failed (attempts > 0)
+// wait for the next tick, as before.
 func (q *Queries) EventHasPendingAfter(ctx context.Context, db DBTX, arg EventHasPendingAfterParams) (bool, error) {
 	row := db.QueryRow(ctx, eventHasPendingAfter, arg.TownID, arg.Seq)
 	var exists bool
