@@ -84,7 +84,7 @@ func newBenchCommand() *cobra.Command {
 	f.DurationVar(&opts.FetchCooldown, "fetch-cooldown", 5*time.Millisecond, "River fetch cooldown of the workers and the River baseline")
 	f.DurationVar(&opts.BaselineDuration, "baseline-duration", 10*time.Second, "how long each baseline runs")
 	f.BoolVar(&opts.Baselines, "baselines", false, "run pgbench -N and the River baseline first (when not given: yes for active, hot and idle, no for the others; without them the ratios are 0)")
-	f.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a Go CPU profile of the first measurement window to this file (go tool pprof)")
+	f.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a Go CPU profile of the first measurement window to this file, for go tool pprof (active, hot and idle; the other workloads have no such window)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	f.StringVar(&logLvl, "log-level", "warn", "log level of the workers")
 	f.StringVar(&logFmt, "log-format", "text", "log format: text or json")
