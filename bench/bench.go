@@ -121,6 +121,12 @@ type Report struct {
 	RiverNoopJobsPerSec float64 `json:"river_noop_jobs_per_sec"`
 	RatioToPgbench      float64 `json:"ratio_to_pgbench"`
 	RatioToRiverNoop    float64 `json:"ratio_to_river_noop"`
+	// LatencyQueued is the part of the latency before the tick that applied the event
+	// held its town (waiting for River to fetch the tick, or for an earlier tick);
+	// LatencyTick the duration of the ticks that applied them, from holding the town to
+	// commit. Both from the window of latency_p50_ms.
+	LatencyQueued *Quantiles `json:"latency_queued,omitempty"`
+	LatencyTick   *Quantiles `json:"latency_tick,omitempty"`
 	// LatencyRate is the event rate of the latency phase (events/s).
 	LatencyRate float64 `json:"latency_rate_events_per_sec,omitempty"`
 	// Phases splits tick duration: drain, snapshot, reconcile, apply, commit, total.
@@ -133,9 +139,12 @@ type Report struct {
 	// StatementsPerSec counts the statements the server ran for gastown (the harness's own
 	// left out), when it loads pg_stat_statements; 0 otherwise.
 	StatementsPerSec float64 `json:"postgres_statements_per_sec,omitempty"`
-	TxPerTick        float64 `json:"postgres_xact_per_tick,omitempty"`
-	CPUGastownPct    float64 `json:"cpu_gastown_pct_of_core"`
-	CPUPostgresPct   float64 `json:"cpu_postgres_pct_of_core"`
+	// RoundTripsPerTick: the round trips of the whole workload (workers and the driver's
+	// appends; a pipelined batch is one) divided by the ticks.
+	RoundTripsPerTick float64 `json:"round_trips_per_tick,omitempty"`
+	TxPerTick         float64 `json:"postgres_xact_per_tick,omitempty"`
+	CPUGastownPct     float64 `json:"cpu_gastown_pct_of_core"`
+	CPUPostgresPct    float64 `json:"cpu_postgres_pct_of_core"`
 	// CPUStealPct is CPU the hypervisor took from the machine (a VM's noise), % of a core.
 	CPUStealPct float64 `json:"cpu_steal_pct_of_core"`
 	// BytesPerTickRow is what a reconciler_ticks row costs in steady state (heap bytes in
@@ -202,6 +211,9 @@ type env struct {
 	svc   *jobs.Service
 	sim   *agentrt.Simulator
 	col   *collector
+	// trips counts the pool's round trips (workers, the driver's appends, the harness's
+	// own reads).
+	trips *roundTrips
 	// statements: pg_stat_statements is available.
 	statements bool
 	// omitRow makes ticks skip their reconciler_ticks row (the row-cost comparison).
@@ -292,6 +304,15 @@ func runBaselines(ctx context.Context, opts Options, rep *Report) error {
 	return err
 }
 
+// latencySplit is the window's latency split into queued and ticking (nil: no latency).
+func (w windowResult) latencySplit() (queued, tick *Quantiles) {
+	if w.latency.N == 0 {
+		return nil, nil
+	}
+	t := w.phases["total"]
+	return &w.queued, &t
+}
+
 // newEnv creates the bench database and starts the workers.
 func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
 	u, err := withDatabase(opts.DatabaseURL, opts.DatabasePrefix)
@@ -301,7 +322,8 @@ func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
 	if err := db.RecreateDatabase(ctx, u); err != nil {
 		return nil, err
 	}
-	pool, err := db.Connect(ctx, u, int32(opts.TickWorkers+opts.SideEffectWorkers+24))
+	trips := &roundTrips{}
+	pool, err := db.ConnectTraced(ctx, u, int32(opts.TickWorkers+opts.SideEffectWorkers+24), trips)
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +331,7 @@ func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
 		pool.Close()
 		return nil, err
 	}
-	e := &env{opts: opts, url: u, pool: pool, store: db.NewStore(pool), col: newCollector()}
+	e := &env{opts: opts, url: u, pool: pool, store: db.NewStore(pool), col: newCollector(), trips: trips}
 	e.statements = resetStatements(ctx, pool)
 	cfg.TickWorkers, cfg.SideEffectWorkers = opts.TickWorkers, opts.SideEffectWorkers
 	cfg.FetchCooldown, cfg.FetchPollInterval = opts.FetchCooldown, opts.FetchPollInterval
@@ -390,7 +412,7 @@ func (e *env) settle(ctx context.Context, timeout time.Duration) error {
 type windowResult struct {
 	seconds                  float64
 	ticks, events            int
-	latency                  Quantiles
+	latency, queued          Quantiles
 	phases                   map[string]Quantiles
 	perTown                  map[string]*townStats
 	pgTPS                    float64
@@ -401,6 +423,7 @@ type windowResult struct {
 	statements               []Statement
 	// statementsPerSec: pg_stat_statements' calls per second (0: not available).
 	statementsPerSec float64
+	roundTrips       int64
 }
 
 func (e *env) measure(ctx context.Context, d time.Duration, label string) (windowResult, error) {
@@ -426,6 +449,7 @@ func (e *env) measure(ctx context.Context, d time.Duration, label string) (windo
 		defer stopProfile()
 	}
 	cpu0 := sampleCPU()
+	trips0 := e.trips.n.Load()
 	start := time.Now()
 	e.col.start(start)
 	p := newProgress(e.opts.Progress, label, d)
@@ -451,6 +475,7 @@ loop:
 		}
 	}
 	stop := time.Now()
+	w.roundTrips = e.trips.n.Load() - trips0
 	stopProfile()
 	e.col.stop(stop)
 	cpu1 := sampleCPU()
@@ -463,7 +488,7 @@ loop:
 	w.seconds = stop.Sub(start).Seconds()
 	e.col.mu.Lock()
 	w.ticks, w.events = e.col.ticks, e.col.events
-	w.latency = quantiles(e.col.latencies)
+	w.latency, w.queued = quantiles(e.col.latencies), quantiles(e.col.queued)
 	w.phases = map[string]Quantiles{}
 	for k, v := range e.col.phases {
 		w.phases[k] = quantiles(v)
@@ -491,12 +516,14 @@ func (w windowResult) fill(rep *Report) {
 	rep.TicksPerSec = float64(w.ticks) / w.seconds
 	rep.EventsPerSec = float64(w.events) / w.seconds
 	rep.LatencyP50ms, rep.LatencyP99ms = w.latency.P50, w.latency.P99
+	rep.LatencyQueued, rep.LatencyTick = w.latencySplit()
 	rep.Phases = w.phases
 	rep.QueueDepth = w.queue
 	rep.PostgresTPS = w.pgTPS
 	rep.StatementsPerSec = w.statementsPerSec
 	if w.ticks > 0 {
 		rep.TxPerTick = w.pgTPS * w.seconds / float64(w.ticks)
+		rep.RoundTripsPerTick = float64(w.roundTrips) / float64(w.ticks)
 	}
 	rep.CPUGastownPct, rep.CPUPostgresPct, rep.CPUStealPct = w.cpuSelf, w.cpuPG, w.cpuSteal
 	rep.Statements = w.statements

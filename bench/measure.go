@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"gastown/jobs"
@@ -26,8 +27,10 @@ type collector struct {
 	ticks       int
 	events      int
 	latencies   []time.Duration
-	phases      map[string][]time.Duration
-	perTown     map[string]*townStats
+	// queued: from an event's commit until the tick that applied it held its town.
+	queued  []time.Duration
+	phases  map[string][]time.Duration
+	perTown map[string]*townStats
 	// committed is when each event appended through Events.Append committed (by sequence
 	// number), until a tick applies it: latency runs from there. Events appended another
 	// way count from their created_at, the start of their append's transaction.
@@ -49,7 +52,7 @@ func (c *collector) start(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.from, c.until = now, time.Time{}
-	c.ticks, c.events, c.latencies = 0, 0, nil
+	c.ticks, c.events, c.latencies, c.queued = 0, 0, nil, nil
 	c.phases = map[string][]time.Duration{}
 	c.perTown = map[string]*townStats{}
 }
@@ -94,10 +97,13 @@ func (c *collector) onTick(townID string, res jobs.TickResult) {
 	}
 	ts.ticks++
 	ts.events += res.Drain.Applied
+	held := res.CommittedAt.Add(-res.CommitTime - res.WallClock)
 	for _, at := range createdAt {
 		l := res.CommittedAt.Sub(at)
 		c.latencies = append(c.latencies, l)
 		ts.latencies = append(ts.latencies, l)
+		// The append's clock reading follows its commit: a tick may hold the town first.
+		c.queued = append(c.queued, max(0, held.Sub(at)))
 	}
 	c.phases["drain"] = append(c.phases["drain"], res.DrainTime)
 	c.phases["snapshot"] = append(c.phases["snapshot"], res.SnapshotTime)
@@ -299,3 +305,20 @@ ORDER BY total_exec_time DESC LIMIT $1`, n)
 	}
 	return out, rows.Err()
 }
+
+// roundTrips counts the round trips the pool's connections make to the server: each
+// statement sent alone (BEGIN and COMMIT included) and each pipelined batch is one. Once
+// per connection pgx also prepares a statement it has not seen: not counted.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (*roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (*roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (*roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}

@@ -190,6 +190,7 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 		return err
 	}
 	rep.LatencyP50ms, rep.LatencyP99ms = lat.latency.P50, lat.latency.P99
+	rep.LatencyQueued, rep.LatencyTick = lat.latencySplit()
 	if err := e.settle(ctx, 2*time.Minute); err != nil {
 		return err
 	}

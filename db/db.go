@@ -44,12 +44,20 @@ func NewStore(pool *pgxpool.Pool) *Store {
 // Connect opens a pool and checks that the server answers, with an error that says what to
 // do when it does not.
 func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	return ConnectTraced(ctx, url, maxConns, nil)
+}
+
+// ConnectTraced is Connect with a tracer on every connection of the pool (nil: none).
+func ConnectTraced(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	if tracer != nil {
+		cfg.ConnConfig.Tracer = tracer
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

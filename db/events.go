@@ -463,15 +463,20 @@ WHERE kind = 'tick_town' AND state IN ('available', 'running') AND args ->> 'tow
 // JobCompleteTx does, in a statement Postgres plans once: River's own (a batch update over
 // a dozen unnested arrays) was planned anew at each call and was the costliest statement
 // of a busy fleet. River's executor completes the job again after the worker returns,
-// which finds it completed and leaves it so. An error when the job is no longer running
-// (rescued or cancelled meanwhile): the tick must then roll back.
+// which finds it completed and leaves it so. When the job is no longer running (rescued or
+// cancelled meanwhile) the statement fails (gastown_complete_tick_job raises), and so does
+// the tick's transaction. On a tick's transaction (TickRecord.Complete) the statement is
+// held back with the tick's last writes and goes out with them — and with the commit
+// (TickRecord.Commit): its error then surfaces there, before anything committed.
 func CompleteTickJob(ctx context.Context, q Querier, jobID int64, at time.Time) error {
-	tag, err := q.Exec(ctx, `UPDATE river_job SET state = 'completed', finalized_at = $2 WHERE id = $1 AND state = 'running'`, jobID, at)
-	if err != nil {
-		return fmt.Errorf("complete tick job %d: %w", jobID, err)
+	// The name line lets a tick's write-behind hold it back (see deferrable).
+	const sql = "-- name: CompleteTickJob :exec\nSELECT gastown_complete_tick_job($1, $2)"
+	if w, ok := q.(wbTx); ok {
+		_, err := w.wb.Exec(ctx, sql, jobID, at)
+		return err
 	}
-	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("complete tick job %d: it is no longer running", jobID)
+	if _, err := q.Exec(ctx, sql, jobID, at); err != nil {
+		return fmt.Errorf("complete tick job %d: %w", jobID, err)
 	}
 	return nil
 }

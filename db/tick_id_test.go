@@ -20,10 +20,15 @@ import (
 type sqlTracer struct {
 	mu  sync.Mutex
 	sql []string
+	// alone are the statements sent alone (a round trip each), not in a batch.
+	alone []string
 }
 
 func (s *sqlTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	s.record(d.SQL)
+	s.mu.Lock()
+	s.alone = append(s.alone, d.SQL)
+	s.mu.Unlock()
 	return ctx
 }
 func (*sqlTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
@@ -41,12 +46,21 @@ func (s *sqlTracer) record(sql string) {
 	s.mu.Unlock()
 }
 
-// take returns the statements recorded so far and forgets them.
+// take returns the statements recorded so far and forgets them (and those sent alone).
 func (s *sqlTracer) take() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.sql
-	s.sql = nil
+	s.sql, s.alone = nil, nil
+	return out
+}
+
+// takeAlone returns the statements sent alone so far and forgets every statement.
+func (s *sqlTracer) takeAlone() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.alone
+	s.sql, s.alone = nil, nil
 	return out
 }
 

@@ -518,6 +518,24 @@ type TickRecord struct {
 	// Complete, when set, runs once the tick's rows are queued, on the tick's transaction:
 	// its first statement goes out in the same batch as them (the River job's completion).
 	Complete func(ctx context.Context, tx pgx.Tx) error
+	// Commit, when set, commits the tick's transaction (a *PipelinedTx) in the round trip
+	// of its last writes instead of leaving the commit to the caller.
+	Commit *TickCommit
+}
+
+// TickCommit is a tick that commits with its last writes: COMMIT follows them in the
+// same batch, and after it — outside the transaction, so that it sees what committed
+// while the tick ran — the look for pending events a tick job does after committing
+// (Store.HasPendingEventsAfter).
+type TickCommit struct {
+	// Recheck asks for that look, for events after RecheckAfter or never tried.
+	Recheck      bool
+	RecheckAfter int64
+	// Set by the commit: Committed once COMMIT succeeded; PendingAfter is the look's
+	// answer, RecheckErr its error (the tick is committed regardless).
+	Committed    bool
+	PendingAfter bool
+	RecheckErr   error
 }
 
 // Recorded reports whether the tick leaves a record for replay: it took an input or
@@ -657,14 +675,60 @@ func (t *TownTx) finishTown(ctx context.Context, rec TickRecord) error {
 	return t.complete(ctx, rec)
 }
 
-// complete completes the tick's job (rec.Complete) and sends the writes held back.
+// complete completes the tick's job (rec.Complete) and sends the writes held back, with
+// the commit when rec.Commit asks for it.
 func (t *TownTx) complete(ctx context.Context, rec TickRecord) error {
 	if rec.Complete != nil {
 		if err := rec.Complete(ctx, wbTx{Tx: t.tx, wb: t.wb}); err != nil {
 			return err
 		}
 	}
+	if rec.Commit != nil {
+		return t.commitWithLastWrites(ctx, rec.Commit)
+	}
 	return t.Flush(ctx)
+}
+
+// commitWithLastWrites sends the writes held back, COMMIT and the re-check (c.Recheck)
+// in one batch. A failed write skips the rest of the batch: nothing is committed and the
+// caller rolls back.
+func (t *TownTx) commitWithLastWrites(ctx context.Context, c *TickCommit) error {
+	ptx, ok := t.tx.(*PipelinedTx)
+	if !ok {
+		return fmt.Errorf("a tick commits with its last writes only on a pipelined transaction, not %T", t.tx)
+	}
+	recheck := dbsqlc.EventHasPendingAfterParams{TownID: t.TownID, Seq: c.RecheckAfter}
+	var more pgx.Batch
+	more.Queue("commit")
+	if c.Recheck {
+		rec := &recorder{}
+		_, _ = t.q.EventHasPendingAfter(ctx, rec, recheck)
+		more.QueuedQueries = append(more.QueuedQueries, rec.batch.QueuedQueries...)
+	}
+	br, err := t.wb.send(ctx, &more)
+	if err != nil {
+		return fmt.Errorf("tick writes: %w", err)
+	}
+	tag, err := br.Exec()
+	if err == nil && tag.String() == "ROLLBACK" {
+		err = pgx.ErrTxCommitRollback
+	}
+	if err != nil {
+		_ = br.Close()
+		return fmt.Errorf("commit tick: %w", err)
+	}
+	c.Committed = true
+	if c.Recheck {
+		c.PendingAfter, c.RecheckErr = t.q.EventHasPendingAfter(ctx, &player{br: br}, recheck)
+	}
+	if cerr := br.Close(); cerr != nil && c.RecheckErr == nil && c.Recheck {
+		c.RecheckErr = cerr
+	}
+	if c.RecheckErr != nil {
+		c.RecheckErr = fmt.Errorf("check pending events: %w", c.RecheckErr)
+	}
+	ptx.committed()
+	return nil
 }
 
 // noteContainerInstance records the container instance a heartbeat came from; a heartbeat

@@ -178,7 +178,9 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT coalesce(max(wall_clock_us), 0) * interval '1 microsecond', count(*)
 		FROM reconciler_ticks WHERE town_id = $1 AND started_at >= $2`, townID, hangStarted.Add(time.Duration(offset.Load()))).Scan(&slowest, &during))
 	require.GreaterOrEqual(t, during, 5, "ticks went on while the starts hung")
-	require.Less(t, slowest, time.Second, "no tick waited on the hung runtime (start timeout 3 s)")
+	// A tick that waited on a start would take its 3 s timeout; on a loaded 2-core machine
+	// (make test runs the packages side by side) a tick has taken 1.4 s without waiting.
+	require.Less(t, slowest, 2*time.Second, "no tick waited on the hung runtime (start timeout 3 s)")
 	// The open breaker holds dispatch back, even past the bead's backoff.
 	hung := runtimeSrv.count("hang")
 	advance(2 * time.Minute)

@@ -52,14 +52,14 @@ type Deps struct {
 // Stages are the failpoints of a tick, in order, of a side-effect job and of an append:
 //   - drained: the tick took its events and heartbeats;
 //   - applied: actions applied, side-effect jobs inserted;
-//   - recorded: the tick's row, record and schedule queued (they go out with the job's completion);
-//   - completing: the tick job marked complete, the transaction not yet committed;
+//   - recorded: the tick's row, record and schedule queued (they go out with the job's
+//     completion and the commit, in one round trip);
 //   - committed: the transaction committed, the follow-up wake-up not yet made;
 //   - effect_done: a side-effect job called the outside world, its outcome not yet reported;
 //   - appended: an append committed its events (with the tick job it inserted, if it
 //     did), nothing after that done yet: no announcement of that job, no tick enqueued
 //     for a town the append could not give one (an error here leaves it to the sweep).
-var Stages = []string{"drained", "applied", "recorded", "completing", "committed", "effect_done", "appended"}
+var Stages = []string{"drained", "applied", "recorded", "committed", "effect_done", "appended"}
 
 // Service is gastown on River: the client, the Ticker and the Events front door.
 type Service struct {

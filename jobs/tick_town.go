@@ -97,15 +97,13 @@ func (w *TickTownWorker) Work(ctx context.Context, job *river.Job[TickTownArgs])
 		return err
 	}
 	// The tick and the job completion are committed. Events that arrived while it ran
-	// may have found their wake-up skipped: look for them now.
-	more := res.Drain.More
-	if !more {
-		if more, err = w.svc.store.HasPendingEventsAfter(ctx, townID, res.LastSeq); err != nil {
-			w.svc.logger.Warn("check for events after tick", "town_id", townID, "error", err)
-			return nil // the tick is committed; the sweep finds the rest
-		}
+	// may have found their wake-up skipped: the tick looked for them in the round trip of
+	// its commit.
+	if res.RecheckErr != nil {
+		w.svc.logger.Warn("check for events after tick", "town_id", townID, "error", res.RecheckErr)
+		return nil // the tick is committed; the sweep finds the rest
 	}
-	if more {
+	if res.Drain.More || res.PendingAfterCommit {
 		if err := w.svc.Wake(ctx, townID); err != nil {
 			w.svc.logger.Warn("wake town after tick", "town_id", townID, "error", err)
 		}
@@ -113,16 +111,18 @@ func (w *TickTownWorker) Work(ctx context.Context, job *river.Job[TickTownArgs])
 	return nil
 }
 
-// tickAndComplete runs the tick and completes the job in the same transaction.
+// tickAndComplete runs the tick and completes the job in the same transaction, which the
+// tick commits with its last writes: BEGIN rides with the tick's first statements and
+// COMMIT with its last, followed by the look for events that arrived meanwhile.
 func (s *Service) tickAndComplete(ctx context.Context, job *river.Job[TickTownArgs]) (TickResult, error) {
-	tx, err := s.store.Pool.Begin(ctx)
+	tx, err := s.store.BeginPipelined(ctx)
 	if err != nil {
 		return TickResult{}, fmt.Errorf("begin tick: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	townID := job.Args.TownID
 	var completed time.Time
-	res, err := s.Ticker.Tick(ctx, tx, townID, TickOptions{Complete: func(ctx context.Context, etx pgx.Tx) error {
+	res, err := s.Ticker.Tick(ctx, tx, townID, TickOptions{Commit: true, Complete: func(ctx context.Context, etx pgx.Tx) error {
 		if err := s.Ticker.at(ctx, "recorded", townID); err != nil {
 			return err
 		}
@@ -136,16 +136,10 @@ func (s *Service) tickAndComplete(ctx context.Context, job *river.Job[TickTownAr
 	if err != nil {
 		return res, err
 	}
-	if completed.IsZero() {
-		return res, fmt.Errorf("tick of town %s returned without completing its job", townID)
+	if completed.IsZero() || !res.Committed {
+		return res, fmt.Errorf("tick of town %s returned without completing its job and committing", townID)
 	}
 	commitStart := completed
-	if err := s.Ticker.at(ctx, "completing", townID); err != nil {
-		return res, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return res, fmt.Errorf("commit tick: %w", err)
-	}
 	if err := s.Ticker.at(ctx, "committed", townID); err != nil {
 		return res, err
 	}

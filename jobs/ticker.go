@@ -82,6 +82,10 @@ type TickOptions struct {
 	// Complete runs at the end of the tick, on its transaction, its first statement in the
 	// same round trip as the tick's last writes (the worker completes the River job).
 	Complete func(ctx context.Context, tx pgx.Tx) error
+	// Commit commits the tick's transaction, a *db.PipelinedTx, in the round trip of its
+	// last writes, and then looks for events that arrived meanwhile (TickResult.Committed,
+	// PendingAfterCommit). Without it the caller commits.
+	Commit bool
 }
 
 // TickResult is what one tick did.
@@ -116,6 +120,13 @@ type TickResult struct {
 	StateParts   []uint64
 	// Quiet: a quiet tick (Service.QuietTicks), one of a batch of idle towns.
 	Quiet bool
+	// Committed: the tick committed its transaction (TickOptions.Commit). Then
+	// PendingAfterCommit tells whether events wait that the tick did not drain: those
+	// after LastSeq or never tried (looked for unless Drain.More); RecheckErr is that
+	// look's error.
+	Committed          bool
+	PendingAfterCommit bool
+	RecheckErr         error
 }
 
 // Tick runs one tick of a town on tx. It returns db.ErrTownBusy when another tick holds
@@ -258,6 +269,9 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		NextTickAt: res.NextTickAt, OmitRow: t.omitRow != nil && t.omitRow(), Complete: opts.Complete,
 		FailedSeqs: failedSeqs(res.Drain.Failures), Actions: res.Actions, StateChanged: res.StateChanged, StateHash: res.StateHash, StateParts: res.StateParts,
 	}
+	if opts.Commit {
+		rec.Commit = &db.TickCommit{Recheck: !res.Drain.More, RecheckAfter: res.LastSeq}
+	}
 	needed := res.Housekeeping.CheckpointNeeded
 	if !opts.DryRun && (needed || (rec.Recorded() && tt.CheckpointDue(t.cfg.CheckpointEvery, t.cfg.CheckpointInterval))) {
 		if err := tt.Checkpoint(ctx, res.StateHash); err != nil {
@@ -267,6 +281,9 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	}
 	if err := tt.Finish(ctx, rec); err != nil {
 		return res, err
+	}
+	if c := rec.Commit; c != nil {
+		res.Committed, res.PendingAfterCommit, res.RecheckErr = c.Committed, c.PendingAfter, c.RecheckErr
 	}
 	return res, nil
 }

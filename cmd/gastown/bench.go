@@ -106,6 +106,9 @@ func printReport(out io.Writer, r *bench.Report) {
 	if r.EventsPerSec > 0 {
 		row("events/s", "%.0f", r.EventsPerSec)
 		row("event → applied latency", "p50 %.1f ms, p99 %.1f ms%s", r.LatencyP50ms, r.LatencyP99ms, rateNote(r.LatencyRate))
+		if q, t := r.LatencyQueued, r.LatencyTick; q != nil && t != nil {
+			row("  queued, then ticking", "p50 %.1f + %.1f ms, p99 %.1f + %.1f ms (commit → tick holds the town → tick commits)", q.P50, t.P50, q.P99, t.P99)
+		}
 	}
 	if len(r.Phases) > 0 {
 		var parts []string
@@ -131,6 +134,9 @@ func printReport(out io.Writer, r *bench.Report) {
 	}
 	if len(r.QueueDepth) > 0 {
 		row("tick queue depth (1/s)", "%v", r.QueueDepth)
+	}
+	if r.RoundTripsPerTick > 0 {
+		row("round trips per tick", "%.1f (the whole workload's, a pipeline counted once)", r.RoundTripsPerTick)
 	}
 	if r.StatementsPerSec > 0 {
 		row("Postgres statements/s", "%.1f (pg_stat_statements)", r.StatementsPerSec)

@@ -1,0 +1,141 @@
+package db_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"gastown/db"
+	"gastown/reconciler"
+)
+
+// pipelinedTick locks and drains townID on a pipelined transaction.
+func pipelinedTick(t *testing.T, b *testBundle) func(townID string) (*db.PipelinedTx, *db.TownTx, db.DrainResult) {
+	return func(townID string) (*db.PipelinedTx, *db.TownTx, db.DrainResult) {
+		t.Helper()
+		ctx := context.Background()
+		ptx, err := b.store.BeginPipelined(ctx)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ptx.Rollback(ctx) })
+		tt, err := b.store.BeginTick(ctx, ptx, townID, false, 100, quiet)
+		require.NoError(t, err)
+		tt.Now = b.now
+		dr, err := tt.DrainEvents(ctx, db.DrainOptions{MaxEvents: 100, MaxAttempts: 3})
+		require.NoError(t, err)
+		return ptx, tt, dr
+	}
+}
+
+// A tick on a pipelined transaction sends BEGIN with its first statements and COMMIT with
+// its last writes, followed by the look for events committed while it ran — no round trip
+// of their own — and what it wrote is committed.
+func TestPipelinedTickSendsBeginAndCommitWithItsStatements(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, tracer := tracedBundle(t)
+	townID, _ := b.town(t)
+	nudge := db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}}
+	first := b.append(t, townID, nudge)[0]
+
+	tracer.take()
+	ptx, tt, dr := pipelinedTick(t, b)(townID)
+	require.Equal(t, 1, dr.Applied)
+	meanwhile := b.append(t, townID, nudge)[0] // committed after the drain
+	tracer.take()                              // the append's own statements
+	c := &db.TickCommit{Recheck: true, RecheckAfter: tt.LastDrainedSeq()}
+	require.NoError(t, tt.Finish(ctx, db.TickRecord{EventsDrained: dr.Drained, NextTickAt: b.now.Add(time.Minute), Commit: c}))
+	require.True(t, c.Committed)
+	require.NoError(t, c.RecheckErr)
+	require.True(t, c.PendingAfter, "the event appended during the tick is found after its commit")
+	require.ErrorIs(t, ptx.Rollback(ctx), pgx.ErrTxClosed, "the commit closed the transaction")
+
+	alone := tracer.takeAlone()
+	require.NotContains(t, alone, "begin", "BEGIN rides with the lock's batch")
+	require.NotContains(t, alone, "commit", "COMMIT rides with the last writes")
+	require.Empty(t, named(alone, "EventHasPendingAfter"), "the re-check rides with the commit")
+
+	events, err := b.store.ListEvents(ctx, townID, "", 10)
+	require.NoError(t, err)
+	states := map[int64]string{}
+	for _, e := range events {
+		states[e.Seq] = e.State
+	}
+	require.Equal(t, "processed", states[first.Seq])
+	require.Equal(t, "pending", states[meanwhile.Seq])
+	var ticks int
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM reconciler_ticks WHERE town_id = $1 AND tick_id = $2`, townID, tt.TickID).Scan(&ticks))
+	require.Equal(t, 1, ticks)
+}
+
+// A tick whose last writes fail commits nothing: the held-back completion of a job that
+// is not running (gastown_complete_tick_job raises) skips the COMMIT behind it, the
+// caller rolls back, and the connection goes back to the pool outside any transaction.
+func TestPipelinedTickWhoseLastWriteFailsCommitsNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	townID, _ := b.town(t)
+	ev := b.append(t, townID, db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}})[0]
+
+	ptx, tt, dr := pipelinedTick(t, b)(townID)
+	require.Equal(t, 1, dr.Applied)
+	c := &db.TickCommit{Recheck: true, RecheckAfter: tt.LastDrainedSeq()}
+	err := tt.Finish(ctx, db.TickRecord{EventsDrained: dr.Drained, NextTickAt: b.now.Add(time.Minute), Commit: c,
+		Complete: func(ctx context.Context, tx pgx.Tx) error { return db.CompleteTickJob(ctx, tx, -1, b.now) }})
+	require.ErrorContains(t, err, "tick job -1 is no longer running")
+	require.False(t, c.Committed)
+	require.NoError(t, ptx.Rollback(ctx))
+
+	pending, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, pending, 1)
+	require.Equal(t, ev.Seq, pending[0].Seq, "the event was not applied")
+	var ticks int
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM reconciler_ticks WHERE town_id = $1 AND tick_id = $2`, townID, tt.TickID).Scan(&ticks))
+	require.Zero(t, ticks)
+
+	// Every connection the pool hands out now is outside a transaction.
+	for range 4 {
+		c, err := b.store.Pool.Acquire(ctx)
+		require.NoError(t, err)
+		defer c.Release()
+		require.Equal(t, byte('I'), c.Conn().PgConn().TxStatus())
+	}
+}
+
+// A pipelined transaction that sends a statement alone first sends BEGIN alone; one that
+// sends nothing sends nothing at all, not even at its end.
+func TestPipelinedTxBeginsOnlyWhenItSendsSomething(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, tracer := tracedBundle(t)
+	townID, _ := b.town(t)
+
+	ptx, err := b.store.BeginPipelined(ctx)
+	require.NoError(t, err)
+	tracer.take()
+	require.NoError(t, ptx.Rollback(ctx))
+	require.Empty(t, tracer.take(), "nothing was sent, nothing to roll back")
+
+	ptx, err = b.store.BeginPipelined(ctx)
+	require.NoError(t, err)
+	_, err = ptx.Exec(ctx, `UPDATE towns SET name = 'renamed' WHERE town_id = $1`, townID)
+	require.NoError(t, err)
+	require.Equal(t, []string{"begin", `UPDATE towns SET name = 'renamed' WHERE town_id = $1`}, tracer.takeAlone())
+	require.NoError(t, ptx.Rollback(ctx))
+	var name string
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT name FROM towns WHERE town_id = $1`, townID).Scan(&name))
+	require.NotEqual(t, "renamed", name, "rolled back")
+
+	ptx, err = b.store.BeginPipelined(ctx)
+	require.NoError(t, err)
+	_, err = ptx.Exec(ctx, `UPDATE towns SET name = 'renamed' WHERE town_id = $1`, townID)
+	require.NoError(t, err)
+	require.NoError(t, ptx.Commit(ctx))
+	require.ErrorIs(t, ptx.Commit(ctx), pgx.ErrTxClosed)
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT name FROM towns WHERE town_id = $1`, townID).Scan(&name))
+	require.Equal(t, "renamed", name, "committed")
+}
