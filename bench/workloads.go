@@ -645,8 +645,9 @@ func (e *env) tickRowCost(ctx context.Context, towns []string, d time.Duration, 
 	return nil
 }
 
-// tickLoop appends an event to town and ticks it, over and over, counting the ticks; a
-// tick that finds the town busy (a River tick of it) is simply retried.
+// tickLoop appends an event to town and ticks it on the tick job's kind of transaction,
+// over and over, counting the ticks; a tick that finds the town busy (a River tick of it)
+// is simply retried.
 func (e *env) tickLoop(ctx context.Context, town string, done *atomic.Int64) error {
 	payload := []byte(`{"nudge_id": "00000000-0000-0000-0000-000000000000"}`)
 	for ctx.Err() == nil {
@@ -654,14 +655,12 @@ func (e *env) tickLoop(ctx context.Context, town string, done *atomic.Int64) err
 			VALUES ($1, gen_random_uuid(), $2, $3, now())`, town, string(reconciler.EventNudgeDelivered), payload); err != nil {
 			return err
 		}
-		tx, err := e.pool.Begin(ctx)
+		// As a tick job's: BEGIN with the lock, COMMIT and the re-check with the last writes.
+		tx, err := e.store.BeginPipelined(ctx)
 		if err != nil {
 			return err
 		}
-		_, err = e.svc.Ticker.Tick(ctx, tx, town, jobs.TickOptions{})
-		if err == nil {
-			err = tx.Commit(ctx)
-		}
+		_, err = e.svc.Ticker.Tick(ctx, tx, town, jobs.TickOptions{Commit: true})
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		switch {
 		case err == nil:
