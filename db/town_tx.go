@@ -675,6 +675,11 @@ func (t *TownTx) finishTown(ctx context.Context, rec TickRecord) error {
 	return t.complete(ctx, rec)
 }
 
+// Tx is the tick's transaction for code outside the TownTx (River's insert of the side-
+// effect jobs): each of its statements goes out in one batch with the writes the tick
+// holds back, instead of after a flush of its own.
+func (t *TownTx) Tx() pgx.Tx { return wbTx{Tx: t.tx, wb: t.wb} }
+
 // complete completes the tick's job (rec.Complete) and sends the writes held back, with
 // the commit when rec.Commit asks for it.
 func (t *TownTx) complete(ctx context.Context, rec TickRecord) error {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
@@ -39,11 +40,13 @@ type testOpts struct {
 	codeHost codehost.Host
 	// onTick hears about every committed tick.
 	onTick func(string, TickResult)
+	// tracer, when set, sees the statements of the store's pool.
+	tracer pgx.QueryTracer
 }
 
 func setup(t testing.TB, o testOpts) *testBundle {
 	t.Helper()
-	store := dbtest.NewStore(t)
+	store := db.NewStore(dbtest.NewTracedPool(t, o.tracer))
 	var svc *Service
 	sim := agentrt.NewSimulator(o.sim, reporterOf(func() agentrt.Reporter { return svc.Events }), quiet)
 	t.Cleanup(sim.Close)
@@ -103,18 +106,15 @@ func beadCreated(rigID, title string, labels ...string) db.NewEvent {
 // prove the wake-up path alone.
 const heldLabel = reconciler.LabelHeld
 
-// tick runs one tick the way the worker does, without River fetching it.
+// tick runs one tick the way the worker does, without River fetching it: on a pipelined
+// transaction that commits with the tick's last writes.
 func (b *testBundle) tick(ctx context.Context, townID string) (TickResult, error) {
-	tx, err := b.store.Pool.Begin(ctx)
+	tx, err := b.store.BeginPipelined(ctx)
 	if err != nil {
 		return TickResult{}, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
-	res, err := b.svc.Ticker.Tick(ctx, tx, townID, TickOptions{})
-	if err != nil {
-		return res, err
-	}
-	return res, tx.Commit(ctx)
+	return b.svc.Ticker.Tick(ctx, tx, townID, TickOptions{Commit: true})
 }
 
 // fromEnv parses the environment variable name (heavier runs of a test), or returns def

@@ -209,10 +209,8 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		for i, se := range res.SideEffects {
 			params[i] = sideEffectJob(townID, tt.TickID, se)
 		}
-		if err := tt.Flush(ctx); err != nil { // River inserts on tx itself
-			return res, err
-		}
-		if err := t.insert(ctx, tx, params); err != nil {
+		// River's insert goes out with the writes held back, in one round trip.
+		if err := t.insert(ctx, tt.Tx(), params); err != nil {
 			return res, fmt.Errorf("insert side-effect jobs: %w", err)
 		}
 	}

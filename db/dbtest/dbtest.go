@@ -45,11 +45,20 @@ var (
 // NewPool returns a pool on a fresh migrated database of its own, dropped at cleanup.
 func NewPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
+	return NewTracedPool(t, nil)
+}
+
+// NewTracedPool is NewPool with a tracer on its connections (nil: none).
+func NewTracedPool(t testing.TB, tracer pgx.QueryTracer) *pgxpool.Pool {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(NewURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.MaxConns = 20
+	if tracer != nil {
+		cfg.ConnConfig.Tracer = tracer
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
