@@ -112,11 +112,11 @@ func TestAppendOnThePoolIsItsOwnTransaction(t *testing.T) {
 			evs[i].ID = db.NewID()
 		}
 		before := pending()
-		tracer.take()
+		tracer.Take()
 		out, _, err := store.AppendEventsJoinTick(ctx, store.Pool, townID, evs, nil)
 		require.NoError(t, err)
 		require.Len(t, out, n)
-		statements := tracer.take()
+		statements := tracer.Take()
 		want := n + 1 // the inserts and the look for tick jobs
 		if n == 1 {
 			want = 1 // one statement does both

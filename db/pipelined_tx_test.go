@@ -40,11 +40,11 @@ func TestPipelinedTickSendsBeginAndCommitWithItsStatements(t *testing.T) {
 	nudge := db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}}
 	first := b.append(t, townID, nudge)[0]
 
-	tracer.take()
+	tracer.Take()
 	ptx, tt, dr := pipelinedTick(t, b)(townID)
 	require.Equal(t, 1, dr.Applied)
 	meanwhile := b.append(t, townID, nudge)[0] // committed after the drain
-	tracer.take()                              // the append's own statements
+	tracer.Take()                              // the append's own statements
 	c := &db.TickCommit{Recheck: true, RecheckAfter: tt.LastDrainedSeq()}
 	require.NoError(t, tt.Finish(ctx, db.TickRecord{EventsDrained: dr.Drained, NextTickAt: b.now.Add(time.Minute), Commit: c}))
 	require.True(t, c.Committed)
@@ -52,7 +52,7 @@ func TestPipelinedTickSendsBeginAndCommitWithItsStatements(t *testing.T) {
 	require.True(t, c.PendingAfter, "the event appended during the tick is found after its commit")
 	require.ErrorIs(t, ptx.Rollback(ctx), pgx.ErrTxClosed, "the commit closed the transaction")
 
-	alone := tracer.takeAlone()
+	alone := tracer.TakeAlone()
 	require.NotContains(t, alone, "begin", "BEGIN rides with the lock's batch")
 	require.NotContains(t, alone, "commit", "COMMIT rides with the last writes")
 	require.Empty(t, named(alone, "EventHasPendingAfter"), "the re-check rides with the commit")
@@ -116,15 +116,15 @@ func TestPipelinedTxBeginsOnlyWhenItSendsSomething(t *testing.T) {
 
 	ptx, err := b.store.BeginPipelined(ctx)
 	require.NoError(t, err)
-	tracer.take()
+	tracer.Take()
 	require.NoError(t, ptx.Rollback(ctx))
-	require.Empty(t, tracer.take(), "nothing was sent, nothing to roll back")
+	require.Empty(t, tracer.Take(), "nothing was sent, nothing to roll back")
 
 	ptx, err = b.store.BeginPipelined(ctx)
 	require.NoError(t, err)
 	_, err = ptx.Exec(ctx, `UPDATE towns SET name = 'renamed' WHERE town_id = $1`, townID)
 	require.NoError(t, err)
-	require.Equal(t, []string{"begin", `UPDATE towns SET name = 'renamed' WHERE town_id = $1`}, tracer.takeAlone())
+	require.Equal(t, []string{"begin", `UPDATE towns SET name = 'renamed' WHERE town_id = $1`}, tracer.TakeAlone())
 	require.NoError(t, ptx.Rollback(ctx))
 	var name string
 	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT name FROM towns WHERE town_id = $1`, townID).Scan(&name))

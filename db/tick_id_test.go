@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -16,53 +14,8 @@ import (
 	"gastown/reconciler"
 )
 
-// sqlTracer records the statements a pool's connections send, alone or in batches.
-type sqlTracer struct {
-	mu  sync.Mutex
-	sql []string
-	// alone are the statements sent alone (a round trip each), not in a batch.
-	alone []string
-}
-
-func (s *sqlTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	s.record(d.SQL)
-	s.mu.Lock()
-	s.alone = append(s.alone, d.SQL)
-	s.mu.Unlock()
-	return ctx
-}
-func (*sqlTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (*sqlTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-func (*sqlTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
-func (s *sqlTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	s.record(d.SQL)
-}
-
-func (s *sqlTracer) record(sql string) {
-	s.mu.Lock()
-	s.sql = append(s.sql, sql)
-	s.mu.Unlock()
-}
-
-// take returns the statements recorded so far and forgets them (and those sent alone).
-func (s *sqlTracer) take() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.sql
-	s.sql, s.alone = nil, nil
-	return out
-}
-
-// takeAlone returns the statements sent alone so far and forgets every statement.
-func (s *sqlTracer) takeAlone() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.alone
-	s.sql, s.alone = nil, nil
-	return out
-}
+// sqlTracer records the statements a pool's connections send.
+type sqlTracer = dbtest.Statements
 
 // named returns those of statements that are the sqlc query name.
 func named(statements []string, name string) []string {
@@ -152,7 +105,7 @@ func TestTickIDIsDrawnOnceTheTownIsLocked(t *testing.T) {
 		require.NoError(t, tx.Rollback(ctx))
 	}
 	var statements []string
-	for _, sql := range tracer.take() {
+	for _, sql := range tracer.Take() {
 		if strings.Contains(sql, "FOR NO KEY UPDATE") && strings.Contains(sql, "nextval") {
 			statements = append(statements, sql)
 		}

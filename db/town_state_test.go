@@ -44,7 +44,7 @@ func TestTickReadsTheStateItReadUntilItWrites(t *testing.T) {
 	_, tt := beginTick(t, b, townID)
 	snap, err := tt.LoadSnapshot(ctx)
 	require.NoError(t, err)
-	tracer.take()
+	tracer.Take()
 
 	res, err := tt.ApplyActions(ctx, []reconciler.Action{
 		reconciler.TransitionBead{BeadID: issue, From: reconciler.StatusOpen, To: reconciler.StatusInProgress, Reason: "one"},
@@ -52,11 +52,11 @@ func TestTickReadsTheStateItReadUntilItWrites(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Equal(t, 2, res.Applied, "the second move saw the first")
-	require.Len(t, named(tracer.take(), "BeadGet"), 1, "the first read came from the snapshot, the second (after a write) from the database")
+	require.Len(t, named(tracer.Take(), "BeadGet"), 1, "the first read came from the snapshot, the second (after a write) from the database")
 
 	after, err := tt.LoadState(ctx)
 	require.NoError(t, err)
-	reads := tracer.take()
+	reads := tracer.Take()
 	require.Len(t, named(reads, "BeadListForSnapshot"), 1, "beads were written: read again")
 	require.Empty(t, named(reads, "RigListByTown"), "rigs were not written: not read again")
 	require.Empty(t, named(reads, "AgentListByTown"), "agents were not written: not read again")
@@ -67,7 +67,7 @@ func TestTickReadsTheStateItReadUntilItWrites(t *testing.T) {
 	// Nothing written since: a second LoadState sends nothing at all.
 	again, err := tt.LoadState(ctx)
 	require.NoError(t, err)
-	require.Empty(t, tracer.take())
+	require.Empty(t, tracer.Take())
 	require.Equal(t, after.Beads, again.Beads)
 }
 
@@ -119,7 +119,7 @@ func TestConvoyProgressAsksOnlyForBeadsThatTrackAConvoy(t *testing.T) {
 	tx, tt := beginTick(t, b, townID)
 	_, err := tt.LoadSnapshot(ctx)
 	require.NoError(t, err)
-	tracer.take()
+	tracer.Take()
 	res, err := tt.ApplyActions(ctx, []reconciler.Action{
 		reconciler.TransitionBead{BeadID: loose, To: reconciler.StatusClosed, Reason: "done"},
 		reconciler.TransitionBead{BeadID: tasks[0], To: reconciler.StatusClosed, Reason: "done"},
@@ -127,7 +127,7 @@ func TestConvoyProgressAsksOnlyForBeadsThatTrackAConvoy(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Equal(t, 3, res.Applied)
-	require.Len(t, named(tracer.take(), "BeadListTracked"), 2, "asked for the two tasks, not for the loose issue")
+	require.Len(t, named(tracer.Take(), "BeadListTracked"), 2, "asked for the two tasks, not for the loose issue")
 	require.NoError(t, tx.Commit(ctx))
 	require.Equal(t, reconciler.StatusClosed, b.bead(t, townID, convoy).Status, "both tasks done: the convoy closed")
 }
@@ -147,7 +147,7 @@ func TestFeedRowsGoOutTogetherInTheirScope(t *testing.T) {
 	b.tick(t, townID, nil)
 
 	tx, tt := beginTick(t, b, townID)
-	tracer.take()
+	tracer.Take()
 	scope := func(fail bool, values ...string) {
 		t.Helper()
 		_, _, err := tt.Scope(ctx, func(db.Querier) error {
@@ -172,7 +172,7 @@ func TestFeedRowsGoOutTogetherInTheirScope(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.NoError(t, tt.Flush(ctx))
-	sent := tracer.take()
+	sent := tracer.Take()
 	require.Len(t, named(sent, "BeadEventInsertMany"), 1, "d, e, f in one statement")
 	require.Len(t, named(sent, "BeadEventInsert"), 2, "a alone, x alone before the DELETE")
 	require.NoError(t, tx.Commit(ctx))

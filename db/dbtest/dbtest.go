@@ -205,3 +205,58 @@ func randomSuffix() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// Statements is a pgx tracer that records the statements a pool's connections send: all of
+// them in order, and apart those sent alone (a round trip each) and those sent in a batch.
+type Statements struct {
+	mu                  sync.Mutex
+	all, alone, batched []string
+}
+
+// TraceQueryStart implements pgx.QueryTracer.
+func (s *Statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	s.mu.Lock()
+	s.all, s.alone = append(s.all, d.SQL), append(s.alone, d.SQL)
+	s.mu.Unlock()
+	return ctx
+}
+
+// TraceQueryEnd implements pgx.QueryTracer.
+func (*Statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TraceBatchStart implements pgx.BatchTracer.
+func (*Statements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+// TraceBatchQuery implements pgx.BatchTracer.
+func (s *Statements) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	s.mu.Lock()
+	s.all, s.batched = append(s.all, d.SQL), append(s.batched, d.SQL)
+	s.mu.Unlock()
+}
+
+// TraceBatchEnd implements pgx.BatchTracer.
+func (*Statements) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// Take returns every statement recorded so far and forgets them all.
+func (s *Statements) Take() []string {
+	all, _, _ := s.TakeSplit()
+	return all
+}
+
+// TakeAlone returns the statements sent alone so far and forgets them all.
+func (s *Statements) TakeAlone() []string {
+	_, alone, _ := s.TakeSplit()
+	return alone
+}
+
+// TakeSplit returns the statements recorded so far — all, those sent alone and those
+// sent in a batch — and forgets them.
+func (s *Statements) TakeSplit() (all, alone, batched []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all, alone, batched = s.all, s.alone, s.batched
+	s.all, s.alone, s.batched = nil, nil, nil
+	return all, alone, batched
+}
