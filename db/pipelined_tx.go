@@ -13,8 +13,8 @@ import (
 // own on BEGIN or COMMIT. BEGIN goes out at the head of the transaction's first batch (a
 // statement sent alone first sends BEGIN alone); a tick commits with its last writes and
 // the first statement after the commit in one batch (TickRecord.Commit). A tick then
-// costs two round trips fewer than on a pgx transaction, whose Begin and Commit are a
-// round trip each.
+// costs three round trips fewer than on a pgx transaction, whose Begin and Commit are a
+// round trip each, followed by the re-check on a connection of its own.
 //
 // It implements pgx.Tx without nested transactions (a tick's savepoints are its own
 // statements). Commit and Rollback release the connection; a connection left inside a

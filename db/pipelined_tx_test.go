@@ -45,7 +45,7 @@ func TestPipelinedTickSendsBeginAndCommitWithItsStatements(t *testing.T) {
 	require.Equal(t, 1, dr.Applied)
 	meanwhile := b.append(t, townID, nudge)[0] // committed after the drain
 	tracer.Take()                              // the append's own statements
-	c := &db.TickCommit{Recheck: true, RecheckAfter: tt.LastDrainedSeq()}
+	c := &db.TickCommit{Recheck: true}
 	require.NoError(t, tt.Finish(ctx, db.TickRecord{EventsDrained: dr.Drained, NextTickAt: b.now.Add(time.Minute), Commit: c}))
 	require.True(t, c.Committed)
 	require.NoError(t, c.RecheckErr)
@@ -82,7 +82,7 @@ func TestPipelinedTickWhoseLastWriteFailsCommitsNothing(t *testing.T) {
 
 	ptx, tt, dr := pipelinedTick(t, b)(townID)
 	require.Equal(t, 1, dr.Applied)
-	c := &db.TickCommit{Recheck: true, RecheckAfter: tt.LastDrainedSeq()}
+	c := &db.TickCommit{Recheck: true}
 	err := tt.Finish(ctx, db.TickRecord{EventsDrained: dr.Drained, NextTickAt: b.now.Add(time.Minute), Commit: c,
 		Complete: func(ctx context.Context, tx pgx.Tx) error { return db.CompleteTickJob(ctx, tx, -1, b.now) }})
 	require.ErrorContains(t, err, "tick job -1 is no longer running")

@@ -57,7 +57,7 @@ func BenchmarkTickTransaction(b *testing.B) {
 		}
 		rec := db.TickRecord{EventsDrained: dr.Drained, NextTickAt: bb.now.Add(time.Minute)}
 		if pipelined {
-			rec.Commit = &db.TickCommit{Recheck: true, RecheckAfter: tt.LastDrainedSeq()}
+			rec.Commit = &db.TickCommit{Recheck: true}
 		}
 		if err := tt.Finish(ctx, rec); err != nil {
 			return err

@@ -528,9 +528,9 @@ type TickRecord struct {
 // while the tick ran — the look for pending events a tick job does after committing
 // (Store.HasPendingEventsAfter).
 type TickCommit struct {
-	// Recheck asks for that look, for events after RecheckAfter or never tried.
-	Recheck      bool
-	RecheckAfter int64
+	// Recheck asks for that look: for events after the last one the tick drained, or
+	// never tried.
+	Recheck bool
 	// Set by the commit: Committed once COMMIT succeeded; PendingAfter is the look's
 	// answer, RecheckErr its error (the tick is committed regardless).
 	Committed    bool
@@ -684,7 +684,7 @@ func (t *TownTx) Tx() pgx.Tx { return wbTx{Tx: t.tx, wb: t.wb} }
 // the commit when rec.Commit asks for it.
 func (t *TownTx) complete(ctx context.Context, rec TickRecord) error {
 	if rec.Complete != nil {
-		if err := rec.Complete(ctx, wbTx{Tx: t.tx, wb: t.wb}); err != nil {
+		if err := rec.Complete(ctx, t.Tx()); err != nil {
 			return err
 		}
 	}
@@ -702,7 +702,7 @@ func (t *TownTx) commitWithLastWrites(ctx context.Context, c *TickCommit) error 
 	if !ok {
 		return fmt.Errorf("a tick commits with its last writes only on a pipelined transaction, not %T", t.tx)
 	}
-	recheck := dbsqlc.EventHasPendingAfterParams{TownID: t.TownID, Seq: c.RecheckAfter}
+	recheck := dbsqlc.EventHasPendingAfterParams{TownID: t.TownID, Seq: t.LastDrainedSeq()}
 	var more pgx.Batch
 	more.Queue("commit")
 	if c.Recheck {

@@ -268,7 +268,7 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		FailedSeqs: failedSeqs(res.Drain.Failures), Actions: res.Actions, StateChanged: res.StateChanged, StateHash: res.StateHash, StateParts: res.StateParts,
 	}
 	if opts.Commit {
-		rec.Commit = &db.TickCommit{Recheck: !res.Drain.More, RecheckAfter: res.LastSeq}
+		rec.Commit = &db.TickCommit{Recheck: !res.Drain.More}
 	}
 	needed := res.Housekeeping.CheckpointNeeded
 	if !opts.DryRun && (needed || (rec.Recorded() && tt.CheckpointDue(t.cfg.CheckpointEvery, t.cfg.CheckpointInterval))) {
