@@ -34,6 +34,9 @@ const DefaultURL = "postgres://postgres@127.0.0.1:5432/gastown?sslmode=disable"
 type Store struct {
 	Pool *pgxpool.Pool
 	q    *dbsqlc.Queries
+	// sizes is how many beads and agents each town's state held when this process last
+	// read it: BeginTick reads the state of a small town with the lock.
+	sizes townSizes
 }
 
 // NewStore wraps a pool.

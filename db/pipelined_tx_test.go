@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,4 +139,89 @@ func TestPipelinedTxBeginsOnlyWhenItSendsSomething(t *testing.T) {
 	require.ErrorIs(t, ptx.Commit(ctx), pgx.ErrTxClosed)
 	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT name FROM towns WHERE town_id = $1`, townID).Scan(&name))
 	require.Equal(t, "renamed", name, "committed")
+}
+
+// A tick of a small town reads the town's state with its lock: the drain takes the beads,
+// agents and rigs it needs from it (no point read, no round trip of its own), and the
+// rules' snapshot reads again only the tables the drain wrote — and sees its writes. A
+// town this process has not read yet, or one past prefetchStateMaxRows, reads its state
+// once, after the drain.
+func TestSmallTownStateIsReadWithTheLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, tracer := tracedBundle(t)
+	tick := pipelinedTick(t, b)
+	townID, rigID := b.town(t)
+	issue := b.issue(t, townID, rigID, "small")
+	b.tick(t, townID, nil)
+	statusChanged := db.NewEvent{Type: reconciler.EventBeadStatusChanged, BeadID: issue,
+		Payload: reconciler.BeadStatusChangedPayload{Status: reconciler.StatusInProgress}}
+
+	// stateReads runs a tick of one event up to its snapshot and counts the reads.
+	stateReads := func(ev db.NewEvent) (lock, snapshot map[string]int, snap *reconciler.Snapshot) {
+		t.Helper()
+		b.append(t, townID, ev)
+		tracer.Take()
+		ptx, tt, dr := tick(townID)
+		require.Equal(t, 1, dr.Applied)
+		lock = counts(tracer.Take())
+		snap, err := tt.LoadSnapshot(ctx)
+		require.NoError(t, err)
+		snapshot = counts(tracer.Take())
+		require.NoError(t, ptx.Commit(ctx))
+		return lock, snapshot, snap
+	}
+
+	// First tick of the town in this process (a new store): its size is unknown, the
+	// drain reads the bead by id.
+	b.store = db.NewStore(b.store.Pool)
+	lock, snapshot, _ := stateReads(db.NewEvent{Type: reconciler.EventBeadStatusChanged, BeadID: issue,
+		Payload: reconciler.BeadStatusChangedPayload{Status: reconciler.StatusOpen}})
+	require.Equal(t, 1, lock["BeadGet"])
+	require.Zero(t, lock["BeadListForSnapshot"])
+	require.Equal(t, 1, snapshot["BeadListForSnapshot"])
+	require.Equal(t, 1, snapshot["RigListByTown"])
+
+	// Now it is known to be small: state with the lock, the bead from memory, and only
+	// the beads read again (the drain wrote them).
+	lock, snapshot, snap := stateReads(statusChanged)
+	require.Zero(t, lock["BeadGet"], "the drain reads the bead from the state read with the lock")
+	require.Equal(t, 1, lock["BeadListForSnapshot"])
+	require.Equal(t, 1, lock["AgentListByTown"])
+	require.Equal(t, 1, lock["RigListByTown"])
+	require.Equal(t, 1, snapshot["BeadListForSnapshot"], "the drain wrote beads: read again")
+	require.Zero(t, snapshot["AgentListByTown"]+snapshot["RigListByTown"]+snapshot["DependencyListByTown"], "tables the drain did not write are not read again")
+	require.Equal(t, 1, snapshot["EventCountsForSnapshot"])
+	var got reconciler.BeadStatus
+	for _, bd := range snap.Beads {
+		if bd.ID == issue {
+			got = bd.Status
+		}
+	}
+	require.Equal(t, reconciler.StatusInProgress, got, "the snapshot sees the drain's write")
+	require.Len(t, snap.Rigs, 1, "the tables not read again are the lock's")
+
+	// Past the bound: the state is read once, after the drain.
+	_, err := b.store.Pool.Exec(ctx, `INSERT INTO beads (town_id, bead_id, type, status, title, rig_id, created_at, updated_at)
+		SELECT $1, gen_random_uuid(), 'issue', 'closed', 'old ' || i, $2, now(), now() FROM generate_series(1, 120) i`, townID, rigID)
+	require.NoError(t, err)
+	lock, _, _ = stateReads(statusChanged) // learns the size (read from memory: it was small)
+	require.Equal(t, 1, lock["BeadListForSnapshot"])
+	lock, snapshot, _ = stateReads(statusChanged)
+	require.Zero(t, lock["BeadListForSnapshot"], "a town past the bound reads its state after the drain")
+	require.Equal(t, 1, lock["BeadGet"])
+	require.Equal(t, 1, snapshot["BeadListForSnapshot"])
+	require.Equal(t, 1, snapshot["AgentListByTown"])
+}
+
+// counts counts statements by their sqlc name.
+func counts(statements []string) map[string]int {
+	out := map[string]int{}
+	for _, sql := range statements {
+		if name, ok := strings.CutPrefix(sql, "-- name: "); ok {
+			name, _, _ = strings.Cut(name, " ")
+			out[name]++
+		}
+	}
+	return out
 }

@@ -63,8 +63,9 @@ func (s *Store) LockTown(ctx context.Context, tx pgx.Tx, townID string, now time
 
 // BeginTick is LockTown for a tick that drains at most drainBatch events: in the same
 // round trip as the lock it reads the heartbeats and the pending events the tick takes
-// first (ApplyHeartbeats and DrainEvents use them). The reads run after the lock
-// statement, in the transaction that holds the town. The caller sets Now.
+// first (ApplyHeartbeats and DrainEvents use them) and, for a small town (see
+// prefetchStateMaxRows), the town's state. The reads run after the lock statement, in the
+// transaction that holds the town. The caller sets Now.
 func (s *Store) BeginTick(ctx context.Context, tx pgx.Tx, townID string, wait bool, drainBatch int, logger *slog.Logger) (*TownTx, error) {
 	return s.lockTown(ctx, tx, townID, wait, drainBatch, logger)
 }
@@ -75,6 +76,7 @@ func (s *Store) lockTown(ctx context.Context, tx pgx.Tx, townID string, wait boo
 		row        dbsqlc.TownLockForTickRow
 		heartbeats []dbsqlc.AgentHeartbeat
 		pending    []dbsqlc.TownEvent
+		state      *stateReads
 	)
 	p.add(func(q Querier) (err error) {
 		if wait {
@@ -92,6 +94,9 @@ func (s *Store) lockTown(ctx context.Context, tx pgx.Tx, townID string, wait boo
 			pending, err = s.q.EventListPending(ctx, q, dbsqlc.EventListPendingParams{TownID: townID, MaxRows: int32(drainBatch + 1)})
 			return
 		})
+		if s.sizes.small(townID) {
+			state = queueStateReads(ctx, s.q, &p, townID, allState)
+		}
 	}
 	err := p.run(ctx, tx)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -107,6 +112,9 @@ func (s *Store) lockTown(ctx context.Context, tx pgx.Tx, townID string, wait boo
 	t := s.newTownTx(tx, row.Town, row.TickID, time.Time{}, logger)
 	if drainBatch > 0 {
 		t.prefetched = &prefetched{heartbeats: heartbeats, pending: pending, drainBatch: drainBatch}
+	}
+	if state != nil {
+		t.installState(state)
 	}
 	return t, nil
 }
@@ -287,41 +295,18 @@ func (t *TownTx) LoadState(ctx context.Context) (*reconciler.Snapshot, error) {
 }
 
 func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.Snapshot, error) {
-	s := emptySnapshot(t.Town)
 	var (
 		p        pipeline
-		beads    []dbsqlc.Bead
-		agents   []dbsqlc.Agent
-		deps     []dbsqlc.DependencyListByTownRow
-		reviews  []dbsqlc.ReviewMetadatum
-		rigs     []dbsqlc.Rig
-		convoys  []dbsqlc.ConvoyMetadatum
 		nudges   []dbsqlc.NudgeListRecentBySourceRow
 		failures int32
 	)
-	// A snapshot for the rules reads everything; LoadState what the tick wrote since.
+	// The first read takes every table; a later one — LoadState, or the rules' snapshot
+	// after the state was read with the lock (BeginTick) — what the tick wrote since.
 	read := allState
-	if !forRules && t.state != nil {
+	if t.state != nil {
 		read = t.wb.wrote
 	}
-	if read&stateBeads != 0 {
-		p.add(func(q Querier) (err error) { beads, err = t.q.BeadListForSnapshot(ctx, fastScan(q), t.TownID); return })
-	}
-	if read&stateAgents != 0 {
-		p.add(func(q Querier) (err error) { agents, err = t.q.AgentListByTown(ctx, fastScan(q), t.TownID); return })
-	}
-	if read&stateDependencies != 0 {
-		p.add(func(q Querier) (err error) { deps, err = t.q.DependencyListByTown(ctx, fastScan(q), t.TownID); return })
-	}
-	if read&stateReviews != 0 {
-		p.add(func(q Querier) (err error) { reviews, err = t.q.ReviewListByTown(ctx, fastScan(q), t.TownID); return })
-	}
-	if read&stateRigs != 0 {
-		p.add(func(q Querier) (err error) { rigs, err = t.q.RigListByTown(ctx, fastScan(q), t.TownID); return })
-	}
-	if read&stateConvoys != 0 {
-		p.add(func(q Querier) (err error) { convoys, err = t.q.ConvoyListByTown(ctx, fastScan(q), t.TownID); return })
-	}
+	r := queueStateReads(ctx, t.q, &p, t.TownID, read)
 	if forRules {
 		p.add(func(q Querier) (err error) {
 			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-townConfig(t.Town.Config).GUPPNudgeDedupe())})
@@ -344,67 +329,111 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 			return nil, fmt.Errorf("load snapshot: %w", err)
 		}
 	}
-	// What was read is the state now (the writes held back went out first, in the same
-	// batch); the tables not read are as the last read left them.
-	prev := t.state
-	st := &townState{snap: s}
-	if read&stateBeads != 0 {
-		s.Beads = make([]reconciler.Bead, len(beads))
-		for i := range beads {
-			s.Beads[i] = beadFromInternal(&beads[i])
-		}
-		st.beads = beads
-	} else {
-		s.Beads, st.beads, st.beadIdx = prev.snap.Beads, prev.beads, prev.beadIdx
-	}
-	if read&stateAgents != 0 {
-		s.Agents = make([]reconciler.Agent, len(agents))
-		for i, a := range agents {
-			s.Agents[i] = agentFromInternal(a)
-		}
-		st.agents = agents
-	} else {
-		s.Agents, st.agents, st.agentIdx = prev.snap.Agents, prev.agents, prev.agentIdx
-	}
-	if read&stateDependencies != 0 {
-		s.Dependencies = make([]reconciler.Dependency, len(deps))
-		for i, d := range deps {
-			s.Dependencies[i] = reconciler.Dependency{BeadID: d.BeadID, DependsOnID: d.DependsOnBeadID, Type: reconciler.DependencyType(d.DependencyType)}
-		}
-	} else {
-		s.Dependencies = prev.snap.Dependencies
-	}
-	if read&stateReviews != 0 {
-		s.Reviews = make([]reconciler.Review, len(reviews))
-		for i, r := range reviews {
-			s.Reviews[i] = reviewFromInternal(r)
-		}
-	} else {
-		s.Reviews = prev.snap.Reviews
-	}
-	if read&stateRigs != 0 {
-		for _, r := range rigs {
-			s.Rigs = append(s.Rigs, rigFromInternal(r))
-		}
-		st.rigs = rigs
-	} else {
-		s.Rigs, st.rigs = prev.snap.Rigs, prev.rigs
-	}
-	if read&stateConvoys != 0 {
-		s.Convoys = make([]reconciler.Convoy, len(convoys))
-		for i, c := range convoys {
-			s.Convoys[i] = convoyFromInternal(c)
-		}
-	} else {
-		s.Convoys = prev.snap.Convoys
-	}
-	t.state, t.wb.wrote = st, 0
+	s := t.installState(r)
 	s.Nudges = make([]reconciler.NudgeRecord, len(nudges))
 	for i, n := range nudges {
 		s.Nudges[i] = reconciler.NudgeRecord{AgentID: n.AgentID, Source: n.Source, LastAt: n.LastAt}
 	}
 	s.DispatchFailures = int(failures)
 	return s, nil
+}
+
+// stateReads are reads of some of a town's state tables, queued on a pipeline; once it
+// has run, installState makes them the tick's state.
+type stateReads struct {
+	read    stateTables
+	beads   []dbsqlc.Bead
+	agents  []dbsqlc.Agent
+	deps    []dbsqlc.DependencyListByTownRow
+	reviews []dbsqlc.ReviewMetadatum
+	rigs    []dbsqlc.Rig
+	convoys []dbsqlc.ConvoyMetadatum
+}
+
+// queueStateReads queues on p the reads of the state tables in read.
+func queueStateReads(ctx context.Context, qs *dbsqlc.Queries, p *pipeline, townID string, read stateTables) *stateReads {
+	r := &stateReads{read: read}
+	if read&stateBeads != 0 {
+		p.add(func(q Querier) (err error) { r.beads, err = qs.BeadListForSnapshot(ctx, fastScan(q), townID); return })
+	}
+	if read&stateAgents != 0 {
+		p.add(func(q Querier) (err error) { r.agents, err = qs.AgentListByTown(ctx, fastScan(q), townID); return })
+	}
+	if read&stateDependencies != 0 {
+		p.add(func(q Querier) (err error) { r.deps, err = qs.DependencyListByTown(ctx, fastScan(q), townID); return })
+	}
+	if read&stateReviews != 0 {
+		p.add(func(q Querier) (err error) { r.reviews, err = qs.ReviewListByTown(ctx, fastScan(q), townID); return })
+	}
+	if read&stateRigs != 0 {
+		p.add(func(q Querier) (err error) { r.rigs, err = qs.RigListByTown(ctx, fastScan(q), townID); return })
+	}
+	if read&stateConvoys != 0 {
+		p.add(func(q Querier) (err error) { r.convoys, err = qs.ConvoyListByTown(ctx, fastScan(q), townID); return })
+	}
+	return r
+}
+
+// installState makes what r read the state now (the writes held back went out first, in
+// the same batch) and returns it as a snapshot of the town's state tables; the tables r
+// did not read are as the last read left them.
+func (t *TownTx) installState(r *stateReads) *reconciler.Snapshot {
+	read, prev := r.read, t.state
+	s := emptySnapshot(t.Town)
+	st := &townState{snap: s}
+	if read&stateBeads != 0 {
+		s.Beads = make([]reconciler.Bead, len(r.beads))
+		for i := range r.beads {
+			s.Beads[i] = beadFromInternal(&r.beads[i])
+		}
+		st.beads = r.beads
+	} else {
+		s.Beads, st.beads, st.beadIdx = prev.snap.Beads, prev.beads, prev.beadIdx
+	}
+	if read&stateAgents != 0 {
+		s.Agents = make([]reconciler.Agent, len(r.agents))
+		for i, a := range r.agents {
+			s.Agents[i] = agentFromInternal(a)
+		}
+		st.agents = r.agents
+	} else {
+		s.Agents, st.agents, st.agentIdx = prev.snap.Agents, prev.agents, prev.agentIdx
+	}
+	if read&stateDependencies != 0 {
+		s.Dependencies = make([]reconciler.Dependency, len(r.deps))
+		for i, d := range r.deps {
+			s.Dependencies[i] = reconciler.Dependency{BeadID: d.BeadID, DependsOnID: d.DependsOnBeadID, Type: reconciler.DependencyType(d.DependencyType)}
+		}
+	} else {
+		s.Dependencies = prev.snap.Dependencies
+	}
+	if read&stateReviews != 0 {
+		s.Reviews = make([]reconciler.Review, len(r.reviews))
+		for i, rv := range r.reviews {
+			s.Reviews[i] = reviewFromInternal(rv)
+		}
+	} else {
+		s.Reviews = prev.snap.Reviews
+	}
+	if read&stateRigs != 0 {
+		for _, rg := range r.rigs {
+			s.Rigs = append(s.Rigs, rigFromInternal(rg))
+		}
+		st.rigs = r.rigs
+	} else {
+		s.Rigs, st.rigs = prev.snap.Rigs, prev.rigs
+	}
+	if read&stateConvoys != 0 {
+		s.Convoys = make([]reconciler.Convoy, len(r.convoys))
+		for i, c := range r.convoys {
+			s.Convoys[i] = convoyFromInternal(c)
+		}
+	} else {
+		s.Convoys = prev.snap.Convoys
+	}
+	t.state, t.wb.wrote = st, 0
+	t.store.sizes.note(t.TownID, len(st.beads)+len(st.agents))
+	return s
 }
 
 // HeartbeatInput is one heartbeat a tick took: recorded with the tick so it can be re-run.
