@@ -46,12 +46,49 @@ func (r HousekeepingResult) ChangedState() bool {
 // their own queries.
 func (t *TownTx) Housekeeping(ctx context.Context, retention time.Duration) (res HousekeepingResult, err error) {
 	defer t.flushOnReturn(ctx, &err)
-	due, err := t.q.HousekeepingDue(ctx, t.db, dbsqlc.HousekeepingDueParams{
-		TownID: t.TownID, Now: &t.Now, MaxCount: reconciler.MaxReEscalations, PruneBefore: t.Now.Add(-retention),
-	})
+	due, err := t.q.HousekeepingDue(ctx, t.db, t.housekeepingDueParams(retention))
 	if err != nil {
 		return res, fmt.Errorf("housekeeping: %w", err)
 	}
+	return t.housekeep(ctx, due, retention)
+}
+
+// HousekeepingAndState is Housekeeping followed by LoadState for a tick whose actions
+// wrote the state: the look for housekeeping's work and the reads of the tables written
+// share one round trip (most ticks find no housekeeping to do). When housekeeping writes
+// what the rules see (ChangedState), the tables it wrote are read again after it.
+func (t *TownTx) HousekeepingAndState(ctx context.Context, retention time.Duration) (res HousekeepingResult, state *reconciler.Snapshot, err error) {
+	defer t.flushOnReturn(ctx, &err)
+	var (
+		p   pipeline
+		due dbsqlc.HousekeepingDueRow
+	)
+	p.add(func(q Querier) (err error) {
+		due, err = t.q.HousekeepingDue(ctx, q, t.housekeepingDueParams(retention))
+		return
+	})
+	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread())
+	if err := p.run(ctx, t.db); err != nil {
+		return res, nil, fmt.Errorf("housekeeping and state: %w", err)
+	}
+	state = t.installState(r)
+	if res, err = t.housekeep(ctx, due, retention); err != nil {
+		return res, nil, err
+	}
+	if res.ChangedState() {
+		state, err = t.LoadState(ctx)
+	}
+	return res, state, err
+}
+
+func (t *TownTx) housekeepingDueParams(retention time.Duration) dbsqlc.HousekeepingDueParams {
+	return dbsqlc.HousekeepingDueParams{
+		TownID: t.TownID, Now: &t.Now, MaxCount: reconciler.MaxReEscalations, PruneBefore: t.Now.Add(-retention),
+	}
+}
+
+// housekeep runs the housekeeping steps due finds work for.
+func (t *TownTx) housekeep(ctx context.Context, due dbsqlc.HousekeepingDueRow, retention time.Duration) (res HousekeepingResult, err error) {
 	if due.Mail {
 		if res.MailRequested, err = t.requestMail(ctx); err != nil {
 			return res, err

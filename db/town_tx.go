@@ -300,13 +300,7 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		nudges   []dbsqlc.NudgeListRecentBySourceRow
 		failures int32
 	)
-	// The first read takes every table; a later one — LoadState, or the rules' snapshot
-	// after the state was read with the lock (BeginTick) — what the tick wrote since.
-	read := allState
-	if t.state != nil {
-		read = t.wb.wrote
-	}
-	r := queueStateReads(ctx, t.q, &p, t.TownID, read)
+	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread())
 	if forRules {
 		p.add(func(q Querier) (err error) {
 			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-townConfig(t.Town.Config).GUPPNudgeDedupe())})
@@ -336,6 +330,16 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 	}
 	s.DispatchFailures = int(failures)
 	return s, nil
+}
+
+// unread is the state tables a read of the town's state must take: every one at first;
+// later — LoadState, or the rules' snapshot after the state was read with the lock
+// (BeginTick) — those the tick wrote since.
+func (t *TownTx) unread() stateTables {
+	if t.state == nil {
+		return allState
+	}
+	return t.wb.wrote
 }
 
 // stateReads are reads of some of a town's state tables, queued on a pipeline; once it

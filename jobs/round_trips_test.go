@@ -47,3 +47,30 @@ func TestTickSendsItsBookkeepingWithItsStatements(t *testing.T) {
 	// none: the housekeeping check has just sent them).
 	require.Equal(t, 1, countNamed(alone, "JobInsertFastMany")+countNamed(batched, "JobInsertFastMany"))
 }
+
+// A tick whose actions wrote the state reads the tables they wrote in the round trip that
+// looks for housekeeping's work, not in one of their own.
+func TestTickReadsItsStateAgainWithHousekeeping(t *testing.T) {
+	t.Parallel()
+	tracer := &dbtest.Statements{}
+	b := setup(t, testOpts{tracer: tracer})
+	ctx := context.Background()
+	townID, rigID := b.newTown(t)
+	_, err := b.svc.Events.Append(ctx, townID, beadCreated(rigID, "one"))
+	require.NoError(t, err)
+
+	tracer.Take()
+	res, err := b.tick(ctx, townID)
+	require.NoError(t, err)
+	require.Positive(t, res.Apply.Applied, "the tick's actions wrote the state")
+	var with []string
+	for _, batch := range tracer.TakeBatches() {
+		if countNamed(batch, "HousekeepingDue") > 0 {
+			require.Empty(t, with, "housekeeping looked for work twice")
+			with = batch
+		}
+	}
+	require.NotEmpty(t, with, "housekeeping's look went out in a batch")
+	require.Positive(t, countNamed(with, "BeadListForSnapshot")+countNamed(with, "AgentListByTown"),
+		"the tables the actions wrote are read with housekeeping's look: %q", with)
+}

@@ -197,7 +197,17 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 	if res.Apply, err = tt.ApplyActions(ctx, res.Actions); err != nil {
 		return res, err
 	}
-	if res.Housekeeping, err = tt.Housekeeping(ctx, t.cfg.EventRetention); err != nil {
+	// Invariants and the next tick look at the state the actions left: the snapshot itself
+	// when nothing changed it (no action applied, no housekeeping write that the rules see)
+	// — most ticks of idle towns — else the tables written, read again (with housekeeping's
+	// look for work, when the actions wrote them).
+	after := snap
+	if res.Apply.Applied > 0 {
+		res.Housekeeping, after, err = tt.HousekeepingAndState(ctx, t.cfg.EventRetention)
+	} else if res.Housekeeping, err = tt.Housekeeping(ctx, t.cfg.EventRetention); err == nil && res.Housekeeping.ChangedState() {
+		after, err = tt.LoadState(ctx)
+	}
+	if err != nil {
 		return res, err
 	}
 	res.SideEffects = tt.SideEffects()
@@ -219,15 +229,6 @@ func (t *Ticker) Tick(ctx context.Context, tx pgx.Tx, townID string, opts TickOp
 		return res, err
 	}
 
-	// Invariants and the next tick, over the state the actions left: the snapshot itself
-	// when nothing changed it (no action applied, no housekeeping write that the rules
-	// see) — most ticks of idle towns — else the state read again.
-	after := snap
-	if res.Apply.Applied > 0 || res.Housekeeping.ChangedState() {
-		if after, err = tt.LoadState(ctx); err != nil {
-			return res, err
-		}
-	}
 	res.StateChanged = res.Drain.Applied > 0 || len(res.Heartbeats) > 0 || after != snap
 	if res.StateChanged || len(res.Actions) > 0 || res.Drain.Drained > 0 || res.Housekeeping.CheckpointNeeded {
 		digest := reconciler.StateDigestOf(after) // for the tick's record (an idle tick has none)

@@ -207,10 +207,13 @@ func randomSuffix() string {
 }
 
 // Statements is a pgx tracer that records the statements a pool's connections send: all of
-// them in order, and apart those sent alone (a round trip each) and those sent in a batch.
+// them in order, and apart those sent alone (a round trip each) and those sent in a batch,
+// and each batch's statements together.
 type Statements struct {
 	mu                  sync.Mutex
 	all, alone, batched []string
+	batches             [][]string
+	open                map[*pgx.Conn]int // the batch each connection is sending (batches index)
 }
 
 // TraceQueryStart implements pgx.QueryTracer.
@@ -225,19 +228,43 @@ func (s *Statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.Tra
 func (*Statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // TraceBatchStart implements pgx.BatchTracer.
-func (*Statements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+func (s *Statements) TraceBatchStart(ctx context.Context, conn *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	s.mu.Lock()
+	if s.open == nil {
+		s.open = map[*pgx.Conn]int{}
+	}
+	s.open[conn] = len(s.batches)
+	s.batches = append(s.batches, nil)
+	s.mu.Unlock()
 	return ctx
 }
 
 // TraceBatchQuery implements pgx.BatchTracer.
-func (s *Statements) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+func (s *Statements) TraceBatchQuery(_ context.Context, conn *pgx.Conn, d pgx.TraceBatchQueryData) {
 	s.mu.Lock()
 	s.all, s.batched = append(s.all, d.SQL), append(s.batched, d.SQL)
+	if i, ok := s.open[conn]; ok {
+		s.batches[i] = append(s.batches[i], d.SQL)
+	}
 	s.mu.Unlock()
 }
 
 // TraceBatchEnd implements pgx.BatchTracer.
-func (*Statements) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+func (s *Statements) TraceBatchEnd(_ context.Context, conn *pgx.Conn, _ pgx.TraceBatchEndData) {
+	s.mu.Lock()
+	delete(s.open, conn)
+	s.mu.Unlock()
+}
+
+// TakeBatches returns the statements of each batch sent so far, and forgets every
+// statement recorded (as Take does).
+func (s *Statements) TakeBatches() [][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.batches
+	s.all, s.alone, s.batched, s.batches, s.open = nil, nil, nil, nil, nil
+	return out
+}
 
 // Take returns every statement recorded so far and forgets them all.
 func (s *Statements) Take() []string {
@@ -257,6 +284,6 @@ func (s *Statements) TakeSplit() (all, alone, batched []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	all, alone, batched = s.all, s.alone, s.batched
-	s.all, s.alone, s.batched = nil, nil, nil
+	s.all, s.alone, s.batched, s.batches, s.open = nil, nil, nil, nil, nil
 	return all, alone, batched
 }
