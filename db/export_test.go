@@ -51,3 +51,7 @@ func WrittenState(sql string) []string {
 func (t *TownTx) LogBeadEvent(ctx context.Context, beadID, typ, newValue string) error {
 	return t.logBeadEvent(ctx, beadID, "", typ, "", newValue, nil)
 }
+
+// ForgetState drops the state the tick has read, so that the next LoadSnapshot reads every
+// table again (a benchmark of the whole load).
+func (t *TownTx) ForgetState() { t.state = nil }

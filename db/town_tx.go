@@ -281,7 +281,8 @@ func (t *TownTx) rig(ctx context.Context, id string) (reconciler.Rig, error) {
 }
 
 // LoadSnapshot reads everything the rules need about the town, in one round trip (the
-// queries are pipelined).
+// queries are pipelined). Of the state tables, once this TownTx has read them (with the
+// lock, or an earlier snapshot) it reads again only those the tick wrote since.
 func (t *TownTx) LoadSnapshot(ctx context.Context) (*reconciler.Snapshot, error) {
 	return t.loadSnapshot(ctx, true)
 }
