@@ -117,7 +117,7 @@ func TestAppendOnThePoolIsItsOwnTransaction(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, out, n)
 		statements := tracer.Take()
-		want := n + 1 // the inserts and the look for tick jobs
+		want := 2 // the insert of them all and the look for tick jobs
 		if n == 1 {
 			want = 1 // one statement does both
 		}
@@ -128,7 +128,7 @@ func TestAppendOnThePoolIsItsOwnTransaction(t *testing.T) {
 		require.Equal(t, before+n, pending(), "committed without a COMMIT")
 	}
 
-	// A pipeline whose last insert breaks a constraint commits none of its events.
+	// An append whose last event breaks a constraint commits none of its events.
 	bad := db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: []int{1}} // payload must be an object
 	before := pending()
 	_, _, err := store.AppendEventsJoinTick(ctx, store.Pool, townID, []db.NewEvent{nudge, nudge, bad}, nil)

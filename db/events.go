@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"gastown/db/internal/dbsqlc"
 	"gastown/reconciler"
@@ -177,28 +178,40 @@ func (s *Store) appendOneJoinTick(ctx context.Context, q Querier, townID string,
 	return out, st, nil
 }
 
-// appendSteps adds the inserts of evs to p; the results fill the returned slice as p runs.
+// appendSteps adds the insert of evs to p, one statement for them all (a statement per
+// event costs a busy server several times as much); the results fill the returned slice
+// as p runs.
 func (s *Store) appendSteps(ctx context.Context, p *pipeline, townID string, evs []NewEvent) ([]AppendedEvent, error) {
 	out := make([]AppendedEvent, len(evs))
+	arg := dbsqlc.EventInsertManyParams{
+		TownID: townID, EventIds: make([]string, len(evs)), EventTypes: make([]string, len(evs)),
+		AgentIds: make([]string, len(evs)), BeadIds: make([]string, len(evs)), Payloads: make([][]byte, len(evs)),
+		IdempotencyKeys: make([]string, len(evs)),
+	}
 	for i, ev := range evs {
 		params, err := eventInsertParams(townID, ev)
 		if err != nil {
 			return nil, err
 		}
 		out[i].ID = params.EventID
-		p.add(func(q Querier) error {
-			row, err := s.q.EventInsert(ctx, q, params)
-			switch {
-			case errors.Is(err, pgx.ErrNoRows):
-				out[i].Duplicate = true // the idempotency key was used already
-				return nil
-			case err != nil:
-				return err
-			}
-			out[i].Seq = row.Seq
-			return nil
-		})
+		arg.EventIds[i], arg.EventTypes[i], arg.Payloads[i] = params.EventID, params.EventType, params.Payload
+		arg.AgentIds[i], arg.BeadIds[i], arg.IdempotencyKeys[i] = deref(params.AgentID), deref(params.BeadID), deref(params.IdempotencyKey)
 	}
+	p.add(func(q Querier) error {
+		rows, err := s.q.EventInsertMany(ctx, q, arg)
+		if err != nil {
+			return err
+		}
+		seqs := make(map[string]int64, len(rows))
+		for _, r := range rows {
+			seqs[r.EventID] = r.Seq
+		}
+		for i := range out {
+			seq, ok := seqs[canonicalUUID(out[i].ID)]
+			out[i].Seq, out[i].Duplicate = seq, !ok // no row: the idempotency key was used already
+		}
+		return nil
+	})
 	return out, nil
 }
 
@@ -493,4 +506,14 @@ WHERE id = $1 AND state = 'running'`, jobID)
 		return false, fmt.Errorf("cancel orphaned tick job %d: %w", jobID, err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// canonicalUUID is id as Postgres renders a uuid (lower case, hyphenated); an id it cannot
+// parse is returned as it is.
+func canonicalUUID(id string) string {
+	var u pgtype.UUID
+	if err := u.Scan(id); err != nil || !u.Valid {
+		return id
+	}
+	return formatUUID(u.Bytes[:])
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -297,6 +298,42 @@ func TestAppendEventsInOneRoundTrip(t *testing.T) {
 
 	_, err = b.store.AppendEvents(ctx, b.store.Pool, db.NewID(), evs)
 	require.ErrorIs(t, err, db.ErrTownNotFound)
+}
+
+// An append of several events is one statement: the events keep their order (ascending
+// seqs, drained in that order), a key repeated within the call appends once, empty ids
+// are NULL, and an event id given in another spelling of the same uuid is recognised.
+func TestAppendEventsIsOneStatement(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, tracer := tracedBundle(t)
+	townID, _ := b.town(t)
+	agent, given := db.NewID(), strings.ToUpper(db.NewID())
+	evs := []db.NewEvent{
+		{Type: reconciler.EventAgentDispatchFailed, AgentID: agent, IdempotencyKey: "k"},
+		{ID: given, Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}},
+		{Type: reconciler.EventAgentDispatchFailed, AgentID: agent, IdempotencyKey: "k"}, // the first's key
+		{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}},
+	}
+	tracer.Take()
+	out, err := b.store.AppendEvents(ctx, b.store.Pool, townID, evs)
+	require.NoError(t, err)
+	require.Len(t, named(tracer.Take(), "EventInsertMany"), 1)
+	require.Equal(t, []bool{false, false, true, false}, []bool{out[0].Duplicate, out[1].Duplicate, out[2].Duplicate, out[3].Duplicate})
+	require.Less(t, out[0].Seq, out[1].Seq)
+	require.Less(t, out[1].Seq, out[3].Seq)
+	require.Equal(t, given, out[1].ID)
+
+	pending, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, pending, 3)
+	var nulls int
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT count(*) FROM town_events WHERE town_id = $1 AND seq = ANY($2)
+		AND bead_id IS NULL AND idempotency_key IS NULL AND agent_id IS NULL`, townID, []int64{out[1].Seq, out[3].Seq}).Scan(&nulls))
+	require.Equal(t, 2, nulls, "empty ids and keys are NULL")
+	var agentOf string
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT agent_id FROM town_events WHERE town_id = $1 AND seq = $2`, townID, out[0].Seq).Scan(&agentOf))
+	require.Equal(t, agent, agentOf)
 }
 
 func TestDispatchCreatesPolecatFromPoolAndDoneSubmitsMR(t *testing.T) {

@@ -6,6 +6,20 @@ VALUES (@town_id, @event_id, @event_type, @agent_id, @bead_id, @payload, @idempo
 ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING seq, event_id;
 
+-- name: EventInsertMany :many
+-- EventInsertMany appends several facts to a town's inbox in one statement, in the order
+-- given (their seqs ascend in that order). An event whose idempotency key was used already
+-- (before, or by an earlier event of the same call) inserts nothing and returns no row.
+-- Empty strings in agent_ids, bead_ids and idempotency_keys stand for NULL.
+INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
+SELECT @town_id::uuid, e.event_id, e.event_type, NULLIF(e.agent_id, '')::uuid, NULLIF(e.bead_id, '')::uuid, e.payload,
+       NULLIF(e.idempotency_key, ''), now()
+FROM (SELECT unnest(@event_ids::uuid[]) AS event_id, unnest(@event_types::text[]) AS event_type,
+             unnest(@agent_ids::text[]) AS agent_id, unnest(@bead_ids::text[]) AS bead_id,
+             unnest(@payloads::jsonb[]) AS payload, unnest(@idempotency_keys::text[]) AS idempotency_key) AS e
+ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING seq, event_id;
+
 -- name: EventListPending :many
 -- EventListPending lists a town's pending events in drain order, at most @max_rows.
 SELECT * FROM town_events

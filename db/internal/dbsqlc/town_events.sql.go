@@ -175,6 +175,64 @@ func (q *Queries) EventInsert(ctx context.Context, db DBTX, arg EventInsertParam
 	return i, err
 }
 
+const eventInsertMany = `-- name: EventInsertMany :many
+INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
+SELECT $1::uuid, e.event_id, e.event_type, NULLIF(e.agent_id, '')::uuid, NULLIF(e.bead_id, '')::uuid, e.payload,
+       NULLIF(e.idempotency_key, ''), now()
+FROM (SELECT unnest($2::uuid[]) AS event_id, unnest($3::text[]) AS event_type,
+             unnest($4::text[]) AS agent_id, unnest($5::text[]) AS bead_id,
+             unnest($6::jsonb[]) AS payload, unnest($7::text[]) AS idempotency_key) AS e
+ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING seq, event_id
+`
+
+type EventInsertManyParams struct {
+	TownID          string
+	EventIds        []string
+	EventTypes      []string
+	AgentIds        []string
+	BeadIds         []string
+	Payloads        [][]byte
+	IdempotencyKeys []string
+}
+
+type EventInsertManyRow struct {
+	Seq     int64
+	EventID string
+}
+
+// EventInsertMany appends several facts to a town's inbox in one statement, in the order
+// given (their seqs ascend in that order). An event whose idempotency key was used already
+// (before, or by an earlier event of the same call) inserts nothing and returns no row.
+// Empty strings in agent_ids, bead_ids and idempotency_keys stand for NULL.
+func (q *Queries) EventInsertMany(ctx context.Context, db DBTX, arg EventInsertManyParams) ([]EventInsertManyRow, error) {
+	rows, err := db.Query(ctx, eventInsertMany,
+		arg.TownID,
+		arg.EventIds,
+		arg.EventTypes,
+		arg.AgentIds,
+		arg.BeadIds,
+		arg.Payloads,
+		arg.IdempotencyKeys,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []EventInsertManyRow{}
+	for rows.Next() {
+		var i EventInsertManyRow
+		if err := rows.Scan(&i.Seq, &i.EventID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const eventList = `-- name: EventList :many
 SELECT seq, town_id, event_id, event_type, agent_id, bead_id, payload, state, attempts, last_error, idempotency_key, created_at, processed_at, processed_tick_id FROM town_events
 WHERE town_id = $1 AND ($2::text IS NULL OR state = $2)
