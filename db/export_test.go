@@ -10,9 +10,11 @@ var (
 )
 
 var (
-	FastScan         = fastScan
-	ParseFlatStrings = parseFlatStrings
-	ParseFlatObject  = parseFlatObject
+	FastScan          = fastScan
+	ScanSnapshotBeads = scanSnapshotBeads
+	BeadFromInternal  = beadFromInternal
+	ParseFlatStrings  = parseFlatStrings
+	ParseFlatObject   = parseFlatObject
 )
 
 // Scope runs work inside a savepoint of the tick, as an event or action runs, and reports

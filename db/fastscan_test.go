@@ -12,6 +12,7 @@ import (
 	"gastown/db"
 	"gastown/db/dbtest"
 	"gastown/db/internal/dbsqlc"
+	"gastown/reconciler"
 )
 
 // TestFastScanMatchesPgx scans the same rows through the snapshot's fast path and through
@@ -54,6 +55,33 @@ FROM r, (VALUES
 	for i := range slow {
 		require.Equal(t, slow[i], fast[i], "row %d: every field equal, times with their zones", i)
 	}
+}
+
+// The snapshot's beads, decoded straight from the rows, are what sqlc's query reads and the
+// conversion of its rows makes — in the same order.
+func TestSnapshotBeadsMatchTheQuery(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	townID, rigID := b.town(t)
+	for _, title := range []string{"one", "two", "three"} {
+		b.issue(t, townID, rigID, title)
+	}
+	_, err := b.store.Pool.Exec(ctx, `UPDATE beads SET labels = '["x", "ü"]', metadata = '{"k": 1, "nested": {"a": [1]}}',
+		body = 'body', closed_at = now(), created_by = 'me' WHERE town_id = $1 AND title = 'two'`, townID)
+	require.NoError(t, err)
+	b.tick(t, townID, nil)
+
+	rows, err := dbsqlc.New().BeadListForSnapshot(ctx, b.store.Pool, townID)
+	require.NoError(t, err)
+	want := make([]reconciler.Bead, len(rows))
+	for i := range rows {
+		want[i] = db.BeadFromInternal(&rows[i])
+	}
+	got, err := db.ScanSnapshotBeads(ctx, b.store.Pool, townID, 0)
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	require.Equal(t, want, got)
 }
 
 // FuzzFlatJSON: whenever the fast JSON paths accept an input, they agree with

@@ -76,32 +76,33 @@ func isIdentChar(c byte) bool {
 	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-// townState is the town's state as a tick last read it: the snapshot, and the rows of
-// beads, agents and rigs, which serve the tick's reads of one of them by id until the tick
-// writes their table (a read then goes to the database, and sees the write).
+// townState is the town's state as a tick last read it: the snapshot (its beads: every
+// bead but agent beads, as snapshotBeadsSQL reads them), and the rows of agents and rigs;
+// they serve the tick's reads of one of them by id until the tick writes their table (a
+// read then goes to the database, and sees the write).
 type townState struct {
 	snap     *reconciler.Snapshot
-	beads    []dbsqlc.Bead // every bead but agent beads, as BeadListForSnapshot reads them
 	agents   []dbsqlc.Agent
 	rigs     []dbsqlc.Rig
-	beadIdx  map[string]int // built at the first read by id
+	beadIdx  map[string]int // into snap.Beads, built at the first read by id
 	agentIdx map[string]int
 }
 
-// bead returns the row of a bead as last read, or nil: no state read, the tick wrote beads
-// since, or the bead is not among those read (an agent bead, or none).
-func (s *townState) bead(id string, wrote stateTables) *dbsqlc.Bead {
+// bead returns a bead as last read, or nil: no state read, the tick wrote beads since, or
+// the bead is not among those read (an agent bead, or none). It is the snapshot's: not to
+// be changed.
+func (s *townState) bead(id string, wrote stateTables) *reconciler.Bead {
 	if s == nil || wrote&stateBeads != 0 {
 		return nil
 	}
 	if s.beadIdx == nil {
-		s.beadIdx = make(map[string]int, len(s.beads))
-		for i := range s.beads {
-			s.beadIdx[s.beads[i].BeadID] = i
+		s.beadIdx = make(map[string]int, len(s.snap.Beads))
+		for i := range s.snap.Beads {
+			s.beadIdx[s.snap.Beads[i].ID] = i
 		}
 	}
 	if i, ok := s.beadIdx[id]; ok {
-		return &s.beads[i]
+		return &s.snap.Beads[i]
 	}
 	return nil
 }
@@ -149,7 +150,7 @@ func (s *townState) tracksNoConvoy(beadID string, wrote stateTables) bool {
 			continue
 		}
 		target := s.bead(d.DependsOnID, 0) // types are immutable: a written beads table does not matter
-		if target == nil || reconciler.BeadType(target.Type) == reconciler.BeadConvoy {
+		if target == nil || target.Type == reconciler.BeadConvoy {
 			return false
 		}
 	}
@@ -183,10 +184,10 @@ func (z *townSizes) note(townID string, rows int) {
 	z.m[townID] = rows
 }
 
-// small reports whether townID's state held at most prefetchStateMaxRows rows when last read.
-func (z *townSizes) small(townID string) bool {
+// rows is how many rows townID's state held when last read, if it was.
+func (z *townSizes) rows(townID string) (int, bool) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	n, ok := z.m[townID]
-	return ok && n <= prefetchStateMaxRows
+	return n, ok
 }

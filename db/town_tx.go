@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -94,8 +96,8 @@ func (s *Store) lockTown(ctx context.Context, tx pgx.Tx, townID string, wait boo
 			pending, err = s.q.EventListPending(ctx, q, dbsqlc.EventListPendingParams{TownID: townID, MaxRows: int32(drainBatch + 1)})
 			return
 		})
-		if s.sizes.small(townID) {
-			state = queueStateReads(ctx, s.q, &p, townID, allState)
+		if n, ok := s.sizes.rows(townID); ok && n <= prefetchStateMaxRows {
+			state = queueStateReads(ctx, s.q, &p, townID, allState, n)
 		}
 	}
 	err := p.run(ctx, tx)
@@ -238,8 +240,10 @@ func missing(kind, id string) error { return &MissingEntityError{Kind: kind, ID:
 
 // bead reads a bead of this town; a missing bead is a MissingEntityError.
 func (t *TownTx) bead(ctx context.Context, id string) (reconciler.Bead, error) {
-	if row := t.state.bead(id, t.wb.wrote); row != nil {
-		return beadFromInternal(row), nil
+	if b := t.state.bead(id, t.wb.wrote); b != nil {
+		out := *b // the caller's own labels and metadata, as a read from the database
+		out.Labels, out.Metadata = slices.Clone(b.Labels), maps.Clone(b.Metadata)
+		return out, nil
 	}
 	b, err := t.q.BeadGet(ctx, t.db, dbsqlc.BeadGetParams{TownID: t.TownID, BeadID: id})
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -301,7 +305,7 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		nudges   []dbsqlc.NudgeListRecentBySourceRow
 		failures int32
 	)
-	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread())
+	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread(), t.beadsHint())
 	if forRules {
 		p.add(func(q Querier) (err error) {
 			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-townConfig(t.Town.Config).GUPPNudgeDedupe())})
@@ -333,6 +337,16 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 	return s, nil
 }
 
+// beadsHint is about how many beads a read of the town's state will find: as many as the
+// last read (an overestimate by the agents when that was another tick's), 0 when unknown.
+func (t *TownTx) beadsHint() int {
+	if t.state != nil {
+		return len(t.state.snap.Beads)
+	}
+	n, _ := t.store.sizes.rows(t.TownID)
+	return n
+}
+
 // unread is the state tables a read of the town's state must take: every one at first;
 // later — LoadState, or the rules' snapshot after the state was read with the lock
 // (BeginTick) — those the tick wrote since.
@@ -347,7 +361,7 @@ func (t *TownTx) unread() stateTables {
 // has run, installState makes them the tick's state.
 type stateReads struct {
 	read    stateTables
-	beads   []dbsqlc.Bead
+	beads   []reconciler.Bead
 	agents  []dbsqlc.Agent
 	deps    []dbsqlc.DependencyListByTownRow
 	reviews []dbsqlc.ReviewMetadatum
@@ -355,11 +369,12 @@ type stateReads struct {
 	convoys []dbsqlc.ConvoyMetadatum
 }
 
-// queueStateReads queues on p the reads of the state tables in read.
-func queueStateReads(ctx context.Context, qs *dbsqlc.Queries, p *pipeline, townID string, read stateTables) *stateReads {
+// queueStateReads queues on p the reads of the state tables in read; beads is about how
+// many beads to expect (0: unknown).
+func queueStateReads(ctx context.Context, qs *dbsqlc.Queries, p *pipeline, townID string, read stateTables, beads int) *stateReads {
 	r := &stateReads{read: read}
 	if read&stateBeads != 0 {
-		p.add(func(q Querier) (err error) { r.beads, err = qs.BeadListForSnapshot(ctx, fastScan(q), townID); return })
+		p.add(func(q Querier) (err error) { r.beads, err = scanSnapshotBeads(ctx, q, townID, beads); return })
 	}
 	if read&stateAgents != 0 {
 		p.add(func(q Querier) (err error) { r.agents, err = qs.AgentListByTown(ctx, fastScan(q), townID); return })
@@ -387,13 +402,9 @@ func (t *TownTx) installState(r *stateReads) *reconciler.Snapshot {
 	s := emptySnapshot(t.Town)
 	st := &townState{snap: s}
 	if read&stateBeads != 0 {
-		s.Beads = make([]reconciler.Bead, len(r.beads))
-		for i := range r.beads {
-			s.Beads[i] = beadFromInternal(&r.beads[i])
-		}
-		st.beads = r.beads
+		s.Beads = r.beads
 	} else {
-		s.Beads, st.beads, st.beadIdx = prev.snap.Beads, prev.beads, prev.beadIdx
+		s.Beads, st.beadIdx = prev.snap.Beads, prev.beadIdx
 	}
 	if read&stateAgents != 0 {
 		s.Agents = make([]reconciler.Agent, len(r.agents))
@@ -437,7 +448,7 @@ func (t *TownTx) installState(r *stateReads) *reconciler.Snapshot {
 		s.Convoys = prev.snap.Convoys
 	}
 	t.state, t.wb.wrote = st, 0
-	t.store.sizes.note(t.TownID, len(st.beads)+len(st.agents))
+	t.store.sizes.note(t.TownID, len(s.Beads)+len(st.agents))
 	return s
 }
 
