@@ -10,11 +10,13 @@ var (
 )
 
 var (
-	FastScan          = fastScan
-	ScanSnapshotBeads = scanSnapshotBeads
-	BeadFromInternal  = beadFromInternal
-	ParseFlatStrings  = parseFlatStrings
-	ParseFlatObject   = parseFlatObject
+	FastScan           = fastScan
+	ScanSnapshotBeads  = scanSnapshotBeads
+	BeadFromInternal   = beadFromInternal
+	ScanSnapshotAgents = scanSnapshotAgents
+	AgentFromInternal  = agentFromInternal
+	ParseFlatStrings   = parseFlatStrings
+	ParseFlatObject    = parseFlatObject
 )
 
 // Scope runs work inside a savepoint of the tick, as an event or action runs, and reports

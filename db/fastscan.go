@@ -180,3 +180,31 @@ func scanSnapshotBeads(ctx context.Context, q Querier, townID string, capacity i
 	}
 	return out, rows.Err()
 }
+
+// snapshotAgentsSQL reads a town's agents for its snapshot: the columns the snapshot holds
+// (AgentListByTown's, without the checkpoint, status message and process id), decoded into
+// the snapshot's agents as scanSnapshotBeads does beads (TestSnapshotAgentsMatchTheQuery).
+const snapshotAgentsSQL = `-- name: AgentListForSnapshot :many
+SELECT agent_id, role, name, rig_id, identity, status, current_hook_bead_id, dispatch_attempts, last_activity_at,
+       last_event_type, last_event_at, active_tools, stalled_at, created_at
+FROM agents WHERE town_id = $1 ORDER BY created_at, agent_id`
+
+// scanSnapshotAgents reads a town's agents for its snapshot; capacity is how many to expect.
+func scanSnapshotAgents(ctx context.Context, q Querier, townID string, capacity int) ([]reconciler.Agent, error) {
+	rows, err := fastScan(q).Query(ctx, snapshotAgentsSQL, townID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]reconciler.Agent, 0, capacity)
+	for rows.Next() {
+		var a dbsqlc.Agent
+		if err := rows.Scan(&a.AgentID, &a.Role, &a.Name, &a.RigID, &a.Identity, &a.Status, &a.CurrentHookBeadID,
+			&a.DispatchAttempts, &a.LastActivityAt, &a.LastEventType, &a.LastEventAt, &a.ActiveTools, &a.StalledAt,
+			&a.CreatedAt); err != nil {
+			return nil, err
+		}
+		out = append(out, agentFromInternal(a))
+	}
+	return out, rows.Err()
+}

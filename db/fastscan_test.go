@@ -84,6 +84,37 @@ func TestSnapshotBeadsMatchTheQuery(t *testing.T) {
 	require.Equal(t, want, got)
 }
 
+// The snapshot's agents, decoded straight from the rows, are what the conversion of
+// AgentListByTown's rows makes — in the same order.
+func TestSnapshotAgentsMatchTheQuery(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	townID, rigID := b.town(t)
+	b.issue(t, townID, rigID, "one")
+	b.issue(t, townID, rigID, "two")
+	b.tick(t, townID, nil)
+	_, err := b.store.Pool.Exec(ctx, `
+WITH ab AS (INSERT INTO beads (town_id, bead_id, type, title, created_at, updated_at)
+            SELECT $1, gen_random_uuid(), 'agent', 'polecat ' || k, now(), now() FROM generate_series(1, 3) k RETURNING bead_id, title)
+INSERT INTO agents (town_id, agent_id, role, name, rig_id, identity, status, last_activity_at, last_event_type, active_tools, stalled_at, created_at)
+SELECT $1, bead_id, 'polecat', title, $2, 'id-' || title, 'working', now(), CASE WHEN title = 'polecat 2' THEN 'tool_use' END,
+       CASE WHEN title = 'polecat 2' THEN '["bash", "ü"]'::jsonb ELSE '[]'::jsonb END, CASE WHEN title = 'polecat 3' THEN now() END, now()
+FROM ab`, townID, rigID)
+	require.NoError(t, err)
+
+	rows, err := dbsqlc.New().AgentListByTown(ctx, b.store.Pool, townID)
+	require.NoError(t, err)
+	want := make([]reconciler.Agent, len(rows))
+	for i := range rows {
+		want[i] = db.AgentFromInternal(rows[i])
+	}
+	got, err := db.ScanSnapshotAgents(ctx, b.store.Pool, townID, 0)
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	require.Equal(t, want, got)
+}
+
 // FuzzFlatJSON: whenever the fast JSON paths accept an input, they agree with
 // encoding/json; inputs they refuse go to encoding/json anyway.
 func FuzzFlatJSON(f *testing.F) {

@@ -187,10 +187,10 @@ func TestSmallTownStateIsReadWithTheLock(t *testing.T) {
 	lock, snapshot, snap := stateReads(statusChanged)
 	require.Zero(t, lock["BeadGet"], "the drain reads the bead from the state read with the lock")
 	require.Equal(t, 1, lock["BeadListForSnapshot"])
-	require.Equal(t, 1, lock["AgentListByTown"])
+	require.Equal(t, 1, lock["AgentListForSnapshot"])
 	require.Equal(t, 1, lock["RigListByTown"])
 	require.Equal(t, 1, snapshot["BeadListForSnapshot"], "the drain wrote beads: read again")
-	require.Zero(t, snapshot["AgentListByTown"]+snapshot["RigListByTown"]+snapshot["DependencyListByTown"], "tables the drain did not write are not read again")
+	require.Zero(t, snapshot["AgentListForSnapshot"]+snapshot["RigListByTown"]+snapshot["DependencyListByTown"], "tables the drain did not write are not read again")
 	require.Equal(t, 1, snapshot["EventCountsForSnapshot"])
 	var got reconciler.BeadStatus
 	for _, bd := range snap.Beads {
@@ -211,7 +211,7 @@ func TestSmallTownStateIsReadWithTheLock(t *testing.T) {
 	require.Zero(t, lock["BeadListForSnapshot"], "a town past the bound reads its state after the drain")
 	require.Equal(t, 1, lock["BeadGet"])
 	require.Equal(t, 1, snapshot["BeadListForSnapshot"])
-	require.Equal(t, 1, snapshot["AgentListByTown"])
+	require.Equal(t, 1, snapshot["AgentListForSnapshot"])
 }
 
 // counts counts statements by their sqlc name.

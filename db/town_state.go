@@ -77,15 +77,14 @@ func isIdentChar(c byte) bool {
 }
 
 // townState is the town's state as a tick last read it: the snapshot (its beads: every
-// bead but agent beads, as snapshotBeadsSQL reads them), and the rows of agents and rigs;
-// they serve the tick's reads of one of them by id until the tick writes their table (a
+// bead but agent beads, as snapshotBeadsSQL reads them), and the rows of rigs; they serve
+// the tick's reads of a bead, agent or rig by id until the tick writes their table (a
 // read then goes to the database, and sees the write).
 type townState struct {
 	snap     *reconciler.Snapshot
-	agents   []dbsqlc.Agent
 	rigs     []dbsqlc.Rig
 	beadIdx  map[string]int // into snap.Beads, built at the first read by id
-	agentIdx map[string]int
+	agentIdx map[string]int // into snap.Agents
 }
 
 // bead returns a bead as last read, or nil: no state read, the tick wrote beads since, or
@@ -108,18 +107,18 @@ func (s *townState) bead(id string, wrote stateTables) *reconciler.Bead {
 }
 
 // agent is bead for agents.
-func (s *townState) agent(id string, wrote stateTables) *dbsqlc.Agent {
+func (s *townState) agent(id string, wrote stateTables) *reconciler.Agent {
 	if s == nil || wrote&stateAgents != 0 {
 		return nil
 	}
 	if s.agentIdx == nil {
-		s.agentIdx = make(map[string]int, len(s.agents))
-		for i := range s.agents {
-			s.agentIdx[s.agents[i].AgentID] = i
+		s.agentIdx = make(map[string]int, len(s.snap.Agents))
+		for i := range s.snap.Agents {
+			s.agentIdx[s.snap.Agents[i].ID] = i
 		}
 	}
 	if i, ok := s.agentIdx[id]; ok {
-		return &s.agents[i]
+		return &s.snap.Agents[i]
 	}
 	return nil
 }

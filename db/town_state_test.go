@@ -59,7 +59,7 @@ func TestTickReadsTheStateItReadUntilItWrites(t *testing.T) {
 	reads := tracer.Take()
 	require.Len(t, named(reads, "BeadListForSnapshot"), 1, "beads were written: read again")
 	require.Empty(t, named(reads, "RigListByTown"), "rigs were not written: not read again")
-	require.Empty(t, named(reads, "AgentListByTown"), "agents were not written: not read again")
+	require.Empty(t, named(reads, "AgentListForSnapshot"), "agents were not written: not read again")
 	after.Index()
 	require.Equal(t, reconciler.StatusClosed, after.Bead(issue).Status)
 	require.Equal(t, snap.Rigs, after.Rigs)

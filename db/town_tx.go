@@ -257,8 +257,10 @@ func (t *TownTx) bead(ctx context.Context, id string) (reconciler.Bead, error) {
 
 // agent reads an agent of this town; a missing agent is a MissingEntityError.
 func (t *TownTx) agent(ctx context.Context, id string) (reconciler.Agent, error) {
-	if row := t.state.agent(id, t.wb.wrote); row != nil {
-		return agentFromInternal(*row), nil
+	if a := t.state.agent(id, t.wb.wrote); a != nil {
+		out := *a // the caller's own tools, as a read from the database
+		out.ActiveTools = slices.Clone(a.ActiveTools)
+		return out, nil
 	}
 	a, err := t.q.AgentGet(ctx, t.db, dbsqlc.AgentGetParams{TownID: t.TownID, AgentID: id})
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -362,7 +364,7 @@ func (t *TownTx) unread() stateTables {
 type stateReads struct {
 	read    stateTables
 	beads   []reconciler.Bead
-	agents  []dbsqlc.Agent
+	agents  []reconciler.Agent
 	deps    []dbsqlc.DependencyListByTownRow
 	reviews []dbsqlc.ReviewMetadatum
 	rigs    []dbsqlc.Rig
@@ -377,7 +379,7 @@ func queueStateReads(ctx context.Context, qs *dbsqlc.Queries, p *pipeline, townI
 		p.add(func(q Querier) (err error) { r.beads, err = scanSnapshotBeads(ctx, q, townID, beads); return })
 	}
 	if read&stateAgents != 0 {
-		p.add(func(q Querier) (err error) { r.agents, err = qs.AgentListByTown(ctx, fastScan(q), townID); return })
+		p.add(func(q Querier) (err error) { r.agents, err = scanSnapshotAgents(ctx, q, townID, 0); return })
 	}
 	if read&stateDependencies != 0 {
 		p.add(func(q Querier) (err error) { r.deps, err = qs.DependencyListByTown(ctx, fastScan(q), townID); return })
@@ -407,13 +409,9 @@ func (t *TownTx) installState(r *stateReads) *reconciler.Snapshot {
 		s.Beads, st.beadIdx = prev.snap.Beads, prev.beadIdx
 	}
 	if read&stateAgents != 0 {
-		s.Agents = make([]reconciler.Agent, len(r.agents))
-		for i, a := range r.agents {
-			s.Agents[i] = agentFromInternal(a)
-		}
-		st.agents = r.agents
+		s.Agents = r.agents
 	} else {
-		s.Agents, st.agents, st.agentIdx = prev.snap.Agents, prev.agents, prev.agentIdx
+		s.Agents, st.agentIdx = prev.snap.Agents, prev.agentIdx
 	}
 	if read&stateDependencies != 0 {
 		s.Dependencies = make([]reconciler.Dependency, len(r.deps))
@@ -448,7 +446,7 @@ func (t *TownTx) installState(r *stateReads) *reconciler.Snapshot {
 		s.Convoys = prev.snap.Convoys
 	}
 	t.state, t.wb.wrote = st, 0
-	t.store.sizes.note(t.TownID, len(s.Beads)+len(st.agents))
+	t.store.sizes.note(t.TownID, len(s.Beads)+len(s.Agents))
 	return s
 }
 

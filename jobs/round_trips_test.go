@@ -71,6 +71,6 @@ func TestTickReadsItsStateAgainWithHousekeeping(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, with, "housekeeping's look went out in a batch")
-	require.Positive(t, countNamed(with, "BeadListForSnapshot")+countNamed(with, "AgentListByTown"),
+	require.Positive(t, countNamed(with, "BeadListForSnapshot")+countNamed(with, "AgentListForSnapshot"),
 		"the tables the actions wrote are read with housekeeping's look: %q", with)
 }
