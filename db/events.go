@@ -438,8 +438,8 @@ SELECT (SELECT id FROM waiting),
 	return nil
 }
 
-// IsTickRunning reports whether a tick job is still running. A tick job turns completed
-// when its tick commits, and the tick then re-checks for pending events: an event
+// IsTickRunning reports whether a tick job is still running. A tick job's row is deleted
+// when its tick commits (CompleteTickJob), and the tick then re-checks for pending events: an event
 // committed while the job still runs is found by that re-check.
 func (s *Store) IsTickRunning(ctx context.Context, jobID int64) (bool, error) {
 	var running bool
@@ -472,23 +472,25 @@ WHERE kind = 'tick_town' AND state IN ('available', 'running') AND args ->> 'tow
 	return out, rows.Err()
 }
 
-// CompleteTickJob completes a running tick job inside the tick's transaction, as River's
-// JobCompleteTx does, in a statement Postgres plans once: River's own (a batch update over
+// CompleteTickJob finishes a running tick job inside the tick's transaction: it deletes
+// the job's row (migration 00013: marking it completed would write a new version of the
+// row and an entry in each of river_job's indexes, for a row River's cleaner deletes soon
+// after), in a statement Postgres plans once — River's own completion (a batch update over
 // a dozen unnested arrays) was planned anew at each call and was the costliest statement
 // of a busy fleet. River's executor completes the job again after the worker returns,
-// which finds it completed and leaves it so. When the job is no longer running (rescued or
+// which finds no row and does nothing. When the job is no longer running (rescued or
 // cancelled meanwhile) the statement fails (gastown_complete_tick_job raises), and so does
 // the tick's transaction. On a tick's transaction (TickRecord.Complete) the statement is
 // held back with the tick's last writes and goes out with them — and with the commit
 // (TickRecord.Commit): its error then surfaces there, before anything committed.
-func CompleteTickJob(ctx context.Context, q Querier, jobID int64, at time.Time) error {
+func CompleteTickJob(ctx context.Context, q Querier, jobID int64) error {
 	// The name line lets a tick's write-behind hold it back (see deferrable).
-	const sql = "-- name: CompleteTickJob :exec\nSELECT gastown_complete_tick_job($1, $2)"
+	const sql = "-- name: CompleteTickJob :exec\nSELECT gastown_complete_tick_job($1)"
 	if w, ok := q.(wbTx); ok {
-		_, err := w.wb.Exec(ctx, sql, jobID, at)
+		_, err := w.wb.Exec(ctx, sql, jobID)
 		return err
 	}
-	if _, err := q.Exec(ctx, sql, jobID, at); err != nil {
+	if _, err := q.Exec(ctx, sql, jobID); err != nil {
 		return fmt.Errorf("complete tick job %d: %w", jobID, err)
 	}
 	return nil

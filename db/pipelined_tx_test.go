@@ -85,7 +85,7 @@ func TestPipelinedTickWhoseLastWriteFailsCommitsNothing(t *testing.T) {
 	require.Equal(t, 1, dr.Applied)
 	c := &db.TickCommit{Recheck: true}
 	err := tt.Finish(ctx, db.TickRecord{EventsDrained: dr.Drained, NextTickAt: b.now.Add(time.Minute), Commit: c,
-		Complete: func(ctx context.Context, tx pgx.Tx) error { return db.CompleteTickJob(ctx, tx, -1, b.now) }})
+		Complete: func(ctx context.Context, tx pgx.Tx) error { return db.CompleteTickJob(ctx, tx, -1) }})
 	require.ErrorContains(t, err, "tick job -1 is no longer running")
 	require.False(t, c.Committed)
 	require.NoError(t, ptx.Rollback(ctx))

@@ -72,8 +72,9 @@ type Config struct {
 	// the last checkpoint is older than CheckpointInterval (default 1 h).
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
-	// CompletedJobRetention is how long River keeps completed jobs (default 1 min: a
-	// completed tick is worth nothing; keep them longer to audit side effects).
+	// CompletedJobRetention is how long River keeps completed jobs (default 1 min; keep
+	// them longer to audit side effects). A tick's job is not kept at all: the tick
+	// deletes it as it commits (db.CompleteTickJob).
 	CompletedJobRetention time.Duration
 }
 

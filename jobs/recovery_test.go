@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"gastown/db"
@@ -41,8 +42,8 @@ func TestOrphanedTickJobDoesNotStallItsTown(t *testing.T) {
 	t.Logf("applied %s after the append", took)
 }
 
-// The tick completes its own job in its transaction (db.CompleteTickJob): a running job
-// turns completed with the tick's commit; a job that is no longer running — cancelled as an
+// The tick finishes its own job in its transaction (db.CompleteTickJob): a running job's
+// row is deleted with the tick's commit; a job that is no longer running — cancelled as an
 // orphan while its worker was slow — fails the completion, so that tick rolls back and the
 // town's new tick applies its events instead.
 func TestTickCompletesOnlyItsRunningJob(t *testing.T) {
@@ -54,15 +55,18 @@ func TestTickCompletesOnlyItsRunningJob(t *testing.T) {
 	require.NoError(t, err)
 	id := res.Job.ID
 	state := func() string {
-		var s string
-		require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT state FROM river_job WHERE id = $1`, id).Scan(&s))
+		s := "gone"
+		err := b.store.Pool.QueryRow(ctx, `SELECT state FROM river_job WHERE id = $1`, id).Scan(&s)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			require.NoError(t, err)
+		}
 		return s
 	}
 	complete := func() error {
 		tx, err := b.store.Pool.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx) //nolint:errcheck
-		if err := db.CompleteTickJob(ctx, tx, id, time.Now()); err != nil {
+		if err := db.CompleteTickJob(ctx, tx, id); err != nil {
 			return err
 		}
 		return tx.Commit(ctx)
@@ -73,13 +77,23 @@ func TestTickCompletesOnlyItsRunningJob(t *testing.T) {
 
 	_, err = b.store.Pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, id)
 	require.NoError(t, err)
+	_, err = b.store.Pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, id)
+	require.NoError(t, err)
+	failing := func() error { // a completion whose transaction then rolls back
+		tx, err := b.store.Pool.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx) //nolint:errcheck
+		return db.CompleteTickJob(ctx, tx, id)
+	}
+	require.NoError(t, failing())
+	require.Equal(t, "running", state(), "the job's row goes only with the tick's commit")
 	require.NoError(t, complete())
-	require.Equal(t, "completed", state())
-	var finalized bool
-	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT finalized_at IS NOT NULL FROM river_job WHERE id = $1`, id).Scan(&finalized))
-	require.True(t, finalized)
+	require.Equal(t, "gone", state(), "the tick's commit deletes its job")
 
-	_, err = b.store.Pool.Exec(ctx, `UPDATE river_job SET state = 'running', finalized_at = NULL WHERE id = $1`, id)
+	res, err = b.svc.Client.Insert(ctx, TickTownArgs{TownID: townID}, nil)
+	require.NoError(t, err)
+	id = res.Job.ID
+	_, err = b.store.Pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, id)
 	require.NoError(t, err)
 	won, err := b.store.CancelOrphanedTick(ctx, id)
 	require.NoError(t, err)

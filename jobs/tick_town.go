@@ -127,7 +127,7 @@ func (s *Service) tickAndComplete(ctx context.Context, job *river.Job[TickTownAr
 			return err
 		}
 		// In the same round trip as the tick's rows.
-		if err := db.CompleteTickJob(ctx, etx, job.ID, time.Now()); err != nil {
+		if err := db.CompleteTickJob(ctx, etx, job.ID); err != nil {
 			return err
 		}
 		completed = time.Now()
