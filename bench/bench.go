@@ -40,8 +40,8 @@ type Options struct {
 	Duration    time.Duration
 	// Towns overrides the workload's number of towns (0: its default).
 	Towns int
-	// Rate overrides the event rate of the latency phase, in events/s (0: half the
-	// capacity measured in the same run).
+	// Rate overrides the event rate of the latency phase, in events/s (0: active runs
+	// the fleet at half the ticks/s of the capacity measured in the same run).
 	Rate float64
 	// TickWorkers, SideEffectWorkers and FetchCooldown are the River settings of the
 	// workers and of the River baseline.
@@ -127,8 +127,12 @@ type Report struct {
 	// commit. Both from the window of latency_p50_ms.
 	LatencyQueued *Quantiles `json:"latency_queued,omitempty"`
 	LatencyTick   *Quantiles `json:"latency_tick,omitempty"`
-	// LatencyRate is the event rate of the latency phase (events/s).
-	LatencyRate float64 `json:"latency_rate_events_per_sec,omitempty"`
+	// LatencyRate is the event rate of the latency phase (events/s); LatencyTicksPerSec
+	// the ticks/s it caused, LatencyLoad those as a share of the capacity's ticks/s
+	// (active: 0.5 unless --rate chose the rate).
+	LatencyRate        float64 `json:"latency_rate_events_per_sec,omitempty"`
+	LatencyTicksPerSec float64 `json:"latency_ticks_per_sec,omitempty"`
+	LatencyLoad        float64 `json:"latency_load,omitempty"`
 	// Phases splits tick duration: drain, snapshot, reconcile, apply, commit, total.
 	Phases map[string]Quantiles `json:"tick_phases,omitempty"`
 	// QueueDepth samples the waiting tick jobs once a second.

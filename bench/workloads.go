@@ -134,6 +134,35 @@ func deliveryEvent() db.NewEvent {
 	return db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}}
 }
 
+// halfCapacityRate is the event rate at which the fleet runs half the ticks/s of the
+// capacity phase. Half that phase's events/s would not do: there up to 200 events wait
+// and a tick applies several at once, while at a lower rate most events get a tick of
+// their own, so half the events/s kept the fleet at ~97% of its tick capacity (2026-11-29:
+// 199 ticks/s against 204). The rate starts at half the capacity in ticks (an event makes
+// at most about one tick) and is scaled by the ticks/s it causes over a few seconds.
+func (e *env) halfCapacityRate(ctx context.Context, rep *Report, eventsPerIssue float64, next func(i int64) (string, db.NewEvent)) (float64, error) {
+	target := rep.TicksPerSec / 2
+	rate := target
+	for range 2 {
+		d := e.drive(ctx, rate/eventsPerIssue, 0, next)
+		time.Sleep(time.Second)
+		t0, from := e.col.all.Load(), time.Now()
+		select {
+		case <-ctx.Done():
+			d.stop()
+			return 0, ctx.Err()
+		case <-time.After(3 * time.Second):
+		}
+		ticks := float64(e.col.all.Load()-t0) / time.Since(from).Seconds()
+		d.stop()
+		if ticks <= 0 {
+			break
+		}
+		rate = min(rate*target/ticks, rep.EventsPerSec)
+	}
+	return rate, nil
+}
+
 // runActive: many small towns, each event starting or advancing an issue's life cycle.
 // Phase one drives more than the fleet can take and measures its capacity; phase two
 // drives half of it and measures the event-to-applied latency.
@@ -176,10 +205,12 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 	if issues := s1 - s0; issues > 0 && capacity.events > 0 {
 		eventsPerIssue = max(1, float64(capacity.events)/float64(issues))
 	}
-	// Latency at half capacity.
+	// Latency at half capacity: at half the ticks/s the fleet sustained (see halfCapacityRate).
 	rate := opts.Rate
 	if rate <= 0 {
-		rate = rep.EventsPerSec / 2
+		if rate, err = e.halfCapacityRate(ctx, rep, eventsPerIssue, next); err != nil {
+			return err
+		}
 	}
 	rep.LatencyRate = rate
 	low := e.drive(ctx, rate/eventsPerIssue, 0, next)
@@ -191,6 +222,10 @@ func runActive(ctx context.Context, opts Options, rep *Report) error {
 	}
 	rep.LatencyP50ms, rep.LatencyP99ms = lat.latency.P50, lat.latency.P99
 	rep.LatencyQueued, rep.LatencyTick = lat.latencySplit()
+	if lat.seconds > 0 && rep.TicksPerSec > 0 {
+		rep.LatencyTicksPerSec = float64(lat.ticks) / lat.seconds
+		rep.LatencyLoad = rep.LatencyTicksPerSec / rep.TicksPerSec
+	}
 	if err := e.settle(ctx, 2*time.Minute); err != nil {
 		return err
 	}

@@ -36,7 +36,8 @@ func newBenchCommand() *cobra.Command {
 			"as ratios to the baselines, against the targets.\n\n" +
 			"Workloads:\n" +
 			"  active  1,000 small towns; new issues go through their whole life cycle (simulated\n" +
-			"          agents). Phase one measures capacity, phase two latency at half of it.\n" +
+			"          agents). Phase one measures capacity, phase two latency at half of it\n" +
+			"          (the event rate at which the fleet runs half the ticks/s it sustained).\n" +
 			"  burst   10,000 events committed at once to one town: how many ticks apply them.\n" +
 			"  crash   two worker processes (gastown serve --no-api); the leader is killed with\n" +
 			"          SIGKILL mid-run: how soon its towns tick again, and nothing lost or doubled.\n" +
@@ -77,7 +78,7 @@ func newBenchCommand() *cobra.Command {
 	f.StringVar(&opts.Workload, "workload", "active", "active, burst, crash, hot, idle or large")
 	f.DurationVar(&opts.Duration, "duration", 30*time.Second, "how long the workload is measured")
 	f.IntVar(&opts.Towns, "towns", 0, "number of towns (0: the workload's default)")
-	f.Float64Var(&opts.Rate, "rate", 0, "events/s of the latency phase (active: default half the measured capacity; hot: the normal towns' rate, default 100)")
+	f.Float64Var(&opts.Rate, "rate", 0, "events/s of the latency phase (active: default the rate at which the fleet runs half the ticks/s of its measured capacity; hot: the normal towns' rate, default 100)")
 	f.IntVar(&opts.TickWorkers, "tick-workers", 8, "tick workers (and pgbench clients, and River baseline workers)")
 	f.IntVar(&opts.DrainBatch, "drain-batch", 0, "most events one tick drains (0: the workers' default, 500)")
 	f.IntVar(&opts.SideEffectWorkers, "side-effect-workers", 32, "side-effect workers")
@@ -105,7 +106,7 @@ func printReport(out io.Writer, r *bench.Report) {
 	}
 	if r.EventsPerSec > 0 {
 		row("events/s", "%.0f", r.EventsPerSec)
-		row("event → applied latency", "p50 %.1f ms, p99 %.1f ms%s", r.LatencyP50ms, r.LatencyP99ms, rateNote(r.LatencyRate))
+		row("event → applied latency", "p50 %.1f ms, p99 %.1f ms%s", r.LatencyP50ms, r.LatencyP99ms, rateNote(r.LatencyRate, r.LatencyTicksPerSec, r.LatencyLoad))
 		if q, t := r.LatencyQueued, r.LatencyTick; q != nil && t != nil {
 			row("  queued, then ticking", "p50 %.1f + %.1f ms, p99 %.1f + %.1f ms (commit → tick holds the town → tick commits)", q.P50, t.P50, q.P99, t.P99)
 		}
@@ -185,9 +186,12 @@ func printReport(out io.Writer, r *bench.Report) {
 	}
 }
 
-func rateNote(rate float64) string {
-	if rate <= 0 {
+func rateNote(rate, ticks, load float64) string {
+	switch {
+	case rate <= 0:
 		return ""
+	case ticks <= 0:
+		return fmt.Sprintf(" at %.0f events/s", rate)
 	}
-	return fmt.Sprintf(" at %.0f events/s", rate)
+	return fmt.Sprintf(" at %.0f events/s (%.0f ticks/s, %.0f%% of capacity)", rate, ticks, 100*load)
 }
