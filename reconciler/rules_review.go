@@ -9,8 +9,11 @@ import (
 func (r *run) reviewQueue() {
 	for i := range r.s.Beads {
 		mr := &r.s.Beads[i]
+		if mr.Type != BeadMergeRequest { // the type first: most beads are not MRs, a review is a map lookup
+			continue
+		}
 		rev := r.s.Review(mr.ID)
-		if mr.Type != BeadMergeRequest || rev == nil || mr.Status != StatusInProgress {
+		if rev == nil || mr.Status != StatusInProgress {
 			continue
 		}
 		r.reviewInProgress(mr, rev)
@@ -75,8 +78,11 @@ func (r *run) reviewInProgress(mr *Bead, rev *Review) {
 func (r *run) fastTrack() {
 	for i := range r.s.Beads {
 		mr := &r.s.Beads[i]
+		if mr.Type != BeadMergeRequest {
+			continue
+		}
 		rev := r.s.Review(mr.ID)
-		if mr.Type != BeadMergeRequest || rev == nil || mr.Status != StatusOpen || mr.RigID == "" ||
+		if rev == nil || mr.Status != StatusOpen || mr.RigID == "" ||
 			EffectiveCodeReview(r.s.Config, r.s.Rig(mr.RigID)) || r.inReviewAndMergeConvoy(mr) {
 			continue
 		}
@@ -101,8 +107,10 @@ func (r *run) fastTrack() {
 func (r *run) babysat() {
 	for i := range r.s.Beads {
 		mr := &r.s.Beads[i]
-		rev := r.s.Review(mr.ID)
-		if mr.Type == BeadMergeRequest && rev != nil && mr.Status == StatusOpen && rev.PRURL != "" && mr.MetaTruthy("babysit") {
+		if mr.Type != BeadMergeRequest {
+			continue
+		}
+		if rev := r.s.Review(mr.ID); rev != nil && mr.Status == StatusOpen && rev.PRURL != "" && mr.MetaTruthy("babysit") {
 			r.transition(mr, StatusInProgress, "babysat PR — skip refinery, poll directly")
 		}
 	}
@@ -118,8 +126,11 @@ func (r *run) popReviewQueue() {
 	var rigs []string
 	for i := range r.s.Beads {
 		b := &r.s.Beads[i]
+		if b.Type != BeadMergeRequest || b.RigID == "" {
+			continue
+		}
 		rev := r.s.Review(b.ID)
-		if b.Type != BeadMergeRequest || b.RigID == "" || rev == nil {
+		if rev == nil {
 			continue
 		}
 		switch {
