@@ -72,6 +72,8 @@ func TestActiveWorkloadTicksAndMeasuresLatency(t *testing.T) {
 	require.Positive(t, rep.EventsPerSec)
 	require.Positive(t, rep.LatencyP50ms)
 	require.GreaterOrEqual(t, rep.LatencyP99ms, rep.LatencyP50ms)
+	require.Positive(t, rep.LatencyTicksPerSec, "the latency phase's ticks/s")
+	require.InDelta(t, rep.LatencyTicksPerSec/rep.TicksPerSec, rep.LatencyLoad, 1e-9)
 	require.Contains(t, rep.Phases, "snapshot")
 }
 

@@ -142,23 +142,34 @@ func deliveryEvent() db.NewEvent {
 // at most about one tick) and is scaled by the ticks/s it causes over a few seconds.
 func (e *env) halfCapacityRate(ctx context.Context, rep *Report, eventsPerIssue float64, next func(i int64) (string, db.NewEvent)) (float64, error) {
 	target := rep.TicksPerSec / 2
-	rate := target
-	for range 2 {
+	return calibrateRate(target, target, rep.EventsPerSec, 2, func(rate float64) (float64, error) {
 		d := e.drive(ctx, rate/eventsPerIssue, 0, next)
+		defer d.stop()
 		time.Sleep(time.Second)
 		t0, from := e.col.all.Load(), time.Now()
 		select {
 		case <-ctx.Done():
-			d.stop()
 			return 0, ctx.Err()
 		case <-time.After(3 * time.Second):
 		}
-		ticks := float64(e.col.all.Load()-t0) / time.Since(from).Seconds()
-		d.stop()
+		return float64(e.col.all.Load()-t0) / time.Since(from).Seconds(), nil
+	})
+}
+
+// calibrateRate scales an event rate, from start, until ticksAt(rate) — the ticks/s it
+// causes — is near target: each of rounds trials multiplies the rate by target over the
+// ticks/s measured. The rate stays at most ceiling (the capacity's events/s).
+func calibrateRate(target, start, ceiling float64, rounds int, ticksAt func(rate float64) (float64, error)) (float64, error) {
+	rate := min(start, ceiling)
+	for range rounds {
+		ticks, err := ticksAt(rate)
+		if err != nil {
+			return 0, err
+		}
 		if ticks <= 0 {
 			break
 		}
-		rate = min(rate*target/ticks, rep.EventsPerSec)
+		rate = min(rate*target/ticks, ceiling)
 	}
 	return rate, nil
 }
