@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,6 +223,73 @@ func counts(statements []string) map[string]int {
 			name, _, _ = strings.Cut(name, " ")
 			out[name]++
 		}
+	}
+	return out
+}
+
+// A heartbeat applied by a tick that read its small town's state with the lock updates
+// the agent in memory as the statement does in the table: the agents are not read again
+// (neither by id nor for the rules' snapshot), and the snapshot equals — field by field
+// and by state hash — what a fresh read finds once the tick has committed.
+func TestHeartbeatUpdatesTheAgentReadWithTheLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, tracer := tracedBundle(t)
+	townID, rigID := b.town(t)
+	issue := b.issue(t, townID, rigID, "work")
+	working := b.dispatch(t, townID, rigID, issue)
+	idle := b.dispatch(t, townID, rigID, b.issue(t, townID, rigID, "more work"))
+	// One agent goes idle while keeping its hook (a heartbeat then makes it working); the
+	// other stays working.
+	b.tick(t, townID, []reconciler.Action{reconciler.TransitionAgent{AgentID: idle, From: reconciler.AgentWorking, To: reconciler.AgentIdle}})
+	at := b.now.Add(30 * time.Second).Add(123456 * time.Nanosecond) // sub-microsecond: Postgres keeps microseconds
+	require.NoError(t, b.store.RecordHeartbeat(ctx, townID, idle, db.Heartbeat{LastEventType: "tool_call", LastEventAt: at, ActiveTools: []string{"bash", "edit"}}))
+	require.NoError(t, b.store.RecordHeartbeat(ctx, townID, working, db.Heartbeat{ActiveTools: []string{}}))
+
+	tracer.Take()
+	ptx, err := b.store.BeginPipelined(ctx)
+	require.NoError(t, err)
+	defer ptx.Rollback(ctx) //nolint:errcheck
+	tt, err := b.store.BeginTick(ctx, ptx, townID, false, 100, quiet)
+	require.NoError(t, err)
+	tt.Now = b.now
+	lock := counts(tracer.Take())
+	require.Equal(t, 1, lock["AgentListForSnapshot"], "a small town known to this process: its state comes with the lock")
+	inputs, err := tt.ApplyHeartbeats(ctx)
+	require.NoError(t, err)
+	require.Len(t, inputs, 2)
+	snap, err := tt.LoadSnapshot(ctx)
+	require.NoError(t, err)
+	after := counts(tracer.Take())
+	require.Equal(t, 2, after["AgentApplyHeartbeat"], "the heartbeats are written")
+	require.Zero(t, after["AgentListForSnapshot"]+after["AgentGet"], "the agents are not read again")
+	memory := reconciler.StateDigestOf(snap).Sum()
+	require.NoError(t, ptx.Commit(ctx))
+
+	fresh := db.NewStore(b.store.Pool) // no state of its own: reads every table
+	tx, err := fresh.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	ft, err := fresh.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	read, err := ft.LoadSnapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, utcAgents(read.Agents), utcAgents(snap.Agents))
+	require.Equal(t, reconciler.StateDigestOf(read).Sum(), memory, "the state hash of the tick's snapshot is the table's")
+	for _, a := range snap.Agents {
+		if a.ID == idle {
+			require.Equal(t, reconciler.AgentWorking, a.Status, "touchAgent: a hooked idle agent is working again")
+			require.Equal(t, []string{"bash", "edit"}, a.ActiveTools)
+		}
+	}
+}
+
+// utcAgents is agents with their times in UTC (a read's and memory's may differ in zone).
+func utcAgents(agents []reconciler.Agent) []reconciler.Agent {
+	out := slices.Clone(agents)
+	for i := range out {
+		a := &out[i]
+		a.LastActivityAt, a.LastEventAt, a.StalledAt, a.CreatedAt = a.LastActivityAt.UTC(), a.LastEventAt.UTC(), a.StalledAt.UTC(), a.CreatedAt.UTC()
 	}
 	return out
 }

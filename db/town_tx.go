@@ -509,11 +509,18 @@ func (t *TownTx) ApplyHeartbeats(ctx context.Context) (_ []HeartbeatInput, err e
 }
 
 // applyHeartbeat is touchAgent (SPEC.md §2.14). An agent deleted since is ignored.
+//
+// When the tick holds the town's agents as read and has not written the table since, the
+// heartbeat's update is made to the agent in memory as well (touchAgentInMemory), and the
+// table does not count as written: the drain's reads of agents and the rules' snapshot
+// then need no read of the table again. Heartbeats are applied outside any savepoint (a
+// failure fails the tick), so the row in memory never has to be rolled back.
 func (t *TownTx) applyHeartbeat(ctx context.Context, in HeartbeatInput) error {
 	var tools []byte
 	if in.ActiveTools != nil {
 		tools = mustJSON(in.ActiveTools)
 	}
+	wrote := t.wb.wrote
 	err := t.q.AgentApplyHeartbeat(ctx, t.db, dbsqlc.AgentApplyHeartbeatParams{
 		TownID: t.TownID, AgentID: in.AgentID, ReceivedAt: &in.ReceivedAt,
 		LastEventType: ptr(in.LastEventType), LastEventAt: in.LastEventAt, ActiveTools: tools,
@@ -521,7 +528,34 @@ func (t *TownTx) applyHeartbeat(ctx context.Context, in HeartbeatInput) error {
 	if err != nil {
 		return fmt.Errorf("apply heartbeat of agent %s: %w", in.AgentID, err)
 	}
+	if t.state != nil && wrote&stateAgents == 0 {
+		if a := t.state.agent(in.AgentID, wrote); a != nil {
+			touchAgentInMemory(a, in)
+		}
+		// An agent not among those read does not exist: the update changed nothing.
+		t.wb.wrote = wrote
+	}
 	return nil
+}
+
+// touchAgentInMemory is AgentApplyHeartbeat on an agent as read: fresh activity, idle →
+// working for a hooked agent, attempts reset, the SDK watermark and the active tools when
+// the heartbeat gives them. Times are kept to the microsecond, as Postgres stores them.
+func touchAgentInMemory(a *reconciler.Agent, in HeartbeatInput) {
+	a.LastActivityAt = in.ReceivedAt.Truncate(time.Microsecond)
+	if a.Status == reconciler.AgentIdle && a.HookBeadID != "" {
+		a.Status = reconciler.AgentWorking
+	}
+	a.DispatchAttempts = 0
+	if in.LastEventType != "" {
+		a.LastEventType = in.LastEventType
+	}
+	if in.LastEventAt != nil {
+		a.LastEventAt = in.LastEventAt.Truncate(time.Microsecond)
+	}
+	if in.ActiveTools != nil {
+		a.ActiveTools = slices.Clone(in.ActiveTools)
+	}
 }
 
 // TickRecord is what a tick writes about itself. Its row is stamped with the tick's
