@@ -62,6 +62,7 @@ func ConnectTraced(ctx context.Context, url string, maxConns int32, tracer pgx.Q
 	if tracer != nil {
 		cfg.ConnConfig.Tracer = tracer
 	}
+	SessionDefaults(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", err)
@@ -73,6 +74,21 @@ func ConnectTraced(ctx context.Context, url string, maxConns int32, tracer pgx.Q
 		return nil, unreachableError(cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
 	}
 	return pool, nil
+}
+
+// SessionDefaults sets what gastown's sessions need unless the URL says otherwise
+// (a URL parameter such as ?jit=on is a session setting): JIT compilation off. Every
+// statement here is short or is a scan Postgres runs in milliseconds, but the planner's
+// estimate for the quiet batch's look for busy towns (six EXISTS probes per due town) is
+// past jit_above_cost, and compiling it took ~370 ms of a core per call at 100,000 towns,
+// against ~25 ms to run it (BENCHMARKS.md, ninth round).
+func SessionDefaults(cfg *pgxpool.Config) {
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["jit"]; !ok {
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 }
 
 func unreachableError(host string, port uint16, database string, err error) error {

@@ -59,6 +59,7 @@ func NewTracedPool(t testing.TB, tracer pgx.QueryTracer) *pgxpool.Pool {
 	if tracer != nil {
 		cfg.ConnConfig.Tracer = tracer
 	}
+	db.SessionDefaults(cfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
