@@ -439,8 +439,8 @@ SELECT (SELECT id FROM waiting),
 }
 
 // IsTickRunning reports whether a tick job is still running. A tick job's row is deleted
-// when its tick commits (CompleteTickJob), and the tick then re-checks for pending events: an event
-// committed while the job still runs is found by that re-check.
+// when its tick commits (CompleteTickJob), and the tick then re-checks for pending
+// events: an event committed while the job still runs is found by that re-check.
 func (s *Store) IsTickRunning(ctx context.Context, jobID int64) (bool, error) {
 	var running bool
 	err := s.Pool.QueryRow(ctx, `SELECT state = 'running' FROM river_job WHERE id = $1`, jobID).Scan(&running)

@@ -77,15 +77,13 @@ func TestTickCompletesOnlyItsRunningJob(t *testing.T) {
 
 	_, err = b.store.Pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, id)
 	require.NoError(t, err)
-	_, err = b.store.Pool.Exec(ctx, `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, id)
-	require.NoError(t, err)
-	failing := func() error { // a completion whose transaction then rolls back
+	rolledBack := func() error { // a completion whose transaction then rolls back
 		tx, err := b.store.Pool.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx) //nolint:errcheck
 		return db.CompleteTickJob(ctx, tx, id)
 	}
-	require.NoError(t, failing())
+	require.NoError(t, rolledBack())
 	require.Equal(t, "running", state(), "the job's row goes only with the tick's commit")
 	require.NoError(t, complete())
 	require.Equal(t, "gone", state(), "the tick's commit deletes its job")
