@@ -145,12 +145,15 @@ func (e *env) halfCapacityRate(ctx context.Context, rep *Report, eventsPerIssue 
 	return calibrateRate(target, target, rep.EventsPerSec, 2, func(rate float64) (float64, error) {
 		d := e.drive(ctx, rate/eventsPerIssue, 0, next)
 		defer d.stop()
-		time.Sleep(time.Second)
-		t0, from := e.col.all.Load(), time.Now()
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(3 * time.Second):
+		var t0 int64
+		var from time.Time
+		for _, wait := range []time.Duration{time.Second, 3 * time.Second} { // warm-up, then the count
+			t0, from = e.col.all.Load(), time.Now()
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(wait):
+			}
 		}
 		return float64(e.col.all.Load()-t0) / time.Since(from).Seconds(), nil
 	})
