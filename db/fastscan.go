@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"gastown/db/internal/dbsqlc"
@@ -150,26 +151,51 @@ func formatUUID(b []byte) string {
 	return string(buf[:])
 }
 
-// snapshotBeadsSQL is BeadListForSnapshot (sql/queries/beads.sql) with its columns in the
-// order sqlc scans them. sqlc's function would collect the rows in a slice of its own rows,
-// grown by doubling, for the snapshot to convert; scanSnapshotBeads decodes each row into
-// the snapshot's bead at once, into a slice sized by the last read — a third fewer bytes
-// allocated and a fifth less time for a town of thousands of beads (BENCHMARKS.md)
-// (TestSnapshotBeadsMatchTheQuery checks that both read the same).
+// snapshotBeadsSQL is BeadListForSnapshot (sql/queries/beads.sql) without town_id, which
+// the snapshot's beads do not hold. sqlc's function would collect the rows in a slice of
+// its own rows, grown by doubling, for the snapshot to convert; scanSnapshotBeads decodes
+// each row's raw values into the snapshot's bead at once, into a slice sized by the last
+// read (BENCHMARKS.md) (TestSnapshotBeadsMatchTheQuery checks that both read the same).
 const snapshotBeadsSQL = `-- name: BeadListForSnapshot :many
-SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels,
+SELECT bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels,
        metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at
 FROM beads WHERE town_id = $1 AND type <> 'agent' ORDER BY created_at, bead_id`
 
 // scanSnapshotBeads reads a town's beads for its snapshot; capacity is how many to expect.
 func scanSnapshotBeads(ctx context.Context, q Querier, townID string, capacity int) ([]reconciler.Bead, error) {
-	return scanSnapshot(ctx, q, snapshotBeadsSQL, townID, capacity, func(rows pgx.Rows) (reconciler.Bead, error) {
-		var i dbsqlc.Bead
-		err := rows.Scan(&i.TownID, &i.BeadID, &i.Type, &i.Status, &i.Title, &i.Body, &i.RigID, &i.ParentBeadID,
-			&i.AssigneeAgentBeadID, &i.Priority, &i.Labels, &i.Metadata, &i.DispatchAttempts, &i.LastDispatchAttemptAt,
-			&i.CreatedBy, &i.CreatedAt, &i.UpdatedAt, &i.ClosedAt)
-		return beadFromInternal(&i), err
-	})
+	return scanSnapshot(ctx, q, snapshotBeadsSQL, townID, capacity, decodeSnapshotBead, scanSnapshotBead)
+}
+
+// decodeSnapshotBead decodes one row of snapshotBeadsSQL.
+func decodeSnapshotBead(d *rowDecoder) reconciler.Bead {
+	return reconciler.Bead{
+		ID:                    d.uuid(0),
+		Type:                  reconciler.BeadType(d.word(1)),
+		Status:                reconciler.BeadStatus(d.word(2)),
+		Title:                 d.text(3),
+		Body:                  d.nullText(4),
+		RigID:                 d.sharedUUID(5),
+		ParentID:              d.sharedUUID(6),
+		AssigneeID:            d.nullWord(7), // text: an agent's id, shared by its beads
+		Priority:              reconciler.Priority(d.word(8)),
+		Labels:                decodeStrings(d.json(9)),
+		Metadata:              decodeMetadata(d.json(10)),
+		DispatchAttempts:      int(d.int4(11)),
+		LastDispatchAttemptAt: d.nullTime(12),
+		CreatedBy:             d.nullWord(13),
+		CreatedAt:             d.time(14),
+		UpdatedAt:             d.time(15),
+		ClosedAt:              d.nullTime(16),
+	}
+}
+
+// scanSnapshotBead is decodeSnapshotBead through pgx's Scan, for a row the decoder refuses.
+func scanSnapshotBead(rows pgx.Rows) (reconciler.Bead, error) {
+	i := dbsqlc.Bead{}
+	err := rows.Scan(&i.BeadID, &i.Type, &i.Status, &i.Title, &i.Body, &i.RigID, &i.ParentBeadID,
+		&i.AssigneeAgentBeadID, &i.Priority, &i.Labels, &i.Metadata, &i.DispatchAttempts, &i.LastDispatchAttemptAt,
+		&i.CreatedBy, &i.CreatedAt, &i.UpdatedAt, &i.ClosedAt)
+	return beadFromInternal(&i), err
 }
 
 // snapshotAgentsSQL reads a town's agents for its snapshot: the columns the snapshot holds
@@ -182,30 +208,230 @@ FROM agents WHERE town_id = $1 ORDER BY created_at, agent_id`
 
 // scanSnapshotAgents reads a town's agents for its snapshot; capacity is how many to expect.
 func scanSnapshotAgents(ctx context.Context, q Querier, townID string, capacity int) ([]reconciler.Agent, error) {
-	return scanSnapshot(ctx, q, snapshotAgentsSQL, townID, capacity, func(rows pgx.Rows) (reconciler.Agent, error) {
-		var a dbsqlc.Agent
-		err := rows.Scan(&a.AgentID, &a.Role, &a.Name, &a.RigID, &a.Identity, &a.Status, &a.CurrentHookBeadID,
-			&a.DispatchAttempts, &a.LastActivityAt, &a.LastEventType, &a.LastEventAt, &a.ActiveTools, &a.StalledAt,
-			&a.CreatedAt)
-		return agentFromInternal(a), err
-	})
+	return scanSnapshot(ctx, q, snapshotAgentsSQL, townID, capacity, decodeSnapshotAgent, scanSnapshotAgent)
 }
 
-// scanSnapshot runs a snapshot query of a town on the fast scanner and decodes each row
-// with decode into a slice of capacity (it grows beyond when needed).
-func scanSnapshot[T any](ctx context.Context, q Querier, sql, townID string, capacity int, decode func(pgx.Rows) (T, error)) ([]T, error) {
-	rows, err := fastScan(q).Query(ctx, sql, townID)
+// decodeSnapshotAgent decodes one row of snapshotAgentsSQL.
+func decodeSnapshotAgent(d *rowDecoder) reconciler.Agent {
+	return reconciler.Agent{
+		ID:               d.uuid(0),
+		Role:             reconciler.AgentRole(d.word(1)),
+		Name:             d.text(2),
+		RigID:            d.sharedUUID(3),
+		Identity:         d.text(4),
+		Status:           reconciler.AgentStatus(d.word(5)),
+		HookBeadID:       d.sharedUUID(6),
+		DispatchAttempts: int(d.int4(7)),
+		LastActivityAt:   d.nullTime(8),
+		LastEventType:    d.nullWord(9),
+		LastEventAt:      d.nullTime(10),
+		ActiveTools:      decodeStrings(d.json(11)),
+		StalledAt:        d.nullTime(12),
+		CreatedAt:        d.time(13),
+	}
+}
+
+// scanSnapshotAgent is decodeSnapshotAgent through pgx's Scan.
+func scanSnapshotAgent(rows pgx.Rows) (reconciler.Agent, error) {
+	var a dbsqlc.Agent
+	err := rows.Scan(&a.AgentID, &a.Role, &a.Name, &a.RigID, &a.Identity, &a.Status, &a.CurrentHookBeadID,
+		&a.DispatchAttempts, &a.LastActivityAt, &a.LastEventType, &a.LastEventAt, &a.ActiveTools, &a.StalledAt,
+		&a.CreatedAt)
+	return agentFromInternal(a), err
+}
+
+// scanSnapshot runs a snapshot query of a town and decodes each row's raw values with
+// decode, into a slice of capacity (it grows beyond when needed). A row with a value the
+// decoder does not know (another type or format, a NULL in a column it expects none in,
+// an infinite timestamp) is decoded by scan, through pgx, instead: results never differ.
+func scanSnapshot[T any](ctx context.Context, q Querier, sql, townID string, capacity int,
+	decode func(*rowDecoder) T, scan func(pgx.Rows) (T, error)) ([]T, error) {
+	rows, err := q.Query(ctx, sql, townID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	out := make([]T, 0, capacity)
+	d := rowDecoder{fields: rows.FieldDescriptions()}
 	for rows.Next() {
-		v, err := decode(rows)
-		if err != nil {
-			return nil, err
+		d.values, d.ok = rows.RawValues(), true
+		v := decode(&d)
+		if !d.ok || len(d.values) != len(d.fields) {
+			if v, err = scan(rows); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+// rowDecoder decodes the raw values of a row, column by column, as pgx would scan them
+// into the generated structs and the conversion to the snapshot's types would turn them.
+// A value it does not know clears ok (the caller then scans the row through pgx). Words
+// (text that repeats across rows: types, statuses, roles, assignees, authors) and the
+// uuids that do (a rig, a parent, a hooked bead) are allocated once per query.
+type rowDecoder struct {
+	fields []pgconn.FieldDescription
+	values [][]byte
+	ok     bool
+	words  map[string]string
+	ids    map[[16]byte]string
+}
+
+// value is column i's raw value when it has the type (and the binary format, when
+// binary is set); ok is cleared otherwise.
+func (d *rowDecoder) value(i int, oid uint32, binary bool) ([]byte, bool) {
+	if i >= len(d.values) || i >= len(d.fields) {
+		d.ok = false
+		return nil, false
+	}
+	f := d.fields[i]
+	if f.DataTypeOID != oid || (binary && f.Format != pgx.BinaryFormatCode) {
+		d.ok = false
+		return nil, false
+	}
+	return d.values[i], true
+}
+
+// notNull clears ok for a NULL where the column has none (pgx's Scan reports it).
+func (d *rowDecoder) notNull(v []byte, ok bool) ([]byte, bool) {
+	if ok && v == nil {
+		d.ok = false
+		return nil, false
+	}
+	return v, ok
+}
+
+func (d *rowDecoder) uuid(i int) string {
+	v, ok := d.notNull(d.value(i, pgtype.UUIDOID, true))
+	if !ok || len(v) != 16 {
+		d.ok = false
+		return ""
+	}
+	return formatUUID(v)
+}
+
+// sharedUUID is a nullable uuid ("" for NULL), allocated once per distinct value.
+func (d *rowDecoder) sharedUUID(i int) string {
+	v, ok := d.value(i, pgtype.UUIDOID, true)
+	if !ok || v == nil {
+		return ""
+	}
+	if len(v) != 16 {
+		d.ok = false
+		return ""
+	}
+	key := [16]byte(v)
+	if s, ok := d.ids[key]; ok {
+		return s
+	}
+	if d.ids == nil {
+		d.ids = map[[16]byte]string{}
+	}
+	s := formatUUID(v)
+	d.ids[key] = s
+	return s
+}
+
+// textValue is a text column's raw value (text and varchar, in either format: their bytes).
+func (d *rowDecoder) textValue(i int) ([]byte, bool) {
+	if i < len(d.fields) && d.fields[i].DataTypeOID == pgtype.VarcharOID {
+		return d.value(i, pgtype.VarcharOID, false)
+	}
+	return d.value(i, pgtype.TextOID, false)
+}
+
+func (d *rowDecoder) text(i int) string {
+	v, ok := d.notNull(d.textValue(i))
+	if !ok {
+		return ""
+	}
+	return string(v)
+}
+
+// nullText is a nullable text column, "" for NULL.
+func (d *rowDecoder) nullText(i int) string {
+	v, ok := d.textValue(i)
+	if !ok || v == nil {
+		return ""
+	}
+	return string(v)
+}
+
+// word is a text column whose values repeat across rows, allocated once per value.
+func (d *rowDecoder) word(i int) string {
+	v, ok := d.notNull(d.textValue(i))
+	if !ok {
+		return ""
+	}
+	return d.intern(v)
+}
+
+// nullWord is word for a nullable column, "" for NULL.
+func (d *rowDecoder) nullWord(i int) string {
+	v, ok := d.textValue(i)
+	if !ok || v == nil {
+		return ""
+	}
+	return d.intern(v)
+}
+
+func (d *rowDecoder) intern(v []byte) string {
+	if s, ok := d.words[string(v)]; ok {
+		return s
+	}
+	if d.words == nil {
+		d.words = map[string]string{}
+	}
+	s := string(v)
+	d.words[s] = s
+	return s
+}
+
+func (d *rowDecoder) int4(i int) int32 {
+	v, ok := d.notNull(d.value(i, pgtype.Int4OID, true))
+	if !ok || len(v) != 4 {
+		d.ok = false
+		return 0
+	}
+	return int32(binary.BigEndian.Uint32(v))
+}
+
+func (d *rowDecoder) time(i int) time.Time {
+	v, ok := d.notNull(d.value(i, pgtype.TimestamptzOID, true))
+	if !ok {
+		return time.Time{}
+	}
+	t, ok := decodeTimestamptz(pgtype.TimestamptzOID, pgx.BinaryFormatCode, v)
+	d.ok = d.ok && ok
+	return t
+}
+
+// nullTime is a nullable timestamptz, the zero time for NULL.
+func (d *rowDecoder) nullTime(i int) time.Time {
+	v, ok := d.value(i, pgtype.TimestamptzOID, true)
+	if !ok || v == nil {
+		return time.Time{}
+	}
+	t, ok := decodeTimestamptz(pgtype.TimestamptzOID, pgx.BinaryFormatCode, v)
+	d.ok = d.ok && ok
+	return t
+}
+
+// json is a jsonb column's document, without binary jsonb's version byte; the bytes are
+// the row's (valid until the next row): the caller decodes them at once. NULL is nil.
+func (d *rowDecoder) json(i int) []byte {
+	v, ok := d.value(i, pgtype.JSONBOID, false)
+	if !ok || v == nil {
+		return nil
+	}
+	if d.fields[i].Format == pgx.BinaryFormatCode {
+		if len(v) == 0 || v[0] != 1 {
+			d.ok = false
+			return nil
+		}
+		v = v[1:]
+	}
+	return v
 }

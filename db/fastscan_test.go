@@ -67,20 +67,47 @@ func TestSnapshotBeadsMatchTheQuery(t *testing.T) {
 	for _, title := range []string{"one", "two", "three"} {
 		b.issue(t, townID, rigID, title)
 	}
+	b.tick(t, townID, nil) // the beads are made
 	_, err := b.store.Pool.Exec(ctx, `UPDATE beads SET labels = '["x", "ü"]', metadata = '{"k": 1, "nested": {"a": [1]}}',
 		body = 'body', closed_at = now(), created_by = 'me' WHERE town_id = $1 AND title = 'two'`, townID)
 	require.NoError(t, err)
-	b.tick(t, townID, nil)
-
-	rows, err := dbsqlc.New().BeadListForSnapshot(ctx, b.store.Pool, townID)
+	// Values shared across rows (the decoder allocates them once) and every nullable column set.
+	_, err = b.store.Pool.Exec(ctx, `UPDATE beads SET assignee_agent_bead_id = 'agent-1', created_by = 'me', priority = 'high'
+		WHERE town_id = $1 AND title IN ('one', 'three')`, townID)
 	require.NoError(t, err)
-	want := make([]reconciler.Bead, len(rows))
-	for i := range rows {
-		want[i] = db.BeadFromInternal(&rows[i])
+	_, err = b.store.Pool.Exec(ctx, `UPDATE beads SET rig_id = NULL, dispatch_attempts = 2, last_dispatch_attempt_at = now(),
+		parent_bead_id = (SELECT bead_id FROM beads WHERE town_id = $1 AND title = 'one') WHERE town_id = $1 AND title = 'three'`, townID)
+	require.NoError(t, err)
+
+	sqlcBeads := func() ([]reconciler.Bead, error) {
+		rows, err := dbsqlc.New().BeadListForSnapshot(ctx, b.store.Pool, townID)
+		want := make([]reconciler.Bead, len(rows))
+		for i := range rows {
+			want[i] = db.BeadFromInternal(&rows[i])
+		}
+		return want, err
 	}
+	want, err := sqlcBeads()
+	require.NoError(t, err)
 	got, err := db.ScanSnapshotBeads(ctx, b.store.Pool, townID, 0)
 	require.NoError(t, err)
 	require.Len(t, got, 3)
+	require.Equal(t, want, got)
+	three := got[slices.IndexFunc(got, func(b reconciler.Bead) bool { return b.Title == "three" })]
+	require.NotEmpty(t, three.ParentID)
+	require.Equal(t, "agent-1", three.AssigneeID)
+	require.Equal(t, 2, three.DispatchAttempts)
+
+	// A value the decoder leaves to pgx (an infinite timestamp) reads as pgx reads it.
+	_, err = b.store.Pool.Exec(ctx, `UPDATE beads SET closed_at = 'infinity' WHERE town_id = $1 AND title = 'two'`, townID)
+	require.NoError(t, err)
+	want, wantErr := sqlcBeads()
+	got, err = db.ScanSnapshotBeads(ctx, b.store.Pool, townID, 0)
+	if wantErr != nil {
+		require.Error(t, err, "pgx refuses the row: so does the snapshot")
+		return
+	}
+	require.NoError(t, err)
 	require.Equal(t, want, got)
 }
 
