@@ -165,12 +165,16 @@ type Report struct {
 	TownsHOTPct float64 `json:"towns_hot_update_pct"`
 	// Burst: events of the burst, the ticks that applied them, and the bound
 	// ceil(N / drain batch) + 2.
-	BurstEvents         int     `json:"burst_events,omitempty"`
-	BurstTicks          int     `json:"burst_ticks,omitempty"`
-	BurstBound          int     `json:"burst_ticks_bound,omitempty"`
-	OtherTownsP99       float64 `json:"other_towns_latency_p99_ms,omitempty"`
-	OtherTownsP99Alone  float64 `json:"other_towns_latency_p99_alone_ms,omitempty"`
-	HotTownEventsPerSec float64 `json:"hot_town_events_per_sec,omitempty"`
+	BurstEvents int `json:"burst_events,omitempty"`
+	BurstTicks  int `json:"burst_ticks,omitempty"`
+	BurstBound  int `json:"burst_ticks_bound,omitempty"`
+	// Hot: the normal towns' latency p99 with the hot town and without it, and its queued
+	// part (event commit → the applying tick holds the town).
+	OtherTownsP99            float64 `json:"other_towns_latency_p99_ms,omitempty"`
+	OtherTownsP99Alone       float64 `json:"other_towns_latency_p99_alone_ms,omitempty"`
+	OtherTownsQueuedP99      float64 `json:"other_towns_queued_p99_ms,omitempty"`
+	OtherTownsQueuedP99Alone float64 `json:"other_towns_queued_p99_alone_ms,omitempty"`
+	HotTownEventsPerSec      float64 `json:"hot_town_events_per_sec,omitempty"`
 	// Crash: ticks in flight on the killed worker, how long until their towns ticked
 	// again, and the longest wait of an event appended just after the kill.
 	CrashOrphanedTowns     int     `json:"crash_ticks_in_flight,omitempty"`

@@ -41,6 +41,8 @@ type townStats struct {
 	ticks     int
 	events    int
 	latencies []time.Duration
+	// queued is each latency's part before the applying tick held the town.
+	queued []time.Duration
 }
 
 func newCollector() *collector {
@@ -103,7 +105,9 @@ func (c *collector) onTick(townID string, res jobs.TickResult) {
 		c.latencies = append(c.latencies, l)
 		ts.latencies = append(ts.latencies, l)
 		// The append's clock reading follows its commit: a tick may hold the town first.
-		c.queued = append(c.queued, max(0, held.Sub(at)))
+		q := max(0, held.Sub(at))
+		c.queued = append(c.queued, q)
+		ts.queued = append(ts.queued, q)
 	}
 	c.phases["drain"] = append(c.phases["drain"], res.DrainTime)
 	c.phases["snapshot"] = append(c.phases["snapshot"], res.SnapshotTime)

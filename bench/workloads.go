@@ -349,16 +349,18 @@ func runHot(ctx context.Context, opts Options, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	p99 := func(w windowResult, skip string) float64 {
-		var all []time.Duration
+	// others is the normal towns' latency and its queued part.
+	others := func(w windowResult) (latency, queued Quantiles) {
+		var all, q []time.Duration
 		for id, ts := range w.perTown {
-			if id != skip {
-				all = append(all, ts.latencies...)
+			if id != hot {
+				all, q = append(all, ts.latencies...), append(q, ts.queued...)
 			}
 		}
-		return quantiles(all).P99
+		return quantiles(all), quantiles(q)
 	}
-	rep.OtherTownsP99Alone = p99(w0, hot)
+	alone0, queued0 := others(w0)
+	rep.OtherTownsP99Alone, rep.OtherTownsQueuedP99Alone = alone0.P99, queued0.P99
 	// The hot town offers at least nine times the normal towns' rate and at least 10,000
 	// events/s (more than the fleet's capacity here), in appends of 50 events (a busy
 	// tenant's API calls and callbacks).
@@ -396,7 +398,8 @@ func runHot(ctx context.Context, opts Options, rep *Report) error {
 		return err
 	}
 	w1.fill(rep)
-	rep.OtherTownsP99 = p99(w1, hot)
+	with1, queued1 := others(w1)
+	rep.OtherTownsP99, rep.OtherTownsQueuedP99 = with1.P99, queued1.P99
 	if ts := w1.perTown[hot]; ts != nil {
 		rep.HotTownEventsPerSec = float64(ts.events) / w1.seconds
 	}

@@ -128,7 +128,8 @@ func printReport(out io.Writer, r *bench.Report) {
 			r.CrashOrphanedTowns, r.CrashRecoveryS, r.CrashLatencyAfterKillS)
 	}
 	if r.HotTownEventsPerSec > 0 {
-		row("hot town", "%.0f events/s; other towns p99 %.1f ms (alone %.1f ms)", r.HotTownEventsPerSec, r.OtherTownsP99, r.OtherTownsP99Alone)
+		row("hot town", "%.0f events/s; other towns p99 %.1f ms, queued %.1f (alone %.1f ms, queued %.1f)",
+			r.HotTownEventsPerSec, r.OtherTownsP99, r.OtherTownsQueuedP99, r.OtherTownsP99Alone, r.OtherTownsQueuedP99Alone)
 	}
 	for _, s := range r.Sizes {
 		row(fmt.Sprintf("town of %d beads, %d agents", s.Beads, s.Agents), "snapshot %.1f ms, reconcile %.2f ms, invariants %.2f ms", s.SnapshotP50, s.ReconcileP50, s.InvariantsP50)
