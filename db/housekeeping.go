@@ -67,7 +67,7 @@ func (t *TownTx) HousekeepingAndState(ctx context.Context, retention time.Durati
 		due, err = t.q.HousekeepingDue(ctx, q, t.housekeepingDueParams(retention))
 		return
 	})
-	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread(), t.beadsHint())
+	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread(), t.sizeHint())
 	if err := p.run(ctx, t.db); err != nil {
 		return res, nil, fmt.Errorf("housekeeping and state: %w", err)
 	}

@@ -164,27 +164,33 @@ func (s *townState) tracksNoConvoy(beadID string, wrote stateTables) bool {
 // process has not read yet, reads its state after the drain, once.
 const prefetchStateMaxRows = 100
 
-// townSizes remembers how many rows (beads and agents) each town's state held when this
-// process last read it. It is a hint: a wrong size only costs a read.
+// townSizes remembers how many beads and agents each town's state held when this process
+// last read it. It is a hint: a wrong size only costs a read, or a slice grown.
 type townSizes struct {
 	mu sync.Mutex
-	m  map[string]int
+	m  map[string]townSize
 }
+
+// townSize is how many beads and agents a town's state held.
+type townSize struct{ beads, agents int }
+
+// rows is both together.
+func (z townSize) rows() int { return z.beads + z.agents }
 
 // maxTownSizes bounds the towns remembered; past it the memory starts over.
 const maxTownSizes = 1 << 17
 
-func (z *townSizes) note(townID string, rows int) {
+func (z *townSizes) note(townID string, size townSize) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	if z.m == nil || len(z.m) >= maxTownSizes {
-		z.m = make(map[string]int)
+		z.m = make(map[string]townSize)
 	}
-	z.m[townID] = rows
+	z.m[townID] = size
 }
 
-// rows is how many rows townID's state held when last read, if it was.
-func (z *townSizes) rows(townID string) (int, bool) {
+// size is townID's size when its state was last read, if it was.
+func (z *townSizes) size(townID string) (townSize, bool) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	n, ok := z.m[townID]

@@ -96,8 +96,8 @@ func (s *Store) lockTown(ctx context.Context, tx pgx.Tx, townID string, wait boo
 			pending, err = s.q.EventListPending(ctx, q, dbsqlc.EventListPendingParams{TownID: townID, MaxRows: int32(drainBatch + 1)})
 			return
 		})
-		if n, ok := s.sizes.rows(townID); ok && n <= prefetchStateMaxRows {
-			state = queueStateReads(ctx, s.q, &p, townID, allState, n)
+		if size, ok := s.sizes.size(townID); ok && size.rows() <= prefetchStateMaxRows {
+			state = queueStateReads(ctx, s.q, &p, townID, allState, size)
 		}
 	}
 	err := p.run(ctx, tx)
@@ -307,7 +307,7 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		nudges   []dbsqlc.NudgeListRecentBySourceRow
 		failures int32
 	)
-	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread(), t.beadsHint())
+	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread(), t.sizeHint())
 	if forRules {
 		p.add(func(q Querier) (err error) {
 			nudges, err = t.q.NudgeListRecentBySource(ctx, q, dbsqlc.NudgeListRecentBySourceParams{TownID: t.TownID, Since: t.Now.Add(-townConfig(t.Town.Config).GUPPNudgeDedupe())})
@@ -339,14 +339,14 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 	return s, nil
 }
 
-// beadsHint is about how many beads a read of the town's state will find: as many as the
-// last read (an overestimate by the agents when that was another tick's), 0 when unknown.
-func (t *TownTx) beadsHint() int {
+// sizeHint is about how many beads and agents a read of the town's state will find: as
+// many as the last read, zero when unknown.
+func (t *TownTx) sizeHint() townSize {
 	if t.state != nil {
-		return len(t.state.snap.Beads)
+		return townSize{beads: len(t.state.snap.Beads), agents: len(t.state.snap.Agents)}
 	}
-	n, _ := t.store.sizes.rows(t.TownID)
-	return n
+	size, _ := t.store.sizes.size(t.TownID)
+	return size
 }
 
 // unread is the state tables a read of the town's state must take: every one at first;
@@ -371,15 +371,15 @@ type stateReads struct {
 	convoys []dbsqlc.ConvoyMetadatum
 }
 
-// queueStateReads queues on p the reads of the state tables in read; beads is about how
-// many beads to expect (0: unknown).
-func queueStateReads(ctx context.Context, qs *dbsqlc.Queries, p *pipeline, townID string, read stateTables, beads int) *stateReads {
+// queueStateReads queues on p the reads of the state tables in read; size is about how
+// many beads and agents to expect (zero: unknown).
+func queueStateReads(ctx context.Context, qs *dbsqlc.Queries, p *pipeline, townID string, read stateTables, size townSize) *stateReads {
 	r := &stateReads{read: read}
 	if read&stateBeads != 0 {
-		p.add(func(q Querier) (err error) { r.beads, err = scanSnapshotBeads(ctx, q, townID, beads); return })
+		p.add(func(q Querier) (err error) { r.beads, err = scanSnapshotBeads(ctx, q, townID, size.beads); return })
 	}
 	if read&stateAgents != 0 {
-		p.add(func(q Querier) (err error) { r.agents, err = scanSnapshotAgents(ctx, q, townID, 0); return })
+		p.add(func(q Querier) (err error) { r.agents, err = scanSnapshotAgents(ctx, q, townID, size.agents); return })
 	}
 	if read&stateDependencies != 0 {
 		p.add(func(q Querier) (err error) { r.deps, err = qs.DependencyListByTown(ctx, fastScan(q), townID); return })
@@ -446,7 +446,7 @@ func (t *TownTx) installState(r *stateReads) *reconciler.Snapshot {
 		s.Convoys = prev.snap.Convoys
 	}
 	t.state, t.wb.wrote = st, 0
-	t.store.sizes.note(t.TownID, len(s.Beads)+len(s.Agents))
+	t.store.sizes.note(t.TownID, townSize{beads: len(s.Beads), agents: len(s.Agents)})
 	return s
 }
 
