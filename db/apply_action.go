@@ -468,8 +468,8 @@ func (t *TownTx) applyResetAgent(ctx context.Context, agentID string) error {
 	if err != nil {
 		return err
 	}
-	if err := t.q.AgentResetDispatchAttempts(ctx, t.db, dbsqlc.AgentResetDispatchAttemptsParams{TownID: t.TownID, AgentID: ag.ID}); err != nil {
-		return fmt.Errorf("reset agent %s: %w", ag.ID, err)
+	if err := t.resetDispatchAttempts(ctx, ag.ID); err != nil {
+		return err
 	}
 	if ag.HookBeadID == "" {
 		return nil

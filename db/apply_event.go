@@ -7,8 +7,6 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
-
 	"gastown/db/internal/dbsqlc"
 	"gastown/reconciler"
 )
@@ -228,8 +226,8 @@ func (t *TownTx) agentCompleted(ctx context.Context, agentID string, p reconcile
 		}
 	}
 	if a.Role != reconciler.RoleRefinery { // kept for R6's cap (#1342)
-		if err := t.q.AgentResetDispatchAttempts(ctx, t.db, dbsqlc.AgentResetDispatchAttemptsParams{TownID: t.TownID, AgentID: a.ID}); err != nil {
-			return fmt.Errorf("reset dispatch attempts of agent %s: %w", a.ID, err)
+		if err := t.resetDispatchAttempts(ctx, a.ID); err != nil {
+			return err
 		}
 	}
 	return t.logBeadEvent(ctx, a.ID, a.ID, "agent_exited", "", status, map[string]any{"reason": p.Reason})
@@ -238,22 +236,17 @@ func (t *TownTx) agentCompleted(ctx context.Context, agentID string, p reconcile
 // agentDispatched applies a successful start: a non-refinery agent still hooked to the
 // bead gets its attempt counter reset (SPEC.md §5.5).
 func (t *TownTx) agentDispatched(ctx context.Context, ev Event, p reconciler.AgentDispatchedPayload) error {
-	agentID := ev.AgentID
-	row, err := t.q.AgentGet(ctx, t.db, dbsqlc.AgentGetParams{TownID: t.TownID, AgentID: agentID})
-	if errors.Is(err, pgx.ErrNoRows) {
+	a, err := t.agent(ctx, ev.AgentID)
+	if errors.As(err, new(*MissingEntityError)) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("get agent %s: %w", agentID, err)
+		return err
 	}
-	a := agentFromInternal(row)
 	if a.Role == reconciler.RoleRefinery || a.HookBeadID != p.BeadID {
 		return nil
 	}
-	if err := t.q.AgentResetDispatchAttempts(ctx, t.db, dbsqlc.AgentResetDispatchAttemptsParams{TownID: t.TownID, AgentID: a.ID}); err != nil {
-		return fmt.Errorf("reset dispatch attempts of agent %s: %w", a.ID, err)
-	}
-	return nil
+	return t.resetDispatchAttempts(ctx, a.ID)
 }
 
 // recordPR stores the PR a refinery opened for an MR, which becomes a PR-polling MR in

@@ -37,7 +37,14 @@ type Store struct {
 	// sizes is how many beads and agents each town's state held when this process last
 	// read it: BeginTick reads the state of a small town with the lock.
 	sizes townSizes
+	// checkState: see CheckStateInMemory.
+	checkState bool
 }
+
+// CheckStateInMemory makes every tick of this store that made writes to its state in
+// memory as well (agentInMemory) read the table again before the rules' snapshot and fail
+// when the two differ. For tests: it costs a read of the agents per such tick.
+func (s *Store) CheckStateInMemory() { s.checkState = true }
 
 // NewStore wraps a pool.
 func NewStore(pool *pgxpool.Pool) *Store {

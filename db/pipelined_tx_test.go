@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -281,6 +282,88 @@ func TestHeartbeatUpdatesTheAgentReadWithTheLock(t *testing.T) {
 			require.Equal(t, reconciler.AgentWorking, a.Status, "touchAgent: a hooked idle agent is working again")
 			require.Equal(t, []string{"bash", "edit"}, a.ActiveTools)
 		}
+	}
+}
+
+// A drain's writes to agents (unhook, status, attempts reset) are made to the agents read
+// with the lock as well: the drain reads agents by id from memory and the rules' snapshot
+// does not read the table again, and the snapshot is the table's. When a savepoint rolls
+// back an event that wrote agents in memory, the tick reads the table again.
+func TestDrainWritesToAgentsAreMadeInMemory(t *testing.T) {
+	t.Parallel()
+	for _, rollback := range []bool{false, true} {
+		t.Run(map[bool]string{false: "applied", true: "rolled back"}[rollback], func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			b, tracer := tracedBundle(t)
+			townID, rigID := b.town(t)
+			issue := b.issue(t, townID, rigID, "work")
+			first := b.dispatch(t, townID, rigID, issue)
+			second := b.dispatch(t, townID, rigID, b.issue(t, townID, rigID, "more work"))
+			b.append(t, townID,
+				db.NewEvent{Type: reconciler.EventAgentCompleted, AgentID: second, Payload: reconciler.AgentCompletedPayload{Status: "failed", Reason: "crash"}},
+				db.NewEvent{Type: reconciler.EventAgentDispatched, AgentID: first, Payload: reconciler.AgentDispatchedPayload{BeadID: issue}},
+			)
+
+			tracer.Take()
+			ptx, err := b.store.BeginPipelined(ctx)
+			require.NoError(t, err)
+			defer ptx.Rollback(ctx) //nolint:errcheck
+			tt, err := b.store.BeginTick(ctx, ptx, townID, false, 100, quiet)
+			require.NoError(t, err)
+			tt.Now = b.now.Add(time.Minute).Add(123456 * time.Nanosecond)
+			require.Equal(t, 1, counts(tracer.Take())["AgentListForSnapshot"], "the small town's state comes with the lock")
+			opts := db.DrainOptions{MaxEvents: 100, MaxAttempts: 3}
+			if rollback {
+				// The batch applies the exit (its writes made in memory too), then fails at
+				// the second event and rolls back; event by event, the exit fails: its writes
+				// are undone, in the table and so in memory.
+				calls := 0
+				opts.FailEvent = func(db.Event) error {
+					if calls++; calls == 2 || calls == 3 {
+						return errors.New("injected")
+					}
+					return nil
+				}
+			}
+			dr, err := tt.DrainEvents(ctx, opts)
+			require.NoError(t, err)
+			snap, err := tt.LoadSnapshot(ctx)
+			require.NoError(t, err)
+			after := counts(tracer.Take())
+			require.Positive(t, after["AgentResetDispatchAttempts"], "the writes reach the table: %v", after)
+			if rollback {
+				require.Equal(t, 1, dr.Failed)
+				require.Equal(t, 1, after["AgentListForSnapshot"], "the agents are read again after the rollback")
+			} else {
+				require.Zero(t, after["AgentListForSnapshot"]+after["AgentGet"], "the agents are not read again: %v", after)
+			}
+			memory := reconciler.StateDigestOf(snap).Sum()
+			require.NoError(t, ptx.Commit(ctx))
+
+			fresh := db.NewStore(b.store.Pool) // no state of its own: reads every table
+			tx, err := fresh.Pool.Begin(ctx)
+			require.NoError(t, err)
+			defer tx.Rollback(ctx) //nolint:errcheck
+			ft, err := fresh.LockTown(ctx, tx, townID, b.now, false, quiet)
+			require.NoError(t, err)
+			read, err := ft.LoadSnapshot(ctx)
+			require.NoError(t, err)
+			require.Equal(t, utcAgents(read.Agents), utcAgents(snap.Agents))
+			require.Equal(t, reconciler.StateDigestOf(read).Sum(), memory, "the state hash of the tick's snapshot is the table's")
+			for _, a := range snap.Agents {
+				switch {
+				case a.ID == first:
+					require.Zero(t, a.DispatchAttempts, "agent_dispatched resets the attempts")
+				case a.ID == second && !rollback:
+					require.Equal(t, reconciler.AgentIdle, a.Status)
+					require.Empty(t, a.HookBeadID)
+				case a.ID == second:
+					require.Equal(t, reconciler.AgentWorking, a.Status, "the exit was rolled back")
+					require.NotEmpty(t, a.HookBeadID)
+				}
+			}
+		})
 	}
 }
 

@@ -85,6 +85,9 @@ type townState struct {
 	rigs     []dbsqlc.Rig
 	beadIdx  map[string]int // into snap.Beads, built at the first read by id
 	agentIdx map[string]int // into snap.Agents
+	// handedOut: the snapshot went to the rules or the invariants (LoadSnapshot,
+	// LoadState), which hold it; until then the tick may change its rows in place.
+	handedOut bool
 }
 
 // bead returns a bead as last read, or nil: no state read, the tick wrote beads since, or

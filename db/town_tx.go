@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"time"
@@ -49,6 +50,8 @@ type TownTx struct {
 	openViolations []dbsqlc.InvariantViolation
 	pendingCount   int
 	pendingCounted bool
+	// inMemory counts the writes also made to the state in memory (agentInMemory).
+	inMemory int
 }
 
 // LockTown begins a TownTx on tx: it locks the town row and allocates the tick id. With
@@ -307,6 +310,11 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		nudges   []dbsqlc.NudgeListRecentBySourceRow
 		failures int32
 	)
+	if t.store.checkState && t.inMemory > 0 && t.state != nil && t.unread()&stateAgents == 0 {
+		if err := t.checkAgentsInMemory(ctx); err != nil {
+			return nil, err
+		}
+	}
 	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread(), t.sizeHint())
 	if forRules {
 		p.add(func(q Querier) (err error) {
@@ -331,6 +339,7 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		}
 	}
 	s := t.installState(r)
+	t.state.handedOut = true
 	s.Nudges = make([]reconciler.NudgeRecord, len(nudges))
 	for i, n := range nudges {
 		s.Nudges[i] = reconciler.NudgeRecord{AgentID: n.AgentID, Source: n.Source, LastAt: n.LastAt}
@@ -528,12 +537,50 @@ func (t *TownTx) applyHeartbeat(ctx context.Context, in HeartbeatInput) error {
 	if err != nil {
 		return fmt.Errorf("apply heartbeat of agent %s: %w", in.AgentID, err)
 	}
-	if t.state != nil && wrote&stateAgents == 0 {
-		if a := t.state.agent(in.AgentID, wrote); a != nil {
-			touchAgentInMemory(a, in)
+	t.agentInMemory(in.AgentID, wrote, func(a *reconciler.Agent) { touchAgentInMemory(a, in) })
+	return nil
+}
+
+// agentInMemory makes a write to an agent that the tick just gave the database (wrote is
+// wb.wrote before it) to the agent as read as well, when the tick holds the town's agents
+// as read, has not written the table since, and has not handed the snapshot out yet (the
+// drain's writes, before the rules read the state): then the table does not count as
+// written, and the drain's reads of agents and the rules' snapshot need no read of it
+// again. An agent not among those read does not exist: the update changed nothing. When a
+// savepoint around such a write rolls back, the table counts as written again
+// (endSavepointScope). Each change must be exactly what its statement does to the row
+// (TestDrainWritesToAgentsAreMadeInMemory, and CheckStateInMemory in every tick of the
+// jobs tests).
+func (t *TownTx) agentInMemory(id string, wrote stateTables, change func(*reconciler.Agent)) {
+	if t.state == nil || t.state.handedOut || wrote&stateAgents != 0 {
+		return
+	}
+	if a := t.state.agent(id, wrote); a != nil {
+		change(a)
+	}
+	t.wb.wrote = wrote
+	t.inMemory++
+}
+
+// checkAgentsInMemory reads the town's agents (with the writes held back) and compares
+// them with the agents in memory (Store.CheckStateInMemory).
+func (t *TownTx) checkAgentsInMemory(ctx context.Context) error {
+	read, err := scanSnapshotAgents(ctx, t.db, t.TownID, len(t.state.snap.Agents))
+	if err != nil {
+		return fmt.Errorf("check agents in memory: %w", err)
+	}
+	utc := func(a reconciler.Agent) reconciler.Agent {
+		a.LastActivityAt, a.LastEventAt, a.StalledAt, a.CreatedAt = a.LastActivityAt.UTC(), a.LastEventAt.UTC(), a.StalledAt.UTC(), a.CreatedAt.UTC()
+		return a
+	}
+	mem := t.state.snap.Agents
+	if len(read) != len(mem) {
+		return fmt.Errorf("agents in memory: %d, in the table: %d", len(mem), len(read))
+	}
+	for i := range read {
+		if m, r := utc(mem[i]), utc(read[i]); !reflect.DeepEqual(m, r) {
+			return fmt.Errorf("agent in memory differs from the table:\n memory %+v\n table  %+v", m, r)
 		}
-		// An agent not among those read does not exist: the update changed nothing.
-		t.wb.wrote = wrote
 	}
 	return nil
 }
@@ -842,6 +889,8 @@ type savepoint struct {
 	mark int
 	// sent: SAVEPOINT has run (the savepoint exists); elided: the scope sent nothing at all.
 	sent, elided bool
+	// inMemory is the tick's count of writes made in memory when the savepoint began.
+	inMemory int
 }
 
 // beginSavepoint begins a savepoint that the tick's statements run in until
@@ -849,7 +898,7 @@ type savepoint struct {
 func (t *TownTx) beginSavepoint(ctx context.Context) (*savepoint, error) {
 	t.wb.queueFeed(ctx) // rows logged before the scope are not the scope's
 	t.spSeq++
-	sp := &savepoint{t: t, name: "gt_sp_" + strconv.Itoa(t.spSeq), mark: len(t.wb.pending.QueuedQueries)}
+	sp := &savepoint{t: t, name: "gt_sp_" + strconv.Itoa(t.spSeq), mark: len(t.wb.pending.QueuedQueries), inMemory: t.inMemory}
 	t.wb.pending.Queue("SAVEPOINT " + sp.name)
 	t.wb.sp = sp
 	return sp, nil
@@ -878,6 +927,10 @@ func (t *TownTx) endSavepointScope(ctx context.Context, workErr error) error {
 		}
 	}
 	t.wb.feed = nil // the scope's feed rows (those before it were queued when it began)
+	if t.inMemory != sp.inMemory {
+		// Rows in memory carry writes the rollback undoes: the tables are the truth again.
+		t.wb.wrote |= stateAgents
+	}
 	if sp.sent {
 		t.wb.discard() // what is held back is the scope's
 	} else if len(t.wb.pending.QueuedQueries) > sp.mark {

@@ -114,9 +114,12 @@ func newDatabase(t testing.TB, template string) string {
 	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
 }
 
-// NewStore returns a Store on a fresh database.
+// NewStore returns a Store on a fresh database that checks the writes its ticks make to
+// their state in memory against the tables (db.Store.CheckStateInMemory).
 func NewStore(t testing.TB) *db.Store {
-	return db.NewStore(NewPool(t))
+	s := db.NewStore(NewPool(t))
+	s.CheckStateInMemory()
+	return s
 }
 
 // ensureTemplate creates, once per set of migrations, a migrated template database.
