@@ -77,6 +77,20 @@ func TestActiveWorkloadTicksAndMeasuresLatency(t *testing.T) {
 	require.Contains(t, rep.Phases, "snapshot")
 }
 
+// The hot workload measures the other towns with and without the hot town, and the part
+// of their latency spent queued (each event's queued time is part of its latency, so its
+// p99 cannot exceed the latency's).
+func TestHotWorkloadComparesTheOtherTowns(t *testing.T) {
+	t.Parallel()
+	rep := run(t, "hot", 3*time.Second)
+	require.Positive(t, rep.HotTownEventsPerSec)
+	require.Positive(t, rep.OtherTownsP99Alone)
+	require.Positive(t, rep.OtherTownsP99)
+	require.Positive(t, rep.OtherTownsQueuedP99Alone+rep.OtherTownsQueuedP99, "a queued part is measured")
+	require.LessOrEqual(t, rep.OtherTownsQueuedP99Alone, rep.OtherTownsP99Alone)
+	require.LessOrEqual(t, rep.OtherTownsQueuedP99, rep.OtherTownsP99)
+}
+
 // A worker process killed with SIGKILL mid-run (the River leader) loses nothing and
 // applies nothing twice, and its towns tick again within seconds. Real processes: the
 // test builds the gastown binary.
