@@ -236,10 +236,7 @@ func TestHeartbeatUpdatesTheAgentReadWithTheLock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b, tracer := tracedBundle(t)
-	townID, rigID := b.town(t)
-	issue := b.issue(t, townID, rigID, "work")
-	working := b.dispatch(t, townID, rigID, issue)
-	idle := b.dispatch(t, townID, rigID, b.issue(t, townID, rigID, "more work"))
+	townID, _, working, idle := townOfTwoAgents(t, b)
 	// One agent goes idle while keeping its hook (a heartbeat then makes it working); the
 	// other stays working.
 	b.tick(t, townID, []reconciler.Action{reconciler.TransitionAgent{AgentID: idle, From: reconciler.AgentWorking, To: reconciler.AgentIdle}})
@@ -264,19 +261,8 @@ func TestHeartbeatUpdatesTheAgentReadWithTheLock(t *testing.T) {
 	after := counts(tracer.Take())
 	require.Equal(t, 2, after["AgentApplyHeartbeat"], "the heartbeats are written")
 	require.Zero(t, after["AgentListForSnapshot"]+after["AgentGet"], "the agents are not read again")
-	memory := reconciler.StateDigestOf(snap).Sum()
 	require.NoError(t, ptx.Commit(ctx))
-
-	fresh := db.NewStore(b.store.Pool) // no state of its own: reads every table
-	tx, err := fresh.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx) //nolint:errcheck
-	ft, err := fresh.LockTown(ctx, tx, townID, b.now, false, quiet)
-	require.NoError(t, err)
-	read, err := ft.LoadSnapshot(ctx)
-	require.NoError(t, err)
-	require.Equal(t, utcAgents(read.Agents), utcAgents(snap.Agents))
-	require.Equal(t, reconciler.StateDigestOf(read).Sum(), memory, "the state hash of the tick's snapshot is the table's")
+	requireSnapshotOfTheTables(t, b, townID, snap)
 	for _, a := range snap.Agents {
 		if a.ID == idle {
 			require.Equal(t, reconciler.AgentWorking, a.Status, "touchAgent: a hooked idle agent is working again")
@@ -296,10 +282,7 @@ func TestDrainWritesToAgentsAreMadeInMemory(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			b, tracer := tracedBundle(t)
-			townID, rigID := b.town(t)
-			issue := b.issue(t, townID, rigID, "work")
-			first := b.dispatch(t, townID, rigID, issue)
-			second := b.dispatch(t, townID, rigID, b.issue(t, townID, rigID, "more work"))
+			townID, issue, first, second := townOfTwoAgents(t, b)
 			b.append(t, townID,
 				db.NewEvent{Type: reconciler.EventAgentCompleted, AgentID: second, Payload: reconciler.AgentCompletedPayload{Status: "failed", Reason: "crash"}},
 				db.NewEvent{Type: reconciler.EventAgentDispatched, AgentID: first, Payload: reconciler.AgentDispatchedPayload{BeadID: issue}},
@@ -338,19 +321,8 @@ func TestDrainWritesToAgentsAreMadeInMemory(t *testing.T) {
 			} else {
 				require.Zero(t, after["AgentListForSnapshot"]+after["AgentGet"], "the agents are not read again: %v", after)
 			}
-			memory := reconciler.StateDigestOf(snap).Sum()
 			require.NoError(t, ptx.Commit(ctx))
-
-			fresh := db.NewStore(b.store.Pool) // no state of its own: reads every table
-			tx, err := fresh.Pool.Begin(ctx)
-			require.NoError(t, err)
-			defer tx.Rollback(ctx) //nolint:errcheck
-			ft, err := fresh.LockTown(ctx, tx, townID, b.now, false, quiet)
-			require.NoError(t, err)
-			read, err := ft.LoadSnapshot(ctx)
-			require.NoError(t, err)
-			require.Equal(t, utcAgents(read.Agents), utcAgents(snap.Agents))
-			require.Equal(t, reconciler.StateDigestOf(read).Sum(), memory, "the state hash of the tick's snapshot is the table's")
+			requireSnapshotOfTheTables(t, b, townID, snap)
 			for _, a := range snap.Agents {
 				switch {
 				case a.ID == first:
@@ -365,6 +337,34 @@ func TestDrainWritesToAgentsAreMadeInMemory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// townOfTwoAgents makes a town with two issues, each dispatched to a polecat of its own;
+// first works on issue.
+func townOfTwoAgents(t *testing.T, b *testBundle) (townID, issue, first, second string) {
+	t.Helper()
+	townID, rigID := b.town(t)
+	issue = b.issue(t, townID, rigID, "work")
+	first = b.dispatch(t, townID, rigID, issue)
+	second = b.dispatch(t, townID, rigID, b.issue(t, townID, rigID, "more work"))
+	return townID, issue, first, second
+}
+
+// requireSnapshotOfTheTables checks a committed tick's snapshot against a fresh read of the
+// town: its agents field by field, and its state hash.
+func requireSnapshotOfTheTables(t *testing.T, b *testBundle, townID string, snap *reconciler.Snapshot) {
+	t.Helper()
+	ctx := context.Background()
+	fresh := db.NewStore(b.store.Pool) // no state of its own: reads every table
+	tx, err := fresh.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	ft, err := fresh.LockTown(ctx, tx, townID, b.now, false, quiet)
+	require.NoError(t, err)
+	read, err := ft.LoadSnapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, utcAgents(read.Agents), utcAgents(snap.Agents))
+	require.Equal(t, reconciler.StateDigestOf(read).Sum(), reconciler.StateDigestOf(snap).Sum(), "the state hash of the tick's snapshot is the table's")
 }
 
 // utcAgents is agents with their times in UTC (a read's and memory's may differ in zone).
