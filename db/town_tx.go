@@ -310,10 +310,13 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 		nudges   []dbsqlc.NudgeListRecentBySourceRow
 		failures int32
 	)
-	if t.store.checkState && t.inMemory > 0 && t.state != nil && t.unread()&stateAgents == 0 {
-		if err := t.checkAgentsInMemory(ctx); err != nil {
-			return nil, err
-		}
+	var tableAgents []reconciler.Agent // Store.CheckStateInMemory: the table's, to compare
+	check := t.store.checkState && t.inMemory > 0 && t.state != nil && t.unread()&stateAgents == 0
+	if check {
+		p.add(func(q Querier) (err error) {
+			tableAgents, err = scanSnapshotAgents(ctx, q, t.TownID, len(t.state.snap.Agents))
+			return
+		})
 	}
 	r := queueStateReads(ctx, t.q, &p, t.TownID, t.unread(), t.sizeHint())
 	if forRules {
@@ -336,6 +339,11 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 	if len(p.steps) > 0 {
 		if err := p.run(ctx, t.db); err != nil {
 			return nil, fmt.Errorf("load snapshot: %w", err)
+		}
+	}
+	if check {
+		if err := compareAgents(t.state.snap.Agents, tableAgents); err != nil {
+			return nil, err
 		}
 	}
 	s := t.installState(r)
@@ -562,18 +570,13 @@ func (t *TownTx) agentInMemory(id string, wrote stateTables, change func(*reconc
 	t.inMemory++
 }
 
-// checkAgentsInMemory reads the town's agents (with the writes held back) and compares
-// them with the agents in memory (Store.CheckStateInMemory).
-func (t *TownTx) checkAgentsInMemory(ctx context.Context) error {
-	read, err := scanSnapshotAgents(ctx, t.db, t.TownID, len(t.state.snap.Agents))
-	if err != nil {
-		return fmt.Errorf("check agents in memory: %w", err)
-	}
+// compareAgents compares the agents in memory with the table's (read with the writes held
+// back), for Store.CheckStateInMemory.
+func compareAgents(mem, read []reconciler.Agent) error {
 	utc := func(a reconciler.Agent) reconciler.Agent {
 		a.LastActivityAt, a.LastEventAt, a.StalledAt, a.CreatedAt = a.LastActivityAt.UTC(), a.LastEventAt.UTC(), a.StalledAt.UTC(), a.CreatedAt.UTC()
 		return a
 	}
-	mem := t.state.snap.Agents
 	if len(read) != len(mem) {
 		return fmt.Errorf("agents in memory: %d, in the table: %d", len(mem), len(read))
 	}
