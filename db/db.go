@@ -42,8 +42,8 @@ type Store struct {
 }
 
 // CheckStateInMemory makes every tick of this store that made writes to its state in
-// memory as well (agentInMemory) read the table again before the rules' snapshot and fail
-// when the two differ. For tests: it costs a read of the agents per such tick.
+// memory as well (agentInMemory) read the agents table with its next snapshot's reads and
+// fail when the two differ. For tests: it costs a read of the agents per such tick.
 func (s *Store) CheckStateInMemory() { s.checkState = true }
 
 // NewStore wraps a pool.
