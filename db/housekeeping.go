@@ -71,7 +71,7 @@ func (t *TownTx) HousekeepingAndState(ctx context.Context, retention time.Durati
 	if err := p.run(ctx, t.db); err != nil {
 		return res, nil, fmt.Errorf("housekeeping and state: %w", err)
 	}
-	state = t.installState(r)
+	state = t.installState(r, true)
 	if res, err = t.housekeep(ctx, due, retention); err != nil {
 		return res, nil, err
 	}

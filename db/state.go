@@ -104,8 +104,8 @@ func (t *TownTx) hookBead(ctx context.Context, a reconciler.Agent, b reconciler.
 	if err := t.q.AgentHook(ctx, t.db, dbsqlc.AgentHookParams{TownID: t.TownID, AgentID: a.ID, BeadID: &b.ID, Now: &t.Now}); err != nil {
 		return fmt.Errorf("hook agent %s: %w", a.ID, err)
 	}
-	t.agentInMemory(a.ID, wrote, func(a *reconciler.Agent) {
-		a.HookBeadID, a.Status, a.StalledAt, a.LastActivityAt = b.ID, reconciler.AgentIdle, time.Time{}, t.Now.Truncate(time.Microsecond)
+	t.agentInMemory(a.ID, wrote, func(m *reconciler.Agent) {
+		m.HookBeadID, m.Status, m.StalledAt, m.LastActivityAt = b.ID, reconciler.AgentIdle, time.Time{}, t.Now.Truncate(time.Microsecond)
 	})
 	if err := t.q.BeadSetAssignee(ctx, t.db, dbsqlc.BeadSetAssigneeParams{TownID: t.TownID, BeadID: b.ID, Assignee: &a.ID, Now: t.Now}); err != nil {
 		return fmt.Errorf("assign bead %s: %w", b.ID, err)
@@ -123,8 +123,8 @@ func (t *TownTx) unhookBead(ctx context.Context, a reconciler.Agent) error {
 	if err := t.q.AgentUnhook(ctx, t.db, dbsqlc.AgentUnhookParams{TownID: t.TownID, AgentID: a.ID}); err != nil {
 		return fmt.Errorf("unhook agent %s: %w", a.ID, err)
 	}
-	t.agentInMemory(a.ID, wrote, func(a *reconciler.Agent) {
-		a.HookBeadID, a.Status, a.StalledAt = "", reconciler.AgentIdle, time.Time{}
+	t.agentInMemory(a.ID, wrote, func(m *reconciler.Agent) {
+		m.HookBeadID, m.Status, m.StalledAt = "", reconciler.AgentIdle, time.Time{}
 	})
 	return t.logBeadEvent(ctx, a.HookBeadID, a.ID, "unhooked", a.ID, "", nil)
 }

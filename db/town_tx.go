@@ -119,7 +119,7 @@ func (s *Store) lockTown(ctx context.Context, tx pgx.Tx, townID string, wait boo
 		t.prefetched = &prefetched{heartbeats: heartbeats, pending: pending, drainBatch: drainBatch}
 	}
 	if state != nil {
-		t.installState(state)
+		t.installState(state, false) // the drain reads it; the rules get it later
 	}
 	return t, nil
 }
@@ -346,8 +346,7 @@ func (t *TownTx) loadSnapshot(ctx context.Context, forRules bool) (*reconciler.S
 			return nil, err
 		}
 	}
-	s := t.installState(r)
-	t.state.handedOut = true
+	s := t.installState(r, true)
 	s.Nudges = make([]reconciler.NudgeRecord, len(nudges))
 	for i, n := range nudges {
 		s.Nudges[i] = reconciler.NudgeRecord{AgentID: n.AgentID, Source: n.Source, LastAt: n.LastAt}
@@ -415,11 +414,12 @@ func queueStateReads(ctx context.Context, qs *dbsqlc.Queries, p *pipeline, townI
 
 // installState makes what r read the state now (the writes held back went out first, in
 // the same batch) and returns it as a snapshot of the town's state tables; the tables r
-// did not read are as the last read left them.
-func (t *TownTx) installState(r *stateReads) *reconciler.Snapshot {
+// did not read are as the last read left them. handOut says whether the caller hands the
+// snapshot out (to the rules, the invariants): its rows are then never changed in place.
+func (t *TownTx) installState(r *stateReads, handOut bool) *reconciler.Snapshot {
 	read, prev := r.read, t.state
 	s := emptySnapshot(t.Town)
-	st := &townState{snap: s}
+	st := &townState{snap: s, handedOut: handOut}
 	if read&stateBeads != 0 {
 		s.Beads = r.beads
 	} else {
