@@ -15,18 +15,26 @@ import (
 	"gastown/reconciler"
 )
 
+// beginPipelinedTick locks townID for a tick on a pipelined transaction (rolled back at
+// the test's end unless committed), with the bundle's clock.
+func beginPipelinedTick(t *testing.T, b *testBundle, townID string) (*db.PipelinedTx, *db.TownTx) {
+	t.Helper()
+	ctx := context.Background()
+	ptx, err := b.store.BeginPipelined(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ptx.Rollback(ctx) })
+	tt, err := b.store.BeginTick(ctx, ptx, townID, false, 100, quiet)
+	require.NoError(t, err)
+	tt.Now = b.now
+	return ptx, tt
+}
+
 // pipelinedTick locks and drains townID on a pipelined transaction.
 func pipelinedTick(t *testing.T, b *testBundle) func(townID string) (*db.PipelinedTx, *db.TownTx, db.DrainResult) {
 	return func(townID string) (*db.PipelinedTx, *db.TownTx, db.DrainResult) {
 		t.Helper()
-		ctx := context.Background()
-		ptx, err := b.store.BeginPipelined(ctx)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = ptx.Rollback(ctx) })
-		tt, err := b.store.BeginTick(ctx, ptx, townID, false, 100, quiet)
-		require.NoError(t, err)
-		tt.Now = b.now
-		dr, err := tt.DrainEvents(ctx, db.DrainOptions{MaxEvents: 100, MaxAttempts: 3})
+		ptx, tt := beginPipelinedTick(t, b, townID)
+		dr, err := tt.DrainEvents(context.Background(), db.DrainOptions{MaxEvents: 100, MaxAttempts: 3})
 		require.NoError(t, err)
 		return ptx, tt, dr
 	}
@@ -245,12 +253,7 @@ func TestHeartbeatUpdatesTheAgentReadWithTheLock(t *testing.T) {
 	require.NoError(t, b.store.RecordHeartbeat(ctx, townID, working, db.Heartbeat{ActiveTools: []string{}}))
 
 	tracer.Take()
-	ptx, err := b.store.BeginPipelined(ctx)
-	require.NoError(t, err)
-	defer ptx.Rollback(ctx) //nolint:errcheck
-	tt, err := b.store.BeginTick(ctx, ptx, townID, false, 100, quiet)
-	require.NoError(t, err)
-	tt.Now = b.now
+	ptx, tt := beginPipelinedTick(t, b, townID)
 	lock := counts(tracer.Take())
 	require.Equal(t, 1, lock["AgentListForSnapshot"], "a small town known to this process: its state comes with the lock")
 	inputs, err := tt.ApplyHeartbeats(ctx)
@@ -289,11 +292,7 @@ func TestDrainWritesToAgentsAreMadeInMemory(t *testing.T) {
 			)
 
 			tracer.Take()
-			ptx, err := b.store.BeginPipelined(ctx)
-			require.NoError(t, err)
-			defer ptx.Rollback(ctx) //nolint:errcheck
-			tt, err := b.store.BeginTick(ctx, ptx, townID, false, 100, quiet)
-			require.NoError(t, err)
+			ptx, tt := beginPipelinedTick(t, b, townID)
 			tt.Now = b.now.Add(time.Minute).Add(123456 * time.Nanosecond)
 			require.Equal(t, 1, counts(tracer.Take())["AgentListForSnapshot"], "the small town's state comes with the lock")
 			opts := db.DrainOptions{MaxEvents: 100, MaxAttempts: 3}
