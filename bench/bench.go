@@ -33,7 +33,7 @@ var Workloads = []string{"active", "burst", "crash", "hot", "idle", "large"}
 // Options configure one run.
 type Options struct {
 	// DatabaseURL names the server (and credentials) to use. The harness creates and drops
-	// its own databases there (gastown_bench, gastown_bench_pgbench, gastown_bench_river);
+	// its own databases there (gastown_bench, gastown_bench_pgbench, gastown_bench_river, gastown_bench_floor);
 	// the database named in the URL is never touched.
 	DatabaseURL string
 	Workload    string
@@ -52,7 +52,8 @@ type Options struct {
 	DrainBatch int
 	// FetchPollInterval is River's fallback poll (default 1 s, the workers' default).
 	FetchPollInterval time.Duration
-	// Baselines runs pgbench -N and the River no-op baseline (BaselineDuration each).
+	// Baselines runs pgbench -N and the River no-op baseline (BaselineDuration each), and
+	// for active the tick floor too.
 	Baselines        bool
 	BaselineDuration time.Duration
 	// Scale multiplies the workload's sizes (towns, events, beads; default 1). Tests run
@@ -121,6 +122,10 @@ type Report struct {
 	RiverNoopJobsPerSec float64 `json:"river_noop_jobs_per_sec"`
 	RatioToPgbench      float64 `json:"ratio_to_pgbench"`
 	RatioToRiverNoop    float64 `json:"ratio_to_river_noop"`
+	// TickFloorTPS is the tick floor (active's baselines): pgbench running the rows a tick
+	// of one event writes, and nothing else, on gastown's schema (bench/tickfloor.sql).
+	TickFloorTPS     float64 `json:"tick_floor_tps,omitempty"`
+	RatioToTickFloor float64 `json:"ratio_to_tick_floor,omitempty"`
 	// LatencyQueued is the part of the latency before the tick that applied the event
 	// held its town (waiting for River to fetch the tick, or for an earlier tick);
 	// LatencyTick the duration of the ticks that applied them, from holding the town to
@@ -291,6 +296,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if rep.RiverNoopJobsPerSec > 0 {
 		rep.RatioToRiverNoop = rep.TicksPerSec / rep.RiverNoopJobsPerSec
 	}
+	if rep.TickFloorTPS > 0 {
+		rep.RatioToTickFloor = rep.TicksPerSec / rep.TickFloorTPS
+	}
 	return rep, nil
 }
 
@@ -308,7 +316,19 @@ func runBaselines(ctx context.Context, opts Options, rep *Report) error {
 		return err
 	}
 	fmt.Fprintf(opts.Progress, "baseline: River no-op jobs, %d workers, fetch cooldown %s, %s\n", opts.TickWorkers, opts.FetchCooldown, opts.BaselineDuration)
-	rep.RiverNoopJobsPerSec, err = riverNoopJobsPerSec(ctx, riverURL, opts.TickWorkers, opts.FetchCooldown, opts.FetchPollInterval, opts.BaselineDuration)
+	if rep.RiverNoopJobsPerSec, err = riverNoopJobsPerSec(ctx, riverURL, opts.TickWorkers, opts.FetchCooldown, opts.FetchPollInterval, opts.BaselineDuration); err != nil {
+		return err
+	}
+	if opts.Workload != "active" {
+		return nil
+	}
+	floorURL, err := withDatabase(opts.DatabaseURL, opts.DatabasePrefix+"_floor")
+	if err != nil {
+		return err
+	}
+	towns := opts.townsFor(1000, 2)
+	fmt.Fprintf(opts.Progress, "baseline: the tick floor (bench/tickfloor.sql), %d towns, %d clients, %s\n", towns, opts.TickWorkers, opts.BaselineDuration)
+	rep.TickFloorTPS, err = tickFloorTPS(ctx, floorURL, opts.TickWorkers, towns, opts.BaselineDuration, opts.Logger)
 	return err
 }
 

@@ -29,9 +29,11 @@ func newBenchCommand() *cobra.Command {
 		Use:   "bench",
 		Short: "Run a benchmark workload against databases of its own, with baselines from the same run",
 		Long: "bench creates its own databases on the server of DATABASE_URL (gastown_bench,\n" +
-			"gastown_bench_pgbench, gastown_bench_river; the database in the URL is never touched),\n" +
-			"measures two baselines on that server — `pgbench -N` transactions/s and River working\n" +
-			"no-op jobs with the tick queue's settings — then runs a workload with the workers\n" +
+			"gastown_bench_pgbench, gastown_bench_river, gastown_bench_floor; the database in the\n" +
+			"URL is never touched), measures baselines on that server — `pgbench -N` transactions/s,\n" +
+			"River working no-op jobs with the tick queue's settings and, for active, the tick\n" +
+			"floor (pgbench writing just the rows of a one-event tick on gastown's schema,\n" +
+			"bench/tickfloor.sql) — then runs a workload with the workers\n" +
 			"in-process and prints a table (or one JSON object with --json) of what it achieved,\n" +
 			"as ratios to the baselines, against the targets.\n\n" +
 			"Workloads:\n" +
@@ -101,8 +103,15 @@ func printReport(out io.Writer, r *bench.Report) {
 		row("baseline pgbench -N", "%.0f tx/s", r.PgbenchTPS)
 		row("baseline River no-op", "%.0f jobs/s", r.RiverNoopJobsPerSec)
 	}
+	if r.TickFloorTPS > 0 {
+		row("baseline tick floor", "%.0f ticks/s (%.2f× pgbench -N: the rows of a one-event tick alone)", r.TickFloorTPS, r.TickFloorTPS/r.PgbenchTPS)
+	}
 	if r.TicksPerSec > 0 {
-		row("ticks/s", "%.0f (%.2f× pgbench -N, %.2f× River no-op)", r.TicksPerSec, r.RatioToPgbench, r.RatioToRiverNoop)
+		floor := ""
+		if r.RatioToTickFloor > 0 {
+			floor = fmt.Sprintf(", %.2f× the tick floor", r.RatioToTickFloor)
+		}
+		row("ticks/s", "%.0f (%.2f× pgbench -N, %.2f× River no-op%s)", r.TicksPerSec, r.RatioToPgbench, r.RatioToRiverNoop, floor)
 	}
 	if r.EventsPerSec > 0 {
 		row("events/s", "%.0f", r.EventsPerSec)
