@@ -100,13 +100,16 @@ func (t *TownTx) hookBead(ctx context.Context, a reconciler.Agent, b reconciler.
 			return err
 		}
 	}
-	wrote := t.wb.wrote
-	if err := t.q.AgentHook(ctx, t.db, dbsqlc.AgentHookParams{TownID: t.TownID, AgentID: a.ID, BeadID: &b.ID, Now: &t.Now}); err != nil {
-		return fmt.Errorf("hook agent %s: %w", a.ID, err)
-	}
-	t.agentInMemory(a.ID, wrote, func(m *reconciler.Agent) {
+	if err := t.agentInMemory(a.ID, func() error {
+		if err := t.q.AgentHook(ctx, t.db, dbsqlc.AgentHookParams{TownID: t.TownID, AgentID: a.ID, BeadID: &b.ID, Now: &t.Now}); err != nil {
+			return fmt.Errorf("hook agent %s: %w", a.ID, err)
+		}
+		return nil
+	}, func(m *reconciler.Agent) {
 		m.HookBeadID, m.Status, m.StalledAt, m.LastActivityAt = b.ID, reconciler.AgentIdle, time.Time{}, t.Now.Truncate(time.Microsecond)
-	})
+	}); err != nil {
+		return err
+	}
 	if err := t.q.BeadSetAssignee(ctx, t.db, dbsqlc.BeadSetAssigneeParams{TownID: t.TownID, BeadID: b.ID, Assignee: &a.ID, Now: t.Now}); err != nil {
 		return fmt.Errorf("assign bead %s: %w", b.ID, err)
 	}
@@ -119,23 +122,27 @@ func (t *TownTx) unhookBead(ctx context.Context, a reconciler.Agent) error {
 	if a.HookBeadID == "" {
 		return nil
 	}
-	wrote := t.wb.wrote
-	if err := t.q.AgentUnhook(ctx, t.db, dbsqlc.AgentUnhookParams{TownID: t.TownID, AgentID: a.ID}); err != nil {
-		return fmt.Errorf("unhook agent %s: %w", a.ID, err)
-	}
-	t.agentInMemory(a.ID, wrote, func(m *reconciler.Agent) {
+	if err := t.agentInMemory(a.ID, func() error {
+		if err := t.q.AgentUnhook(ctx, t.db, dbsqlc.AgentUnhookParams{TownID: t.TownID, AgentID: a.ID}); err != nil {
+			return fmt.Errorf("unhook agent %s: %w", a.ID, err)
+		}
+		return nil
+	}, func(m *reconciler.Agent) {
 		m.HookBeadID, m.Status, m.StalledAt = "", reconciler.AgentIdle, time.Time{}
-	})
+	}); err != nil {
+		return err
+	}
 	return t.logBeadEvent(ctx, a.HookBeadID, a.ID, "unhooked", a.ID, "", nil)
 }
 
 // setAgentStatus sets an agent's status (stalled_at maintained by the query).
 func (t *TownTx) setAgentStatus(ctx context.Context, agentID string, s reconciler.AgentStatus) error {
-	wrote := t.wb.wrote
-	if err := t.q.AgentSetStatus(ctx, t.db, dbsqlc.AgentSetStatusParams{TownID: t.TownID, AgentID: agentID, Status: string(s), Now: &t.Now}); err != nil {
-		return fmt.Errorf("set status of agent %s: %w", agentID, err)
-	}
-	t.agentInMemory(agentID, wrote, func(a *reconciler.Agent) {
+	return t.agentInMemory(agentID, func() error {
+		if err := t.q.AgentSetStatus(ctx, t.db, dbsqlc.AgentSetStatusParams{TownID: t.TownID, AgentID: agentID, Status: string(s), Now: &t.Now}); err != nil {
+			return fmt.Errorf("set status of agent %s: %w", agentID, err)
+		}
+		return nil
+	}, func(a *reconciler.Agent) {
 		switch {
 		case s != reconciler.AgentStalled:
 			a.StalledAt = time.Time{}
@@ -144,17 +151,16 @@ func (t *TownTx) setAgentStatus(ctx context.Context, agentID string, s reconcile
 		}
 		a.Status = s
 	})
-	return nil
 }
 
 // resetDispatchAttempts zeroes an agent's attempt counter.
 func (t *TownTx) resetDispatchAttempts(ctx context.Context, agentID string) error {
-	wrote := t.wb.wrote
-	if err := t.q.AgentResetDispatchAttempts(ctx, t.db, dbsqlc.AgentResetDispatchAttemptsParams{TownID: t.TownID, AgentID: agentID}); err != nil {
-		return fmt.Errorf("reset dispatch attempts of agent %s: %w", agentID, err)
-	}
-	t.agentInMemory(agentID, wrote, func(a *reconciler.Agent) { a.DispatchAttempts = 0 })
-	return nil
+	return t.agentInMemory(agentID, func() error {
+		if err := t.q.AgentResetDispatchAttempts(ctx, t.db, dbsqlc.AgentResetDispatchAttemptsParams{TownID: t.TownID, AgentID: agentID}); err != nil {
+			return fmt.Errorf("reset dispatch attempts of agent %s: %w", agentID, err)
+		}
+		return nil
+	}, func(a *reconciler.Agent) { a.DispatchAttempts = 0 })
 }
 
 // clearAssignee clears a bead's assignee and unhooks every agent hooked to it, so no

@@ -527,47 +527,50 @@ func (t *TownTx) ApplyHeartbeats(ctx context.Context) (_ []HeartbeatInput, err e
 
 // applyHeartbeat is touchAgent (SPEC.md §2.14). An agent deleted since is ignored.
 //
-// When the tick holds the town's agents as read and has not written the table since, the
-// heartbeat's update is made to the agent in memory as well (touchAgentInMemory), and the
-// table does not count as written: the drain's reads of agents and the rules' snapshot
-// then need no read of the table again. Heartbeats are applied outside any savepoint (a
-// failure fails the tick), so the row in memory never has to be rolled back.
+// The update is made to the agent in memory as well (agentInMemory, touchAgentInMemory).
+// Heartbeats are applied outside any savepoint (a failure fails the tick), so the row in
+// memory never has to be rolled back.
 func (t *TownTx) applyHeartbeat(ctx context.Context, in HeartbeatInput) error {
 	var tools []byte
 	if in.ActiveTools != nil {
 		tools = mustJSON(in.ActiveTools)
 	}
-	wrote := t.wb.wrote
-	err := t.q.AgentApplyHeartbeat(ctx, t.db, dbsqlc.AgentApplyHeartbeatParams{
-		TownID: t.TownID, AgentID: in.AgentID, ReceivedAt: &in.ReceivedAt,
-		LastEventType: ptr(in.LastEventType), LastEventAt: in.LastEventAt, ActiveTools: tools,
-	})
-	if err != nil {
-		return fmt.Errorf("apply heartbeat of agent %s: %w", in.AgentID, err)
-	}
-	t.agentInMemory(in.AgentID, wrote, func(a *reconciler.Agent) { touchAgentInMemory(a, in) })
-	return nil
+	return t.agentInMemory(in.AgentID, func() error {
+		err := t.q.AgentApplyHeartbeat(ctx, t.db, dbsqlc.AgentApplyHeartbeatParams{
+			TownID: t.TownID, AgentID: in.AgentID, ReceivedAt: &in.ReceivedAt,
+			LastEventType: ptr(in.LastEventType), LastEventAt: in.LastEventAt, ActiveTools: tools,
+		})
+		if err != nil {
+			return fmt.Errorf("apply heartbeat of agent %s: %w", in.AgentID, err)
+		}
+		return nil
+	}, func(a *reconciler.Agent) { touchAgentInMemory(a, in) })
 }
 
-// agentInMemory makes a write to an agent that the tick just gave the database (wrote is
-// wb.wrote before it) to the agent as read as well, when the tick holds the town's agents
-// as read, has not written the table since, and has not handed the snapshot out yet (the
-// drain's writes, before the rules read the state): then the table does not count as
-// written, and the drain's reads of agents and the rules' snapshot need no read of it
-// again. An agent not among those read does not exist: the update changed nothing. When a
-// savepoint around such a write rolls back, the table counts as written again
-// (endSavepointScope). Each change must be exactly what its statement does to the row
+// agentInMemory gives the database a write to agent id (write: one statement) and makes it
+// to the agent as read as well (change), when the tick holds the town's agents as read,
+// had not written the table before, and has not handed the snapshot out yet (the drain's
+// writes, before the rules read the state): then the table does not count as written, and
+// the drain's reads of agents and the rules' snapshot need no read of it again. An agent
+// not among those read does not exist: the update changed nothing. When a savepoint around
+// such a write rolls back, the table counts as written again (endSavepointScope). Each
+// change must be exactly what its statement does to the row
 // (TestDrainWritesToAgentsAreMadeInMemory, and CheckStateInMemory in every tick of the
 // jobs tests).
-func (t *TownTx) agentInMemory(id string, wrote stateTables, change func(*reconciler.Agent)) {
+func (t *TownTx) agentInMemory(id string, write func() error, change func(*reconciler.Agent)) error {
+	wrote := t.wb.wrote // the statement marks the table written
+	if err := write(); err != nil {
+		return err
+	}
 	if t.state == nil || t.state.handedOut || wrote&stateAgents != 0 {
-		return
+		return nil
 	}
 	if a := t.state.agent(id, wrote); a != nil {
 		change(a)
 	}
 	t.wb.wrote = wrote
 	t.inMemory++
+	return nil
 }
 
 // compareAgents compares the agents in memory with the table's (read with the writes held
