@@ -120,11 +120,18 @@ ORDER BY seq
 LIMIT @max_rows;
 
 -- name: EventMarkProcessedMany :exec
--- EventMarkProcessedMany records that a tick applied a batch of events (one statement for
--- the whole drain).
+-- EventMarkProcessedMany records that a tick applied a batch of pending events (one
+-- statement for the whole drain). The seqs' range and the pending state are spelled out
+-- so that whatever the statistics say the scan is the town_events_pending entries between
+-- the batch's first and last seq: on `seq = ANY` alone, a town of many events in a table
+-- without fresh statistics was planned as a scan of all the town's events (48 ms for 500
+-- events of a town with 200,000, against 6 ms).
 UPDATE town_events
 SET state = 'processed', processed_at = @now, processed_tick_id = @tick_id, attempts = attempts + 1
-WHERE town_id = @town_id AND seq = ANY(@seqs::bigint[]);
+WHERE town_id = @town_id AND state = 'pending'
+  AND seq >= (SELECT min(s) FROM unnest(@seqs::bigint[]) s)
+  AND seq <= (SELECT max(s) FROM unnest(@seqs::bigint[]) s)
+  AND seq = ANY(@seqs::bigint[]);
 
 -- name: HousekeepingDue :one
 -- HousekeepingDue tells a tick which housekeeping steps have anything to do, in one

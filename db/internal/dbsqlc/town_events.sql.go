@@ -413,7 +413,10 @@ func (q *Queries) EventMarkProcessed(ctx context.Context, db DBTX, arg EventMark
 const eventMarkProcessedMany = `-- name: EventMarkProcessedMany :exec
 UPDATE town_events
 SET state = 'processed', processed_at = $1, processed_tick_id = $2, attempts = attempts + 1
-WHERE town_id = $3 AND seq = ANY($4::bigint[])
+WHERE town_id = $3 AND state = 'pending'
+  AND seq >= (SELECT min(s) FROM unnest($4::bigint[]) s)
+  AND seq <= (SELECT max(s) FROM unnest($4::bigint[]) s)
+  AND seq = ANY($4::bigint[])
 `
 
 type EventMarkProcessedManyParams struct {
@@ -423,8 +426,12 @@ type EventMarkProcessedManyParams struct {
 	Seqs   []int64
 }
 
-// EventMarkProcessedMany records that a tick applied a batch of events (one statement for
-// the whole drain).
+// EventMarkProcessedMany records that a tick applied a batch of pending events (one
+// statement for the whole drain). The seqs' range and the pending state are spelled out
+// so that whatever the statistics say the scan is the town_events_pending entries between
+// the batch's first and last seq: on `seq = ANY` alone, a town of many events in a table
+// without fresh statistics was planned as a scan of all the town's events (48 ms for 500
+// events of a town with 200,000, against 6 ms).
 func (q *Queries) EventMarkProcessedMany(ctx context.Context, db DBTX, arg EventMarkProcessedManyParams) error {
 	_, err := db.Exec(ctx, eventMarkProcessedMany,
 		arg.Now,
