@@ -43,7 +43,9 @@ func newBenchCommand() *cobra.Command {
 			"  burst   10,000 events committed at once to one town: how many ticks apply them.\n" +
 			"  crash   two worker processes (gastown serve --no-api); the leader is killed with\n" +
 			"          SIGKILL mid-run: how soon its towns tick again, and nothing lost or doubled.\n" +
-			"  hot     one town sends 90% of the events among 200 normal towns: do the others suffer?\n" +
+			"  hot     one town sends at least 90% of the events (9 × --rate and at least 10,000/s,\n" +
+			"          in appends of 50) among 200 normal towns (--rate in all, default 100/s):\n" +
+			"          do the others suffer?\n" +
 			"  idle    100,000 towns with nothing to do: what their idle cadence costs (statements/s\n" +
 			"          when the server loads pg_stat_statements, else transactions/s).\n" +
 			"  large   one town of 1,000 agents and 10,000 beads (and 1/8, 1/4, 1/2 of it):\n" +
