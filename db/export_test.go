@@ -1,6 +1,11 @@
 package db
 
-import "context"
+import (
+	"context"
+	"time"
+
+	"gastown/reconciler"
+)
 
 // Exported for the external tests of this package.
 var (
@@ -18,6 +23,11 @@ var (
 	ParseFlatStrings   = parseFlatStrings
 	ParseFlatObject    = parseFlatObject
 )
+
+// SortSnapshotBeads is sortSnapshot as scanSnapshotBeads uses it.
+func SortSnapshotBeads(beads []reconciler.Bead) {
+	sortSnapshot(beads, func(b *reconciler.Bead) (time.Time, string) { return b.CreatedAt, b.ID })
+}
 
 // Scope runs work inside a savepoint of the tick, as an event or action runs, and reports
 // the work's error (its writes undone) and whether its SAVEPOINT was sent or elided.

@@ -1,13 +1,18 @@
 package db_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
 
 	"gastown/db"
 	"gastown/db/dbtest"
@@ -165,4 +170,47 @@ func FuzzFlatJSON(f *testing.F) {
 			require.Equal(t, want, got, "%q", raw)
 		}
 	})
+}
+
+// The snapshot's rows are sorted in the worker as `ORDER BY created_at, id` sorts them:
+// any input order, ties on the time (a tick's rows share its clock), rows already in
+// order, and long permutation cycles.
+func TestSortSnapshotOrdersAsTheQueryWould(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	rapid.Check(t, func(t *rapid.T) {
+		n := rapid.IntRange(0, 300).Draw(t, "n")
+		times := rapid.IntRange(1, 5).Draw(t, "distinct times")
+		beads := make([]reconciler.Bead, n)
+		for i := range beads {
+			beads[i] = reconciler.Bead{
+				ID:        db.NewID(),
+				CreatedAt: base.Add(time.Duration(rapid.IntRange(0, times-1).Draw(t, "at")) * time.Microsecond),
+				Title:     fmt.Sprint(i), // the row moves whole
+			}
+		}
+		if rapid.Bool().Draw(t, "already sorted") {
+			db.SortSnapshotBeads(beads)
+		}
+		want := slices.Clone(beads)
+		slices.SortFunc(want, func(a, b reconciler.Bead) int {
+			if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+				return c
+			}
+			return bytes.Compare(uuidBytes(t, a.ID), uuidBytes(t, b.ID)) // as Postgres orders uuids
+		})
+		db.SortSnapshotBeads(beads)
+		if !slices.EqualFunc(want, beads, func(a, b reconciler.Bead) bool { return a.ID == b.ID && a.Title == b.Title }) {
+			t.Fatalf("sorted:\n%v\nwant:\n%v", beads, want)
+		}
+	})
+}
+
+// uuidBytes is a uuid's 16 bytes.
+func uuidBytes(t *rapid.T, id string) []byte {
+	b, err := hex.DecodeString(strings.ReplaceAll(id, "-", ""))
+	if err != nil || len(b) != 16 {
+		t.Fatalf("uuid %q: %v", id, err)
+	}
+	return b
 }

@@ -14,8 +14,9 @@ SELECT * FROM beads WHERE town_id = @town_id AND bead_id = @bead_id;
 SELECT EXISTS (SELECT 1 FROM beads WHERE town_id = @town_id AND bead_id = @bead_id);
 
 -- name: BeadListForSnapshot :many
--- BeadListForSnapshot lists every bead of a town except agent beads, in a stable order
--- (read off the beads_snapshot_order index: no sort).
+-- BeadListForSnapshot lists every bead of a town except agent beads, in the snapshot's
+-- order. Ticks read it through db/fastscan.go (snapshotBeadsSQL), without the ORDER BY:
+-- the worker sorts the rows (sortSnapshot), and this query is what its tests compare with.
 SELECT * FROM beads WHERE town_id = @town_id AND type <> 'agent' ORDER BY created_at, bead_id;
 
 -- name: BeadList :many

@@ -406,8 +406,9 @@ const beadListForSnapshot = `-- name: BeadListForSnapshot :many
 SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels, metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at FROM beads WHERE town_id = $1 AND type <> 'agent' ORDER BY created_at, bead_id
 `
 
-// BeadListForSnapshot lists every bead of a town except agent beads, in a stable order
-// (read off the beads_snapshot_order index: no sort).
+// BeadListForSnapshot lists every bead of a town except agent beads, in the snapshot's
+// order. Ticks read it through db/fastscan.go (snapshotBeadsSQL), without the ORDER BY:
+// the worker sorts the rows (sortSnapshot), and this query is what its tests compare with.
 func (q *Queries) BeadListForSnapshot(ctx context.Context, db DBTX, townID string) ([]Bead, error) {
 	rows, err := db.Query(ctx, beadListForSnapshot, townID)
 	if err != nil {
