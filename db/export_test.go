@@ -2,7 +2,6 @@ package db
 
 import (
 	"context"
-	"time"
 
 	"gastown/reconciler"
 )
@@ -25,9 +24,7 @@ var (
 )
 
 // SortSnapshotBeads is sortSnapshot as scanSnapshotBeads uses it.
-func SortSnapshotBeads(beads []reconciler.Bead) {
-	sortSnapshot(beads, func(b *reconciler.Bead) (time.Time, string) { return b.CreatedAt, b.ID })
-}
+func SortSnapshotBeads(beads []reconciler.Bead) { sortSnapshot(beads, beadOrder) }
 
 // Scope runs work inside a savepoint of the tick, as an event or action runs, and reports
 // the work's error (its writes undone) and whether its SAVEPOINT was sent or elided.
