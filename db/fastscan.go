@@ -232,7 +232,7 @@ func agentOrder(a *reconciler.Agent) (time.Time, string) { return a.CreatedAt, a
 // planner, without statistics, sorted rather than read the order off an index
 // (BENCHMARKS.md, twelfth round: a 10,000-bead town's snapshot −16%). Keys are sorted
 // and the rows moved once, along the permutation's cycles: sorting the rows themselves
-// copied each large struct at every swap. Rows already in order cost one pass.
+// copied each large struct at every swap.
 func sortSnapshot[T any](rows []T, key func(*T) (time.Time, string)) {
 	type rowKey struct {
 		at  time.Time
@@ -245,17 +245,19 @@ func sortSnapshot[T any](rows []T, key func(*T) (time.Time, string)) {
 		}
 		return strings.Compare(a.id, b.id)
 	}
-	keys := make([]rowKey, len(rows))
-	sorted := true
-	for i := range rows {
+	sorted := true // rows already in order cost a pass and no keys
+	for i := 1; i < len(rows) && sorted; i++ {
+		prev, prevID := key(&rows[i-1])
 		at, id := key(&rows[i])
-		keys[i] = rowKey{at: at, id: id, row: i}
-		if i > 0 && less(keys[i-1], keys[i]) > 0 {
-			sorted = false
-		}
+		sorted = less(rowKey{at: prev, id: prevID}, rowKey{at: at, id: id}) <= 0
 	}
 	if sorted {
 		return
+	}
+	keys := make([]rowKey, len(rows))
+	for i := range rows {
+		at, id := key(&rows[i])
+		keys[i] = rowKey{at: at, id: id, row: i}
 	}
 	slices.SortFunc(keys, less)
 	// rows[i] becomes the old rows[keys[i].row]: follow each cycle from its first place.

@@ -14,20 +14,9 @@ import (
 	"gastown/reconciler"
 )
 
-// analyzedNode is a node of EXPLAIN (ANALYZE, FORMAT JSON).
-type analyzedNode struct {
-	Relation       string         `json:"Relation Name"`
-	Index          string         `json:"Index Name"`
-	Rows           float64        `json:"Actual Rows"`
-	Loops          float64        `json:"Actual Loops"`
-	RemovedFilter  float64        `json:"Rows Removed by Filter"`
-	RemovedRecheck float64        `json:"Rows Removed by Index Recheck"`
-	Plans          []analyzedNode `json:"Plans"`
-}
-
 // rowsRead counts the rows and index entries that n and the nodes below it read from
 // table (or its indexes): those they returned and those they filtered out.
-func (n analyzedNode) rowsRead(table string) float64 {
+func (n planNode) rowsRead(table string) float64 {
 	var sum float64
 	if n.Relation == table || strings.HasPrefix(n.Index, table+"_") {
 		sum += n.Rows*n.Loops + n.RemovedFilter + n.RemovedRecheck
@@ -70,11 +59,11 @@ func TestMarkingADrainedBatchReadsOnlyItsEvents(t *testing.T) {
 		seqs = append(seqs, b.append(t, townID, nudge())[0].Seq)
 	}
 	now, tickID := time.Now(), int64(1)
-	explain := func(generic bool) analyzedNode {
+	explain := func(generic bool) planNode {
 		tx, err := b.store.Pool.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx) //nolint:errcheck
-		var out []struct{ Plan analyzedNode }
+		var out []struct{ Plan planNode }
 		if generic {
 			_, err = tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan")
 			require.NoError(t, err)

@@ -48,11 +48,18 @@ func tracedBundle(t *testing.T) (*testBundle, *sqlTracer) {
 	return &testBundle{store: store, now: testNow()}, tracer
 }
 
-// planNode is a node of EXPLAIN (VERBOSE, FORMAT JSON).
+// planNode is a node of EXPLAIN (FORMAT JSON): Output with VERBOSE, the actual rows with
+// ANALYZE.
 type planNode struct {
-	NodeType string     `json:"Node Type"`
-	Output   []string   `json:"Output"`
-	Plans    []planNode `json:"Plans"`
+	NodeType       string     `json:"Node Type"`
+	Output         []string   `json:"Output"`
+	Relation       string     `json:"Relation Name"`
+	Index          string     `json:"Index Name"`
+	Rows           float64    `json:"Actual Rows"`
+	Loops          float64    `json:"Actual Loops"`
+	RemovedFilter  float64    `json:"Rows Removed by Filter"`
+	RemovedRecheck float64    `json:"Rows Removed by Index Recheck"`
+	Plans          []planNode `json:"Plans"`
 }
 
 // mentions reports whether n or a node below it outputs an expression containing s.
