@@ -69,8 +69,8 @@ func beadFromInternal(b *dbsqlc.Bead) reconciler.Bead {
 		UpdatedAt:             b.UpdatedAt,
 		ClosedAt:              timeOrZero(b.ClosedAt),
 	}
-	out.Labels = decodeStrings(b.Labels)
-	out.Metadata = decodeMetadata(b.Metadata)
+	out.Labels = decodeStrings(b.Labels, nil)
+	out.Metadata = decodeMetadata(b.Metadata, nil)
 	return out
 }
 
@@ -90,7 +90,7 @@ func agentFromInternal(a dbsqlc.Agent) reconciler.Agent {
 		StalledAt:        timeOrZero(a.StalledAt),
 		CreatedAt:        a.CreatedAt,
 	}
-	out.ActiveTools = decodeStrings(a.ActiveTools)
+	out.ActiveTools = decodeStrings(a.ActiveTools, nil)
 	return out
 }
 
@@ -131,11 +131,13 @@ func townConfig(raw []byte) reconciler.TownConfig {
 
 // decodeStrings decodes a JSON array of strings (labels, active tools); an empty one, the
 // common case, skips the decoder (the snapshot decodes every bead of a town every tick).
-func decodeStrings(raw []byte) []string {
+// intern, when not nil, makes each string (a snapshot's decoder shares the labels that
+// repeat across its rows).
+func decodeStrings(raw []byte, intern func([]byte) string) []string {
 	if isEmptyJSON(raw, '[', ']') {
 		return []string{}
 	}
-	if out, ok := parseFlatStrings(raw); ok {
+	if out, ok := parseFlatStrings(raw, intern); ok {
 		return out
 	}
 	var out []string
@@ -147,11 +149,12 @@ func decodeStrings(raw []byte) []string {
 }
 
 // decodeMetadata decodes a metadata object, skipping the decoder for an empty one.
-func decodeMetadata(raw []byte) map[string]any {
+// intern, when not nil, makes each key.
+func decodeMetadata(raw []byte, intern func([]byte) string) map[string]any {
 	if isEmptyJSON(raw, '{', '}') {
 		return map[string]any{}
 	}
-	if out, ok := parseFlatObject(raw); ok {
+	if out, ok := parseFlatObject(raw, intern); ok {
 		return out
 	}
 	out := map[string]any{}
@@ -167,9 +170,9 @@ func isEmptyJSON(raw []byte, open, closing byte) bool {
 
 // parseFlatStrings parses a JSON array of strings without escapes (labels, tools: what
 // jsonb renders as ["a", "b"]); ok is false for anything else, which the caller hands to
-// encoding/json.
-func parseFlatStrings(raw []byte) (out []string, ok bool) {
-	p := jsonScanner{b: raw}
+// encoding/json. intern, when not nil, makes the strings.
+func parseFlatStrings(raw []byte, intern func([]byte) string) (out []string, ok bool) {
+	p := jsonScanner{b: raw, intern: intern}
 	if !p.consume('[') {
 		return nil, false
 	}
@@ -194,8 +197,9 @@ func parseFlatStrings(raw []byte) (out []string, ok bool) {
 
 // parseFlatObject parses a JSON object whose values are strings without escapes,
 // numbers, booleans or null, into what encoding/json would make of it (numbers as
-// float64); ok is false for anything else (nested values, escapes).
-func parseFlatObject(raw []byte) (out map[string]any, ok bool) {
+// float64); ok is false for anything else (nested values, escapes). intern, when not nil,
+// makes the keys.
+func parseFlatObject(raw []byte, intern func([]byte) string) (out map[string]any, ok bool) {
 	p := jsonScanner{b: raw}
 	if !p.consume('{') {
 		return nil, false
@@ -205,7 +209,9 @@ func parseFlatObject(raw []byte) (out map[string]any, ok bool) {
 		return out, p.end()
 	}
 	for {
+		p.intern = intern // keys repeat across rows; values mostly do not
 		k, ok := p.str()
+		p.intern = nil
 		if !ok || !p.consume(':') {
 			return nil, false
 		}
@@ -225,8 +231,9 @@ func parseFlatObject(raw []byte) (out map[string]any, ok bool) {
 
 // jsonScanner reads the simple JSON that parseFlatStrings and parseFlatObject accept.
 type jsonScanner struct {
-	b []byte
-	i int
+	b      []byte
+	i      int
+	intern func([]byte) string // makes the strings str reads, when not nil
 }
 
 func (p *jsonScanner) skipSpace() {
@@ -263,6 +270,9 @@ func (p *jsonScanner) str() (string, bool) {
 				return "", false
 			}
 			p.i++
+			if p.intern != nil {
+				return p.intern(raw), true
+			}
 			return string(raw), true
 		case c == '\\' || c < 0x20:
 			return "", false

@@ -156,18 +156,31 @@ func FuzzFlatJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		if got, ok := db.ParseFlatStrings(raw); ok {
-			var want []string
-			require.NoError(t, json.Unmarshal(raw, &want), "fast path accepted invalid JSON %q", raw)
-			if want == nil {
-				want = []string{}
+		// Without an interner, and with one that shares what it made (as a snapshot's
+		// decoder does across rows): parsed twice, so the second parse reuses strings.
+		seen := map[string]string{}
+		intern := func(b []byte) string {
+			if s, ok := seen[string(b)]; ok {
+				return s
 			}
-			require.Equal(t, want, got, "%q", raw)
+			s := string(b)
+			seen[s] = s
+			return s
 		}
-		if got, ok := db.ParseFlatObject(raw); ok {
-			var want map[string]any
-			require.NoError(t, json.Unmarshal(raw, &want), "fast path accepted invalid JSON %q", raw)
-			require.Equal(t, want, got, "%q", raw)
+		for _, in := range []func([]byte) string{nil, intern, intern} {
+			if got, ok := db.ParseFlatStrings(raw, in); ok {
+				var want []string
+				require.NoError(t, json.Unmarshal(raw, &want), "fast path accepted invalid JSON %q", raw)
+				if want == nil {
+					want = []string{}
+				}
+				require.Equal(t, want, got, "%q", raw)
+			}
+			if got, ok := db.ParseFlatObject(raw, in); ok {
+				var want map[string]any
+				require.NoError(t, json.Unmarshal(raw, &want), "fast path accepted invalid JSON %q", raw)
+				require.Equal(t, want, got, "%q", raw)
+			}
 		}
 	})
 }
@@ -181,11 +194,19 @@ func TestSortSnapshotOrdersAsTheQueryWould(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		n := rapid.IntRange(0, 300).Draw(t, "n")
 		times := rapid.IntRange(1, 5).Draw(t, "distinct times")
+		// Ids may share their first 8, 13 or 23 characters (the sort's key holds the first
+		// 8 bytes; the rest decides ties); times differ in seconds or in microseconds.
+		common := db.NewID()
 		beads := make([]reconciler.Bead, n)
 		for i := range beads {
+			id := db.NewID()
+			if k := rapid.SampledFrom([]int{0, 8, 13, 23}).Draw(t, "common prefix"); k > 0 {
+				id = common[:k] + id[k:]
+			}
+			at := base.Add(time.Duration(rapid.IntRange(0, times-1).Draw(t, "µs")) * time.Microsecond)
 			beads[i] = reconciler.Bead{
-				ID:        db.NewID(),
-				CreatedAt: base.Add(time.Duration(rapid.IntRange(0, times-1).Draw(t, "at")) * time.Microsecond),
+				ID:        id,
+				CreatedAt: at.Add(time.Duration(rapid.IntRange(-1, 1).Draw(t, "s")) * time.Second),
 				Title:     fmt.Sprint(i), // the row moves whole
 			}
 		}

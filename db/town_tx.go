@@ -509,7 +509,7 @@ func (t *TownTx) ApplyHeartbeats(ctx context.Context) (_ []HeartbeatInput, err e
 			LastEventAt: r.LastEventAt, ContainerInstanceID: deref(r.ContainerInstanceID),
 		}
 		if r.ActiveTools != nil { // nil: the heartbeat did not say
-			in.ActiveTools = decodeStrings(r.ActiveTools)
+			in.ActiveTools = decodeStrings(r.ActiveTools, nil)
 		}
 		if err := t.applyHeartbeat(ctx, in); err != nil {
 			return nil, err
