@@ -155,13 +155,15 @@ func formatUUID(b []byte) string {
 }
 
 // snapshotBeadsSQL is BeadListForSnapshot (sql/queries/beads.sql) without town_id, which
-// the snapshot's beads do not hold. sqlc's function would collect the rows in a slice of
+// the snapshot's beads do not hold, and with the labels and metadata read from their text
+// twins (migration 00014: Postgres sends them as stored instead of printing the jsonb
+// values for every read). sqlc's function would collect the rows in a slice of
 // its own rows, grown by doubling, for the snapshot to convert; scanSnapshotBeads decodes
 // each row's raw values into the snapshot's bead at once, into a slice sized by the last
 // read (BENCHMARKS.md) (TestSnapshotBeadsMatchTheQuery checks that both read the same).
 const snapshotBeadsSQL = `-- name: BeadListForSnapshot :many
-SELECT bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels,
-       metadata, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at
+SELECT bead_id, type, status, title, body, rig_id, parent_bead_id, assignee_agent_bead_id, priority, labels_text,
+       metadata_text, dispatch_attempts, last_dispatch_attempt_at, created_by, created_at, updated_at, closed_at
 FROM beads WHERE town_id = $1 AND type <> 'agent'`
 
 // scanSnapshotBeads reads a town's beads for its snapshot, in the snapshot's order
@@ -187,8 +189,8 @@ func decodeSnapshotBead(d *rowDecoder) reconciler.Bead {
 		ParentID:              d.sharedUUID(6),
 		AssigneeID:            d.nullWord(7), // text: an agent's id, shared by its beads
 		Priority:              reconciler.Priority(d.word(8)),
-		Labels:                decodeStrings(d.json(9), d.share),
-		Metadata:              decodeMetadata(d.json(10), d.share),
+		Labels:                decodeStrings(d.jsonText(9), d.share),
+		Metadata:              decodeMetadata(d.jsonText(10), d.share),
 		DispatchAttempts:      int(d.int4(11)),
 		LastDispatchAttemptAt: d.nullTime(12),
 		CreatedBy:             d.nullWord(13),
@@ -510,6 +512,16 @@ func (d *rowDecoder) nullTime(i int) time.Time {
 	t, ok := decodeTimestamptz(pgtype.TimestamptzOID, pgx.BinaryFormatCode, v)
 	d.ok = d.ok && ok
 	return t
+}
+
+// jsonText is a text column holding a JSON document (a jsonb column's generated text
+// twin); the bytes are the row's, as json's. NULL is nil.
+func (d *rowDecoder) jsonText(i int) []byte {
+	v, ok := d.textValue(i)
+	if !ok {
+		return nil
+	}
+	return v
 }
 
 // json is a jsonb column's document, without binary jsonb's version byte; the bytes are
