@@ -24,7 +24,12 @@ var checkpointTables = []string{"rigs", "beads", "agents", "bead_dependencies", 
 // checkpointTownColumns are the columns of the town row that ticks read as state.
 var checkpointTownColumns = []string{"config", "draining", "drain_nonce", "drain_started_at", "container_instance_id"}
 
-// The SQL below is built from the two lists above (fixed at compile time, no input), so
+// checkpointGenerated are the generated columns of the state tables (migration 00014):
+// derived from other columns, so a checkpoint leaves them out and a restore lets Postgres
+// compute them (TestCheckpointOmitsTheGeneratedColumns compares this with the catalog).
+var checkpointGenerated = map[string][]string{"beads": {"labels_text", "metadata_text"}}
+
+// The SQL below is built from the lists above (fixed at compile time, no input), so
 // a new state table is one entry here. Every statement filters by town_id.
 var (
 	checkpointSelectSQL = func() string {
@@ -38,7 +43,11 @@ var (
 		}
 		b.WriteString(") FROM towns t WHERE t.town_id = $1)")
 		for _, tbl := range checkpointTables {
-			fmt.Fprintf(&b, ", '%s', coalesce((SELECT jsonb_agg(to_jsonb(x)) FROM %s x WHERE x.town_id = $1), '[]'::jsonb)", tbl, tbl)
+			row := "to_jsonb(x)"
+			for _, c := range checkpointGenerated[tbl] {
+				row += fmt.Sprintf(" - '%s'", c)
+			}
+			fmt.Fprintf(&b, ", '%s', coalesce((SELECT jsonb_agg(%s) FROM %s x WHERE x.town_id = $1), '[]'::jsonb)", tbl, row, tbl)
 		}
 		b.WriteString(")")
 		return b.String()
@@ -224,6 +233,10 @@ func RestoreCheckpoint(ctx context.Context, tx pgx.Tx, cp Checkpoint) error {
 	if _, err := tx.Exec(ctx, restoreTownSQL, cp.TownID, []byte(state["town"])); err != nil {
 		return fmt.Errorf("restore town row: %w", err)
 	}
+	columns, err := restorableColumns(ctx, tx)
+	if err != nil {
+		return err
+	}
 	for _, tbl := range checkpointTables {
 		rows := state[tbl]
 		if len(rows) == 0 {
@@ -231,7 +244,8 @@ func RestoreCheckpoint(ctx context.Context, tx pgx.Tx, cp Checkpoint) error {
 		}
 		// A row of the checkpoint is stored under its own town id; the filter keeps a
 		// doctored checkpoint from writing into another town.
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s SELECT * FROM jsonb_populate_recordset(NULL::%s, $2) r WHERE r.town_id = $1`, tbl, tbl),
+		cols := columns[tbl]
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM jsonb_populate_recordset(NULL::%s, $2) r WHERE r.town_id = $1`, tbl, cols, cols, tbl),
 			cp.TownID, []byte(rows)); err != nil {
 			return fmt.Errorf("restore %s: %w", tbl, err)
 		}
@@ -304,4 +318,36 @@ WHERE town_id = $1 AND clock_at >= $2 AND clock_at <= $3`, townID, from, to).Sca
 		return 0, 0, fmt.Errorf("find recorded ticks: %w", err)
 	}
 	return first, last, nil
+}
+
+// restorableColumns lists, for each state table, the columns a restore writes: all but
+// the generated ones, which Postgres computes (and refuses values for), quoted and in
+// the table's order.
+func restorableColumns(ctx context.Context, tx pgx.Tx) (map[string]string, error) {
+	rows, err := tx.Query(ctx, `
+SELECT c.relname::text, string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+WHERE a.attrelid = ANY ($1::text[]::regclass[]) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+GROUP BY c.relname`, checkpointTables)
+	if err != nil {
+		return nil, fmt.Errorf("list the state tables' columns: %w", err)
+	}
+	out := map[string]string{}
+	for rows.Next() {
+		var tbl, cols string
+		if err := rows.Scan(&tbl, &cols); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list the state tables' columns: %w", err)
+		}
+		out[tbl] = cols
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list the state tables' columns: %w", err)
+	}
+	for _, tbl := range checkpointTables {
+		if out[tbl] == "" {
+			return nil, fmt.Errorf("state table %s has no columns in the catalog", tbl)
+		}
+	}
+	return out, nil
 }

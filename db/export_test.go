@@ -11,6 +11,10 @@ var (
 	EncodeActionCounts = encodeActionCounts
 	DecodeActionCounts = decodeActionCounts
 	ActionCodes        = actionCodes
+	// CheckpointTables and CheckpointGenerated are the state tables and their generated
+	// columns as checkpoints know them.
+	CheckpointTables    = checkpointTables
+	CheckpointGenerated = checkpointGenerated
 )
 
 var (
