@@ -238,9 +238,9 @@ func agentOrder(a *reconciler.Agent) (time.Time, string) { return a.CreatedAt, a
 // copied each large struct at every swap.
 func sortSnapshot[T any](rows []T, key func(*T) (time.Time, string)) {
 	// A key is three integers: the time's seconds and nanoseconds, and the id's first
-	// eight bytes; only rows equal in all three compare their whole ids. Comparing time.Time values
-	// and strings took most of a 10,000-bead snapshot's sort (BENCHMARKS.md, thirteenth
-	// round).
+	// eight bytes; only rows equal in all three compare their whole ids. Comparing
+	// time.Time values and strings took most of a 10,000-bead snapshot's sort
+	// (BENCHMARKS.md, thirteenth round).
 	type rowKey struct {
 		sec  int64
 		id   uint64
