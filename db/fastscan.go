@@ -189,8 +189,8 @@ func decodeSnapshotBead(d *rowDecoder) reconciler.Bead {
 		ParentID:              d.sharedUUID(6),
 		AssigneeID:            d.nullWord(7), // text: an agent's id, shared by its beads
 		Priority:              reconciler.Priority(d.word(8)),
-		Labels:                decodeStrings(d.jsonText(9), d.share),
-		Metadata:              decodeMetadata(d.jsonText(10), d.share),
+		Labels:                decodeStrings(d.textJSON(9), d.share),
+		Metadata:              decodeMetadata(d.textJSON(10), d.share),
 		DispatchAttempts:      int(d.int4(11)),
 		LastDispatchAttemptAt: d.nullTime(12),
 		CreatedBy:             d.nullWord(13),
@@ -429,6 +429,13 @@ func (d *rowDecoder) sharedUUID(i int) string {
 	return s
 }
 
+// textJSON is a text column holding a JSON document (a jsonb column's generated text
+// twin): its bytes, as json's; NULL (or a value of another type, ok cleared) is nil.
+func (d *rowDecoder) textJSON(i int) []byte {
+	v, _ := d.textValue(i)
+	return v
+}
+
 // textValue is a text column's raw value (text and varchar, in either format: their bytes).
 func (d *rowDecoder) textValue(i int) ([]byte, bool) {
 	if i < len(d.fields) && d.fields[i].DataTypeOID == pgtype.VarcharOID {
@@ -512,16 +519,6 @@ func (d *rowDecoder) nullTime(i int) time.Time {
 	t, ok := decodeTimestamptz(pgtype.TimestamptzOID, pgx.BinaryFormatCode, v)
 	d.ok = d.ok && ok
 	return t
-}
-
-// jsonText is a text column holding a JSON document (a jsonb column's generated text
-// twin); the bytes are the row's, as json's. NULL is nil.
-func (d *rowDecoder) jsonText(i int) []byte {
-	v, ok := d.textValue(i)
-	if !ok {
-		return nil
-	}
-	return v
 }
 
 // json is a jsonb column's document, without binary jsonb's version byte; the bytes are

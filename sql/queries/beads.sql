@@ -15,8 +15,9 @@ SELECT EXISTS (SELECT 1 FROM beads WHERE town_id = @town_id AND bead_id = @bead_
 
 -- name: BeadListForSnapshot :many
 -- BeadListForSnapshot lists every bead of a town except agent beads, in the snapshot's
--- order. Ticks read it through db/fastscan.go (snapshotBeadsSQL), without the ORDER BY:
--- the worker sorts the rows (sortSnapshot), and this query is what its tests compare with.
+-- order. Ticks read it through db/fastscan.go (snapshotBeadsSQL), without the ORDER BY
+-- (the worker sorts the rows: sortSnapshot) and with labels and metadata from their stored
+-- text twins (migration 00014); this query is what its tests compare with.
 SELECT * FROM beads WHERE town_id = @town_id AND type <> 'agent' ORDER BY created_at, bead_id;
 
 -- name: BeadList :many

@@ -407,8 +407,9 @@ SELECT town_id, bead_id, type, status, title, body, rig_id, parent_bead_id, assi
 `
 
 // BeadListForSnapshot lists every bead of a town except agent beads, in the snapshot's
-// order. Ticks read it through db/fastscan.go (snapshotBeadsSQL), without the ORDER BY:
-// the worker sorts the rows (sortSnapshot), and this query is what its tests compare with.
+// order. Ticks read it through db/fastscan.go (snapshotBeadsSQL), without the ORDER BY
+// (the worker sorts the rows: sortSnapshot) and with labels and metadata from their stored
+// text twins (migration 00014); this query is what its tests compare with.
 func (q *Queries) BeadListForSnapshot(ctx context.Context, db DBTX, townID string) ([]Bead, error) {
 	rows, err := db.Query(ctx, beadListForSnapshot, townID)
 	if err != nil {
