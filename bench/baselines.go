@@ -18,6 +18,7 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 
 	"gastown/db"
+	"gastown/jobs"
 )
 
 var tpsLine = regexp.MustCompile(`tps = ([0-9.]+)`)
@@ -132,7 +133,8 @@ func (w *noopWorker) Work(context.Context, *river.Job[noopArgs]) error {
 }
 
 // riverNoopJobsPerSec measures River on the same server with the client settings the
-// tick queue uses (workers, fetch cooldown and poll interval): n no-op jobs are inserted,
+// tick queue uses (workers, fetch cooldown and poll interval, River's pool with commits
+// that do not wait for their flush): n no-op jobs are inserted,
 // then worked, and the rate of completion is returned.
 func riverNoopJobsPerSec(ctx context.Context, url string, workers int, cooldown, poll time.Duration, d time.Duration) (float64, error) {
 	if err := db.RecreateDatabase(ctx, url); err != nil {
@@ -150,10 +152,16 @@ func riverNoopJobsPerSec(ctx context.Context, url string, workers int, cooldown,
 	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
 		return 0, fmt.Errorf("migrate River: %w", err)
 	}
+	// River works the jobs on a pool made like the workers' (jobs.NewRiverPool).
+	riverPool, err := jobs.NewRiverPool(ctx, pool)
+	if err != nil {
+		return 0, err
+	}
+	defer riverPool.Close()
 	done := make(chan struct{}, 1024)
 	w := river.NewWorkers()
 	river.AddWorker(w, &noopWorker{done: done})
-	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+	client, err := river.NewClient(riverpgxv5.New(riverPool), &river.Config{
 		Logger:            slog.New(slog.DiscardHandler),
 		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: workers}},
 		Workers:           w,

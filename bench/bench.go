@@ -86,7 +86,7 @@ func (o *Options) defaults() error {
 		o.SideEffectWorkers = 32
 	}
 	if o.FetchCooldown <= 0 {
-		o.FetchCooldown = 5 * time.Millisecond
+		o.FetchCooldown = jobs.DefaultFetchCooldown
 	}
 	if o.FetchPollInterval <= 0 {
 		o.FetchPollInterval = time.Second

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
@@ -76,6 +77,9 @@ type Service struct {
 	onAppend func(string, []int64, time.Time)
 	announce *announcer
 	workers  bool
+	// riverPool is River's own pool (NewRiverPool) when the service has workers; Stop
+	// closes it.
+	riverPool *pgxpool.Pool
 
 	quietMu   sync.Mutex
 	lastQuiet time.Time // when this process's sweep last ran quiet ticks
@@ -180,8 +184,20 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 				&river.PeriodicJobOpts{ID: "observe_agents"}),
 		}
 	}
-	client, err := river.NewClient[pgx.Tx](quietDriver{riverpgxv5.New(deps.Store.Pool)}, rc)
+	// A process that only inserts gives River gastown's pool; workers give it its own.
+	riverPool := deps.Store.Pool
+	if workers {
+		p, err := NewRiverPool(context.Background(), deps.Store.Pool)
+		if err != nil {
+			return nil, err
+		}
+		riverPool, svc.riverPool = p, p
+	}
+	client, err := river.NewClient[pgx.Tx](quietDriver{riverpgxv5.New(riverPool)}, rc)
 	if err != nil {
+		if svc.riverPool != nil {
+			svc.riverPool.Close()
+		}
 		return nil, fmt.Errorf("river client: %w", err)
 	}
 	svc.Client = client
@@ -229,7 +245,11 @@ func (s *Service) Stop(ctx context.Context) error {
 		s.stopRecovery()
 		<-s.recoveryDone
 	}
-	return s.Client.Stop(ctx)
+	err := s.Client.Stop(ctx)
+	if s.riverPool != nil && err == nil {
+		s.riverPool.Close()
+	}
+	return err
 }
 
 func (s *Service) recoveryLoop(ctx context.Context) {

@@ -16,6 +16,7 @@ import (
 
 	"gastown/bench"
 	"gastown/db"
+	"gastown/jobs"
 )
 
 func newBenchCommand() *cobra.Command {
@@ -86,7 +87,7 @@ func newBenchCommand() *cobra.Command {
 	f.IntVar(&opts.TickWorkers, "tick-workers", 8, "tick workers (and pgbench clients, and River baseline workers)")
 	f.IntVar(&opts.DrainBatch, "drain-batch", 0, "most events one tick drains (0: the workers' default, 500)")
 	f.IntVar(&opts.SideEffectWorkers, "side-effect-workers", 32, "side-effect workers")
-	f.DurationVar(&opts.FetchCooldown, "fetch-cooldown", 5*time.Millisecond, "River fetch cooldown of the workers and the River baseline")
+	f.DurationVar(&opts.FetchCooldown, "fetch-cooldown", jobs.DefaultFetchCooldown, "River fetch cooldown of the workers and the River baseline")
 	f.DurationVar(&opts.BaselineDuration, "baseline-duration", 10*time.Second, "how long each baseline runs")
 	f.BoolVar(&opts.Baselines, "baselines", false, "run pgbench -N and the River baseline first (when not given: yes for active, hot and idle, no for the others; without them the ratios are 0)")
 	f.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a Go CPU profile of the first measurement window to this file, for go tool pprof (active, hot and idle; the other workloads have no such window)")
