@@ -7,10 +7,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// riverPoolMaxConns bounds River's own pool: its producers (one fetch at a time per
-// queue), completer, listener, elector and maintenance services, none of which holds a
-// connection for long.
-const riverPoolMaxConns = 12
+// riverPoolMaxConns bounds River's own pool: its listener holds one connection; its three
+// queues' producers (one fetch at a time each), completer, elector and maintenance
+// services hold one only for a statement. (12 made a test run of many services at once
+// exceed the server's 100 connections.)
+const riverPoolMaxConns = 6
 
 // NewRiverPool opens the pool a working River client runs its own statements on: base's
 // settings with commits that do not wait for their WAL flush (synchronous_commit off).

@@ -88,7 +88,7 @@ func bindCommon(cmd *cobra.Command, c *config) {
 	f := cmd.Flags()
 	f.StringVar(&c.DatabaseURL, "database-url", envString("DATABASE_URL", db.DefaultURL), "Postgres connection string (env DATABASE_URL)")
 	f.StringVar(&c.LogLevel, "log-level", envString("GASTOWN_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env GASTOWN_LOG_LEVEL)")
-	f.IntVar(&c.MaxConns, "max-conns", envInt("GASTOWN_MAX_CONNS", 40), "connection pool size (env GASTOWN_MAX_CONNS); a worker process gives River a pool of its own besides, of up to 12")
+	f.IntVar(&c.MaxConns, "max-conns", envInt("GASTOWN_MAX_CONNS", 40), "connection pool size (env GASTOWN_MAX_CONNS); a worker process gives River a pool of its own besides, of up to 6")
 	f.StringVar(&c.LogFormat, "log-format", envString("GASTOWN_LOG_FORMAT", "text"), "log format: text or json (env GASTOWN_LOG_FORMAT)")
 }
 
