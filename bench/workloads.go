@@ -706,9 +706,8 @@ func (e *env) tickRowCost(ctx context.Context, towns []string, d time.Duration, 
 func (e *env) tickLoop(ctx context.Context, town string, done *atomic.Int64) error {
 	payload := []byte(`{"nudge_id": "00000000-0000-0000-0000-000000000000"}`)
 	for ctx.Err() == nil {
-		if _, err := e.pool.Exec(ctx, `WITH ins AS (INSERT INTO town_events (town_id, event_id, event_type, payload, created_at)
-			VALUES ($1, gen_random_uuid(), $2, $3, now()) RETURNING town_id, seq)
-			INSERT INTO pending_events (town_id, seq) SELECT town_id, seq FROM ins`, town, string(reconciler.EventNudgeDelivered), payload); err != nil {
+		if _, err := e.pool.Exec(ctx, `INSERT INTO town_events (town_id, event_id, event_type, payload, created_at)
+			VALUES ($1, gen_random_uuid(), $2, $3, now())`, town, string(reconciler.EventNudgeDelivered), payload); err != nil {
 			return err
 		}
 		// As a tick job's: BEGIN with the lock, COMMIT and the re-check with the last writes.

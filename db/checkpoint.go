@@ -168,17 +168,10 @@ func ReplayConfig(ctx context.Context, tx pgx.Tx, townID string, cfg reconciler.
 }
 
 // ReplayPending makes exactly the events seqs of the town pending on tx, which a replay
-// rolls back: the events of the tick it re-runs next (none: no event pending), in
-// town_events' state and in pending_events. One round trip.
+// rolls back: the events of the tick it re-runs next (none: no event pending).
 func ReplayPending(ctx context.Context, tx pgx.Tx, townID string, seqs []int64) error {
-	b := &pgx.Batch{}
-	b.Queue(`UPDATE town_events SET state = 'processed'
-WHERE town_id = $1 AND seq IN (SELECT seq FROM pending_events WHERE town_id = $1) AND seq <> ALL ($2)`, townID, seqs)
-	b.Queue(`UPDATE town_events SET state = 'pending' WHERE town_id = $1 AND seq = ANY ($2)`, townID, seqs)
-	b.Queue(`DELETE FROM pending_events WHERE town_id = $1`, townID)
-	b.Queue(`INSERT INTO pending_events (town_id, seq)
-SELECT town_id, seq FROM town_events WHERE town_id = $1 AND seq = ANY ($2)`, townID, seqs)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE town_events SET state = CASE WHEN seq = ANY($2) THEN 'pending' ELSE 'processed' END
+WHERE town_id = $1 AND (state = 'pending' OR seq = ANY($2))`, townID, seqs); err != nil {
 		return fmt.Errorf("set the replayed tick's events pending: %w", err)
 	}
 	return nil

@@ -102,8 +102,7 @@ func (s *Store) AppendEventsJoinTick(ctx context.Context, q Querier, townID stri
 	return out, st, nil
 }
 
-// appendOneJoinTickSQL is EventInsert (the event and its pending_events row), joinTick's
-// look for the town's tick jobs and —
+// appendOneJoinTickSQL is EventInsert, joinTick's look for the town's tick jobs and —
 // for a town with neither a waiting nor a running tick — the insert of its tick job, in
 // one statement: most appends carry one event, and a statement fewer is what a busy
 // server has to spare. The CTEs see one snapshot; the waiting job is share-locked as in
@@ -116,9 +115,7 @@ const appendOneJoinTickSQL = `WITH ins AS (
     INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
     ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING town_id, seq
-), pend AS (
-    INSERT INTO pending_events (town_id, seq) SELECT town_id, seq FROM ins
+    RETURNING seq
 ), waiting AS (
     SELECT id FROM river_job
     WHERE kind = 'tick_town' AND state = 'available' AND args ->> 'town_id' = $8

@@ -36,9 +36,8 @@ var writtenStateCache sync.Map
 
 // writtenState returns the state tables a statement may write: those it inserts into or
 // updates, and every one for a DELETE (foreign keys cascade from beads and rigs to the
-// rest) but from the event tables, which nothing references. The statements are this
-// program's, with their keywords in capitals; a statement that writes through a function
-// or a trigger would escape it (there are none).
+// rest). The statements are this program's, with their keywords in capitals; a
+// statement that writes through a function or a trigger would escape it (there are none).
 func writtenState(sql string) stateTables {
 	if len(sql) < 64 {
 		return writtenStateOf(sql) // SAVEPOINT, RELEASE and the like: not worth a map entry
@@ -52,15 +51,8 @@ func writtenState(sql string) stateTables {
 }
 
 func writtenStateOf(sql string) stateTables {
-	for rest := sql; ; {
-		i := strings.Index(rest, "DELETE FROM ")
-		if i < 0 {
-			break
-		}
-		rest = rest[i+len("DELETE FROM "):]
-		if !startsWithTable(rest, "town_events") && !startsWithTable(rest, "pending_events") {
-			return allState
-		}
+	if strings.Contains(sql, "DELETE FROM ") {
+		return allState
 	}
 	var w stateTables
 	for _, verb := range []string{"INSERT INTO ", "UPDATE "} {
@@ -71,18 +63,13 @@ func writtenStateOf(sql string) stateTables {
 			}
 			rest = rest[i+len(verb):]
 			for _, t := range stateTableNames {
-				if startsWithTable(rest, t.name) {
+				if strings.HasPrefix(rest, t.name) && (len(rest) == len(t.name) || !isIdentChar(rest[len(t.name)])) {
 					w |= t.table
 				}
 			}
 		}
 	}
 	return w
-}
-
-// startsWithTable reports whether s starts with the table name (a whole identifier).
-func startsWithTable(s, name string) bool {
-	return strings.HasPrefix(s, name) && (len(s) == len(name) || !isIdentChar(s[len(name)]))
 }
 
 func isIdentChar(c byte) bool {

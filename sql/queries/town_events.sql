@@ -1,70 +1,54 @@
 -- name: EventInsert :one
--- EventInsert appends a fact to a town's inbox (and lists it pending). A repeated
--- idempotency key inserts nothing and returns no row.
-WITH ins AS (
-    INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
-    VALUES (@town_id, @event_id, @event_type, @agent_id, @bead_id, @payload, @idempotency_key, now())
-    ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING town_id, seq, event_id
-), pend AS (
-    INSERT INTO pending_events (town_id, seq) SELECT town_id, seq FROM ins
-)
-SELECT seq, event_id FROM ins;
+-- EventInsert appends a fact to a town's inbox. A repeated idempotency key inserts nothing
+-- and returns no row.
+INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
+VALUES (@town_id, @event_id, @event_type, @agent_id, @bead_id, @payload, @idempotency_key, now())
+ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING seq, event_id;
 
 -- name: EventInsertMany :many
 -- EventInsertMany appends several facts to a town's inbox in one statement, in the order
 -- given (their seqs ascend in that order). An event whose idempotency key was used already
 -- (before, or by an earlier event of the same call) inserts nothing and returns no row.
--- Empty strings in agent_ids, bead_ids and idempotency_keys stand for NULL. The events are
--- listed pending in the same statement.
-WITH ins AS (
-    INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
-    SELECT @town_id::uuid, e.event_id, e.event_type, NULLIF(e.agent_id, '')::uuid, NULLIF(e.bead_id, '')::uuid, e.payload,
-           NULLIF(e.idempotency_key, ''), now()
-    FROM (SELECT unnest(@event_ids::uuid[]) AS event_id, unnest(@event_types::text[]) AS event_type,
-                 unnest(@agent_ids::text[]) AS agent_id, unnest(@bead_ids::text[]) AS bead_id,
-                 unnest(@payloads::jsonb[]) AS payload, unnest(@idempotency_keys::text[]) AS idempotency_key) AS e
-    ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING town_id, seq, event_id
-), pend AS (
-    INSERT INTO pending_events (town_id, seq) SELECT town_id, seq FROM ins
-)
-SELECT seq, event_id FROM ins ORDER BY seq;
+-- Empty strings in agent_ids, bead_ids and idempotency_keys stand for NULL.
+INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
+SELECT @town_id::uuid, e.event_id, e.event_type, NULLIF(e.agent_id, '')::uuid, NULLIF(e.bead_id, '')::uuid, e.payload,
+       NULLIF(e.idempotency_key, ''), now()
+FROM (SELECT unnest(@event_ids::uuid[]) AS event_id, unnest(@event_types::text[]) AS event_type,
+             unnest(@agent_ids::text[]) AS agent_id, unnest(@bead_ids::text[]) AS bead_id,
+             unnest(@payloads::jsonb[]) AS payload, unnest(@idempotency_keys::text[]) AS idempotency_key) AS e
+ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING seq, event_id;
 
 -- name: EventListPending :many
--- EventListPending lists a town's pending events in drain order, at most @max_rows. The
--- state is checked as well: a pending_events row is only ever left behind by a binary
--- older than migration 00015 marking its event, and such an event is not drained twice.
-SELECT e.* FROM pending_events p
-JOIN town_events e ON e.town_id = p.town_id AND e.seq = p.seq
-WHERE p.town_id = @town_id AND e.state = 'pending'
-ORDER BY p.seq
+-- EventListPending lists a town's pending events in drain order, at most @max_rows.
+SELECT * FROM town_events
+WHERE town_id = @town_id AND state = 'pending'
+ORDER BY seq
 LIMIT @max_rows;
 
 -- name: EventMarkProcessed :exec
 -- EventMarkProcessed records that a tick applied an event.
-WITH done AS (DELETE FROM pending_events p WHERE p.town_id = @town_id AND p.seq = @seq)
-UPDATE town_events e
-SET state = 'processed', processed_at = @now, processed_tick_id = @tick_id, attempts = e.attempts + 1
-WHERE e.town_id = @town_id AND e.seq = @seq;
+UPDATE town_events
+SET state = 'processed', processed_at = @now, processed_tick_id = @tick_id, attempts = attempts + 1
+WHERE town_id = @town_id AND seq = @seq;
 
 -- name: EventRecordFailure :exec
 -- EventRecordFailure records a failed apply; at the attempt bound the event goes dead.
-WITH dead AS (DELETE FROM pending_events p WHERE @dead::boolean AND p.town_id = @town_id AND p.seq = @seq)
-UPDATE town_events e
-SET attempts = e.attempts + 1, last_error = @last_error,
-    state = CASE WHEN @dead::boolean THEN 'dead' ELSE e.state END,
-    processed_at = CASE WHEN @dead::boolean THEN @now ELSE e.processed_at END,
-    processed_tick_id = CASE WHEN @dead::boolean THEN @tick_id ELSE e.processed_tick_id END
-WHERE e.town_id = @town_id AND e.seq = @seq;
+UPDATE town_events
+SET attempts = attempts + 1, last_error = @last_error,
+    state = CASE WHEN @dead::boolean THEN 'dead' ELSE state END,
+    processed_at = CASE WHEN @dead::boolean THEN @now ELSE processed_at END,
+    processed_tick_id = CASE WHEN @dead::boolean THEN @tick_id ELSE processed_tick_id END
+WHERE town_id = @town_id AND seq = @seq;
 
 -- name: EventCountPending :one
 -- EventCountPending counts a town's pending events.
-SELECT count(*)::int FROM pending_events WHERE town_id = @town_id;
+SELECT count(*)::int FROM town_events WHERE town_id = @town_id AND state = 'pending';
 
 -- name: EventHasPending :one
 -- EventHasPending reports whether a town has a pending event.
-SELECT EXISTS (SELECT 1 FROM pending_events WHERE town_id = @town_id);
+SELECT EXISTS (SELECT 1 FROM town_events WHERE town_id = @town_id AND state = 'pending');
 
 -- name: EventList :many
 -- EventList lists a town's events, newest first, optionally of one state.
@@ -85,17 +69,13 @@ SELECT * FROM town_events WHERE town_id = @town_id AND event_id = @event_id;
 -- later one can hold a number below @seq. Events the tick tried and failed (attempts > 0)
 -- wait for the next tick, as before.
 SELECT EXISTS (
-    SELECT 1 FROM pending_events p JOIN town_events e ON e.town_id = p.town_id AND e.seq = p.seq
-    WHERE p.town_id = @town_id AND e.state = 'pending' AND (p.seq > @seq OR e.attempts = 0)
+    SELECT 1 FROM town_events
+    WHERE town_id = @town_id AND state = 'pending' AND (seq > @seq OR attempts = 0)
 );
 
 -- name: EventDeleteBySubject :exec
 -- EventDeleteBySubject deletes every event about a bead or agent (deleteBead cascade).
-WITH gone AS (
-    DELETE FROM town_events e WHERE e.town_id = @town_id AND (e.bead_id = @subject_id OR e.agent_id = @subject_id)
-    RETURNING e.seq
-)
-DELETE FROM pending_events p WHERE p.town_id = @town_id AND p.seq IN (SELECT seq FROM gone);
+DELETE FROM town_events WHERE town_id = @town_id AND (bead_id = @subject_id OR agent_id = @subject_id);
 
 -- name: EventPruneProcessed :execrows
 -- EventPruneProcessed deletes at most @max_rows processed or dead events created before
@@ -126,7 +106,7 @@ SELECT EXISTS (
 -- applied: what the tick knows, and what a replay of it sees again (failures that arrived
 -- later are not counted). The type is spelled out so that the partial index
 -- town_events_dispatch_failed serves the second count.
-SELECT (SELECT count(*) FROM pending_events p WHERE p.town_id = @town_id)::int AS pending,
+SELECT (SELECT count(*) FROM town_events p WHERE p.town_id = @town_id AND p.state = 'pending')::int AS pending,
        (SELECT count(*) FROM town_events f
         WHERE f.town_id = @town_id AND f.event_type = 'agent_dispatch_failed' AND f.created_at >= @since
           AND f.state <> 'pending' AND f.processed_tick_id <= @tick_id::bigint)::int AS dispatch_failures;
@@ -141,25 +121,17 @@ LIMIT @max_rows;
 
 -- name: EventMarkProcessedMany :exec
 -- EventMarkProcessedMany records that a tick applied a batch of pending events (one
--- statement for the whole drain): their pending_events rows go, the events are updated in
--- place (HOT: no indexed column changes). The seqs' range is spelled out so that whatever
--- the statistics say both scans are the primary keys' entries between the batch's first
--- and last seq: on `seq = ANY` alone, a town of many events in a table without fresh
--- statistics was planned as a scan of all the town's events (48 ms for 500 events of a
--- town with 200,000, against 6 ms).
-WITH done AS (
-    DELETE FROM pending_events p
-    WHERE p.town_id = @town_id
-      AND p.seq >= (SELECT min(s) FROM unnest(@seqs::bigint[]) s)
-      AND p.seq <= (SELECT max(s) FROM unnest(@seqs::bigint[]) s)
-      AND p.seq = ANY(@seqs::bigint[])
-)
-UPDATE town_events e
-SET state = 'processed', processed_at = @now, processed_tick_id = @tick_id, attempts = e.attempts + 1
-WHERE e.town_id = @town_id AND e.state = 'pending'
-  AND e.seq >= (SELECT min(s) FROM unnest(@seqs::bigint[]) s)
-  AND e.seq <= (SELECT max(s) FROM unnest(@seqs::bigint[]) s)
-  AND e.seq = ANY(@seqs::bigint[]);
+-- statement for the whole drain). The seqs' range and the pending state are spelled out
+-- so that whatever the statistics say the scan is the town_events_pending entries between
+-- the batch's first and last seq: on `seq = ANY` alone, a town of many events in a table
+-- without fresh statistics was planned as a scan of all the town's events (48 ms for 500
+-- events of a town with 200,000, against 6 ms).
+UPDATE town_events
+SET state = 'processed', processed_at = @now, processed_tick_id = @tick_id, attempts = attempts + 1
+WHERE town_id = @town_id AND state = 'pending'
+  AND seq >= (SELECT min(s) FROM unnest(@seqs::bigint[]) s)
+  AND seq <= (SELECT max(s) FROM unnest(@seqs::bigint[]) s)
+  AND seq = ANY(@seqs::bigint[]);
 
 -- name: HousekeepingDue :one
 -- HousekeepingDue tells a tick which housekeeping steps have anything to do, in one

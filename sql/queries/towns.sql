@@ -49,16 +49,13 @@ WHERE t.next_tick_at <= @now
   AND (t.last_tick_at IS NULL OR t.next_tick_at - t.last_tick_at <= @active_interval::interval
        OR t.next_tick_at <= @quiet_before)
 UNION
-SELECT DISTINCT p.town_id FROM pending_events p
-JOIN town_events e ON e.town_id = p.town_id AND e.seq = p.seq
-WHERE e.created_at <= @pending_before
+SELECT DISTINCT e.town_id FROM town_events e
+WHERE e.state = 'pending' AND e.created_at <= @pending_before
 LIMIT @max_rows;
 
 -- name: TownDelete :execrows
--- TownDelete deletes a town and, by cascade, everything in it (its pending_events rows,
--- which have no foreign key, explicitly).
-WITH pend AS (DELETE FROM pending_events p WHERE p.town_id = @town_id)
-DELETE FROM towns t WHERE t.town_id = @town_id;
+-- TownDelete deletes a town and, by cascade, everything in it.
+DELETE FROM towns WHERE town_id = @town_id;
 
 -- name: TownSetDraining :exec
 -- TownSetDraining starts a drain (container eviction) with a fresh nonce.

@@ -399,7 +399,7 @@ SELECT t.town_id FROM towns t
 WHERE t.next_tick_at <= $1 AND t.last_tick_at IS NOT NULL
   AND t.next_tick_at - t.last_tick_at > $2::interval
   AND (t.draining
-    OR EXISTS (SELECT 1 FROM pending_events e WHERE e.town_id = t.town_id)
+    OR EXISTS (SELECT 1 FROM town_events e WHERE e.town_id = t.town_id AND e.state = 'pending')
     OR EXISTS (SELECT 1 FROM agent_heartbeats h WHERE h.town_id = t.town_id AND h.seq > h.applied_seq)
     OR EXISTS (SELECT 1 FROM beads b WHERE b.town_id = t.town_id AND b.type <> 'agent' AND b.status NOT IN ('closed', 'failed'))
     OR EXISTS (SELECT 1 FROM invariant_violations v WHERE v.town_id = t.town_id AND v.resolved_at IS NULL)
@@ -456,7 +456,7 @@ WHERE t.next_tick_at <= $1 AND t.last_tick_at IS NOT NULL
   AND t.town_id <> ALL ($2::uuid[])
   AND t.next_tick_at - t.last_tick_at > $3::interval
   AND NOT t.draining
-  AND NOT EXISTS (SELECT 1 FROM pending_events e WHERE e.town_id = t.town_id)
+  AND NOT EXISTS (SELECT 1 FROM town_events e WHERE e.town_id = t.town_id AND e.state = 'pending')
   AND NOT EXISTS (SELECT 1 FROM agent_heartbeats h WHERE h.town_id = t.town_id AND h.seq > h.applied_seq)
   AND NOT EXISTS (SELECT 1 FROM beads b WHERE b.town_id = t.town_id AND b.type <> 'agent' AND b.status NOT IN ('closed', 'failed'))
   AND NOT EXISTS (SELECT 1 FROM invariant_violations v WHERE v.town_id = t.town_id AND v.resolved_at IS NULL)

@@ -11,7 +11,7 @@ import (
 )
 
 const eventCountPending = `-- name: EventCountPending :one
-SELECT count(*)::int FROM pending_events WHERE town_id = $1
+SELECT count(*)::int FROM town_events WHERE town_id = $1 AND state = 'pending'
 `
 
 // EventCountPending counts a town's pending events.
@@ -23,7 +23,7 @@ func (q *Queries) EventCountPending(ctx context.Context, db DBTX, townID string)
 }
 
 const eventCountsForSnapshot = `-- name: EventCountsForSnapshot :one
-SELECT (SELECT count(*) FROM pending_events p WHERE p.town_id = $1)::int AS pending,
+SELECT (SELECT count(*) FROM town_events p WHERE p.town_id = $1 AND p.state = 'pending')::int AS pending,
        (SELECT count(*) FROM town_events f
         WHERE f.town_id = $1 AND f.event_type = 'agent_dispatch_failed' AND f.created_at >= $2
           AND f.state <> 'pending' AND f.processed_tick_id <= $3::bigint)::int AS dispatch_failures
@@ -53,11 +53,7 @@ func (q *Queries) EventCountsForSnapshot(ctx context.Context, db DBTX, arg Event
 }
 
 const eventDeleteBySubject = `-- name: EventDeleteBySubject :exec
-WITH gone AS (
-    DELETE FROM town_events e WHERE e.town_id = $1 AND (e.bead_id = $2 OR e.agent_id = $2)
-    RETURNING e.seq
-)
-DELETE FROM pending_events p WHERE p.town_id = $1 AND p.seq IN (SELECT seq FROM gone)
+DELETE FROM town_events WHERE town_id = $1 AND (bead_id = $2 OR agent_id = $2)
 `
 
 type EventDeleteBySubjectParams struct {
@@ -104,7 +100,7 @@ func (q *Queries) EventGet(ctx context.Context, db DBTX, arg EventGetParams) (To
 }
 
 const eventHasPending = `-- name: EventHasPending :one
-SELECT EXISTS (SELECT 1 FROM pending_events WHERE town_id = $1)
+SELECT EXISTS (SELECT 1 FROM town_events WHERE town_id = $1 AND state = 'pending')
 `
 
 // EventHasPending reports whether a town has a pending event.
@@ -117,8 +113,8 @@ func (q *Queries) EventHasPending(ctx context.Context, db DBTX, townID string) (
 
 const eventHasPendingAfter = `-- name: EventHasPendingAfter :one
 SELECT EXISTS (
-    SELECT 1 FROM pending_events p JOIN town_events e ON e.town_id = p.town_id AND e.seq = p.seq
-    WHERE p.town_id = $1 AND e.state = 'pending' AND (p.seq > $2 OR e.attempts = 0)
+    SELECT 1 FROM town_events
+    WHERE town_id = $1 AND state = 'pending' AND (seq > $2 OR attempts = 0)
 )
 `
 
@@ -141,15 +137,10 @@ func (q *Queries) EventHasPendingAfter(ctx context.Context, db DBTX, arg EventHa
 }
 
 const eventInsert = `-- name: EventInsert :one
-WITH ins AS (
-    INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-    ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING town_id, seq, event_id
-), pend AS (
-    INSERT INTO pending_events (town_id, seq) SELECT town_id, seq FROM ins
-)
-SELECT seq, event_id FROM ins
+INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING seq, event_id
 `
 
 type EventInsertParams struct {
@@ -167,8 +158,8 @@ type EventInsertRow struct {
 	EventID string
 }
 
-// EventInsert appends a fact to a town's inbox (and lists it pending). A repeated
-// idempotency key inserts nothing and returns no row.
+// EventInsert appends a fact to a town's inbox. A repeated idempotency key inserts nothing
+// and returns no row.
 func (q *Queries) EventInsert(ctx context.Context, db DBTX, arg EventInsertParams) (EventInsertRow, error) {
 	row := db.QueryRow(ctx, eventInsert,
 		arg.TownID,
@@ -185,19 +176,14 @@ func (q *Queries) EventInsert(ctx context.Context, db DBTX, arg EventInsertParam
 }
 
 const eventInsertMany = `-- name: EventInsertMany :many
-WITH ins AS (
-    INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
-    SELECT $1::uuid, e.event_id, e.event_type, NULLIF(e.agent_id, '')::uuid, NULLIF(e.bead_id, '')::uuid, e.payload,
-           NULLIF(e.idempotency_key, ''), now()
-    FROM (SELECT unnest($2::uuid[]) AS event_id, unnest($3::text[]) AS event_type,
-                 unnest($4::text[]) AS agent_id, unnest($5::text[]) AS bead_id,
-                 unnest($6::jsonb[]) AS payload, unnest($7::text[]) AS idempotency_key) AS e
-    ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING town_id, seq, event_id
-), pend AS (
-    INSERT INTO pending_events (town_id, seq) SELECT town_id, seq FROM ins
-)
-SELECT seq, event_id FROM ins ORDER BY seq
+INSERT INTO town_events (town_id, event_id, event_type, agent_id, bead_id, payload, idempotency_key, created_at)
+SELECT $1::uuid, e.event_id, e.event_type, NULLIF(e.agent_id, '')::uuid, NULLIF(e.bead_id, '')::uuid, e.payload,
+       NULLIF(e.idempotency_key, ''), now()
+FROM (SELECT unnest($2::uuid[]) AS event_id, unnest($3::text[]) AS event_type,
+             unnest($4::text[]) AS agent_id, unnest($5::text[]) AS bead_id,
+             unnest($6::jsonb[]) AS payload, unnest($7::text[]) AS idempotency_key) AS e
+ON CONFLICT (town_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING seq, event_id
 `
 
 type EventInsertManyParams struct {
@@ -218,8 +204,7 @@ type EventInsertManyRow struct {
 // EventInsertMany appends several facts to a town's inbox in one statement, in the order
 // given (their seqs ascend in that order). An event whose idempotency key was used already
 // (before, or by an earlier event of the same call) inserts nothing and returns no row.
-// Empty strings in agent_ids, bead_ids and idempotency_keys stand for NULL. The events are
-// listed pending in the same statement.
+// Empty strings in agent_ids, bead_ids and idempotency_keys stand for NULL.
 func (q *Queries) EventInsertMany(ctx context.Context, db DBTX, arg EventInsertManyParams) ([]EventInsertManyRow, error) {
 	rows, err := db.Query(ctx, eventInsertMany,
 		arg.TownID,
@@ -298,10 +283,9 @@ func (q *Queries) EventList(ctx context.Context, db DBTX, arg EventListParams) (
 }
 
 const eventListPending = `-- name: EventListPending :many
-SELECT e.seq, e.town_id, e.event_id, e.event_type, e.agent_id, e.bead_id, e.payload, e.state, e.attempts, e.last_error, e.idempotency_key, e.created_at, e.processed_at, e.processed_tick_id FROM pending_events p
-JOIN town_events e ON e.town_id = p.town_id AND e.seq = p.seq
-WHERE p.town_id = $1 AND e.state = 'pending'
-ORDER BY p.seq
+SELECT seq, town_id, event_id, event_type, agent_id, bead_id, payload, state, attempts, last_error, idempotency_key, created_at, processed_at, processed_tick_id FROM town_events
+WHERE town_id = $1 AND state = 'pending'
+ORDER BY seq
 LIMIT $2
 `
 
@@ -310,9 +294,7 @@ type EventListPendingParams struct {
 	MaxRows int32
 }
 
-// EventListPending lists a town's pending events in drain order, at most @max_rows. The
-// state is checked as well: a pending_events row is only ever left behind by a binary
-// older than migration 00015 marking its event, and such an event is not drained twice.
+// EventListPending lists a town's pending events in drain order, at most @max_rows.
 func (q *Queries) EventListPending(ctx context.Context, db DBTX, arg EventListPendingParams) ([]TownEvent, error) {
 	rows, err := db.Query(ctx, eventListPending, arg.TownID, arg.MaxRows)
 	if err != nil {
@@ -405,10 +387,9 @@ func (q *Queries) EventListWindow(ctx context.Context, db DBTX, arg EventListWin
 }
 
 const eventMarkProcessed = `-- name: EventMarkProcessed :exec
-WITH done AS (DELETE FROM pending_events p WHERE p.town_id = $3 AND p.seq = $4)
-UPDATE town_events e
-SET state = 'processed', processed_at = $1, processed_tick_id = $2, attempts = e.attempts + 1
-WHERE e.town_id = $3 AND e.seq = $4
+UPDATE town_events
+SET state = 'processed', processed_at = $1, processed_tick_id = $2, attempts = attempts + 1
+WHERE town_id = $3 AND seq = $4
 `
 
 type EventMarkProcessedParams struct {
@@ -430,19 +411,12 @@ func (q *Queries) EventMarkProcessed(ctx context.Context, db DBTX, arg EventMark
 }
 
 const eventMarkProcessedMany = `-- name: EventMarkProcessedMany :exec
-WITH done AS (
-    DELETE FROM pending_events p
-    WHERE p.town_id = $3
-      AND p.seq >= (SELECT min(s) FROM unnest($4::bigint[]) s)
-      AND p.seq <= (SELECT max(s) FROM unnest($4::bigint[]) s)
-      AND p.seq = ANY($4::bigint[])
-)
-UPDATE town_events e
-SET state = 'processed', processed_at = $1, processed_tick_id = $2, attempts = e.attempts + 1
-WHERE e.town_id = $3 AND e.state = 'pending'
-  AND e.seq >= (SELECT min(s) FROM unnest($4::bigint[]) s)
-  AND e.seq <= (SELECT max(s) FROM unnest($4::bigint[]) s)
-  AND e.seq = ANY($4::bigint[])
+UPDATE town_events
+SET state = 'processed', processed_at = $1, processed_tick_id = $2, attempts = attempts + 1
+WHERE town_id = $3 AND state = 'pending'
+  AND seq >= (SELECT min(s) FROM unnest($4::bigint[]) s)
+  AND seq <= (SELECT max(s) FROM unnest($4::bigint[]) s)
+  AND seq = ANY($4::bigint[])
 `
 
 type EventMarkProcessedManyParams struct {
@@ -453,12 +427,11 @@ type EventMarkProcessedManyParams struct {
 }
 
 // EventMarkProcessedMany records that a tick applied a batch of pending events (one
-// statement for the whole drain): their pending_events rows go, the events are updated in
-// place (HOT: no indexed column changes). The seqs' range is spelled out so that whatever
-// the statistics say both scans are the primary keys' entries between the batch's first
-// and last seq: on `seq = ANY` alone, a town of many events in a table without fresh
-// statistics was planned as a scan of all the town's events (48 ms for 500 events of a
-// town with 200,000, against 6 ms).
+// statement for the whole drain). The seqs' range and the pending state are spelled out
+// so that whatever the statistics say the scan is the town_events_pending entries between
+// the batch's first and last seq: on `seq = ANY` alone, a town of many events in a table
+// without fresh statistics was planned as a scan of all the town's events (48 ms for 500
+// events of a town with 200,000, against 6 ms).
 func (q *Queries) EventMarkProcessedMany(ctx context.Context, db DBTX, arg EventMarkProcessedManyParams) error {
 	_, err := db.Exec(ctx, eventMarkProcessedMany,
 		arg.Now,
@@ -522,13 +495,12 @@ func (q *Queries) EventPruneProcessed(ctx context.Context, db DBTX, arg EventPru
 }
 
 const eventRecordFailure = `-- name: EventRecordFailure :exec
-WITH dead AS (DELETE FROM pending_events p WHERE $2::boolean AND p.town_id = $5 AND p.seq = $6)
-UPDATE town_events e
-SET attempts = e.attempts + 1, last_error = $1,
-    state = CASE WHEN $2::boolean THEN 'dead' ELSE e.state END,
-    processed_at = CASE WHEN $2::boolean THEN $3 ELSE e.processed_at END,
-    processed_tick_id = CASE WHEN $2::boolean THEN $4 ELSE e.processed_tick_id END
-WHERE e.town_id = $5 AND e.seq = $6
+UPDATE town_events
+SET attempts = attempts + 1, last_error = $1,
+    state = CASE WHEN $2::boolean THEN 'dead' ELSE state END,
+    processed_at = CASE WHEN $2::boolean THEN $3 ELSE processed_at END,
+    processed_tick_id = CASE WHEN $2::boolean THEN $4 ELSE processed_tick_id END
+WHERE town_id = $5 AND seq = $6
 `
 
 type EventRecordFailureParams struct {

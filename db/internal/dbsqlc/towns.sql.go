@@ -29,12 +29,10 @@ func (q *Queries) TownClearDraining(ctx context.Context, db DBTX, arg TownClearD
 }
 
 const townDelete = `-- name: TownDelete :execrows
-WITH pend AS (DELETE FROM pending_events p WHERE p.town_id = $1)
-DELETE FROM towns t WHERE t.town_id = $1
+DELETE FROM towns WHERE town_id = $1
 `
 
-// TownDelete deletes a town and, by cascade, everything in it (its pending_events rows,
-// which have no foreign key, explicitly).
+// TownDelete deletes a town and, by cascade, everything in it.
 func (q *Queries) TownDelete(ctx context.Context, db DBTX, townID string) (int64, error) {
 	result, err := db.Exec(ctx, townDelete, townID)
 	if err != nil {
@@ -205,9 +203,8 @@ WHERE t.next_tick_at <= $2
   AND (t.last_tick_at IS NULL OR t.next_tick_at - t.last_tick_at <= $3::interval
        OR t.next_tick_at <= $4)
 UNION
-SELECT DISTINCT p.town_id FROM pending_events p
-JOIN town_events e ON e.town_id = p.town_id AND e.seq = p.seq
-WHERE e.created_at <= $5
+SELECT DISTINCT e.town_id FROM town_events e
+WHERE e.state = 'pending' AND e.created_at <= $5
 LIMIT $1
 `
 
