@@ -224,6 +224,8 @@ type env struct {
 	svc   *jobs.Service
 	sim   *agentrt.Simulator
 	col   *collector
+	// riverPool is River's own pool (jobs.NewRiverPool), as a worker process's.
+	riverPool *pgxpool.Pool
 	// trips counts the pool's round trips (workers, the driver's appends, the harness's
 	// own reads).
 	trips *roundTrips
@@ -369,7 +371,12 @@ func newEnv(ctx context.Context, opts Options, cfg jobs.Config) (*env, error) {
 	cfg.WorkerID = "bench"
 	e.sim = agentrt.NewSimulator(agentrt.SimConfig{HeartbeatInterval: 30 * time.Second, WorkMin: 100 * time.Millisecond, WorkMax: 300 * time.Millisecond, Seed: 1},
 		reporter{e}, opts.Logger)
-	e.svc, err = jobs.New(jobs.Deps{Store: e.store, Runtime: e.sim, Logger: opts.Logger, OnTick: e.col.onTick, OnAppend: e.col.onAppend, OmitTickRow: e.omitRow.Load}, cfg, true)
+	if e.riverPool, err = jobs.NewRiverPool(ctx, pool); err != nil {
+		e.close()
+		return nil, err
+	}
+	e.svc, err = jobs.New(jobs.Deps{Store: e.store, RiverPool: e.riverPool, Runtime: e.sim, Logger: opts.Logger,
+		OnTick: e.col.onTick, OnAppend: e.col.onAppend, OmitTickRow: e.omitRow.Load}, cfg, true)
 	if err != nil {
 		e.close()
 		return nil, err
@@ -387,6 +394,9 @@ func (e *env) close() {
 	}
 	if e.sim != nil {
 		e.sim.Close()
+	}
+	if e.riverPool != nil {
+		e.riverPool.Close()
 	}
 	e.pool.Close()
 }

@@ -9,12 +9,12 @@ import (
 
 // riverPoolMaxConns bounds River's own pool: its listener holds one connection; its three
 // queues' producers (one fetch at a time each), completer, elector and maintenance
-// services hold one only for a statement. (12 made a test run of many services at once
-// exceed the server's 100 connections.)
+// services hold one only for a statement.
 const riverPoolMaxConns = 6
 
-// NewRiverPool opens the pool a working River client runs its own statements on: base's
-// settings with commits that do not wait for their WAL flush (synchronous_commit off).
+// NewRiverPool opens the pool a working River client runs its own statements on
+// (Deps.RiverPool): base's settings with commits that do not wait for their WAL flush
+// (synchronous_commit off). The caller closes it after the service stopped.
 //
 // What River commits on it alone is bookkeeping that may be lost with a crash of
 // Postgres and come back right: a fetch (jobs marked running), completions, snoozes and

@@ -9,9 +9,9 @@ import (
 )
 
 // River's own statements commit without waiting for their flush; gastown's (appends,
-// ticks and the jobs they insert) still wait. And Stop closes River's pool.
+// ticks and the jobs they insert) still wait.
 func TestRiverWorksOnItsOwnPoolWithAsynchronousCommits(t *testing.T) {
-	b := setup(t, testOpts{workers: true})
+	b := setup(t, testOpts{workers: true, riverPool: true})
 	ctx := context.Background()
 	setting := func(scan func(dest ...any) error) string {
 		var s string
@@ -31,9 +31,4 @@ func TestRiverWorksOnItsOwnPoolWithAsynchronousCommits(t *testing.T) {
 		pending, err := b.store.HasPendingEvents(ctx, town)
 		return err == nil && !pending
 	}, "the event was applied")
-
-	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	require.NoError(t, b.svc.Stop(stopCtx))
-	require.Error(t, b.svc.riverPool.Ping(ctx), "Stop closes River's pool")
 }

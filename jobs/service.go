@@ -20,8 +20,13 @@ import (
 
 // Deps are what the service needs from the outside.
 type Deps struct {
-	Store   *db.Store
-	Runtime agentrt.Runtime // required when workers run
+	Store *db.Store
+	// RiverPool, when set, is the pool River runs its own statements on (fetches,
+	// completions, leadership, maintenance): NewRiverPool's, which `serve` and the
+	// benchmark open for a worker process. Default: the Store's pool. The service does not
+	// close it.
+	RiverPool *pgxpool.Pool
+	Runtime   agentrt.Runtime // required when workers run
 	// CodeHost is where PRs are polled and merged (default: a simulator).
 	CodeHost codehost.Host
 	// Tokens signs the per-agent callback tokens handed to started agents (nil: none).
@@ -77,9 +82,6 @@ type Service struct {
 	onAppend func(string, []int64, time.Time)
 	announce *announcer
 	workers  bool
-	// riverPool is River's own pool (NewRiverPool) when the service has workers; Stop
-	// closes it.
-	riverPool *pgxpool.Pool
 
 	quietMu   sync.Mutex
 	lastQuiet time.Time // when this process's sweep last ran quiet ticks
@@ -184,20 +186,12 @@ func newService(deps Deps, cfg Config, workers bool, hooks testHooks) (*Service,
 				&river.PeriodicJobOpts{ID: "observe_agents"}),
 		}
 	}
-	// A process that only inserts gives River gastown's pool; workers give it its own.
 	riverPool := deps.Store.Pool
-	if workers {
-		p, err := NewRiverPool(context.Background(), deps.Store.Pool)
-		if err != nil {
-			return nil, err
-		}
-		riverPool, svc.riverPool = p, p
+	if deps.RiverPool != nil {
+		riverPool = deps.RiverPool
 	}
 	client, err := river.NewClient[pgx.Tx](quietDriver{riverpgxv5.New(riverPool)}, rc)
 	if err != nil {
-		if svc.riverPool != nil {
-			svc.riverPool.Close()
-		}
 		return nil, fmt.Errorf("river client: %w", err)
 	}
 	svc.Client = client
@@ -245,11 +239,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		s.stopRecovery()
 		<-s.recoveryDone
 	}
-	err := s.Client.Stop(ctx)
-	if s.riverPool != nil && err == nil {
-		s.riverPool.Close()
-	}
-	return err
+	return s.Client.Stop(ctx)
 }
 
 func (s *Service) recoveryLoop(ctx context.Context) {

@@ -42,6 +42,10 @@ type testOpts struct {
 	onTick func(string, TickResult)
 	// tracer, when set, sees the statements of the store's pool.
 	tracer pgx.QueryTracer
+	// riverPool gives River a pool of its own (NewRiverPool), as `serve` does; the other
+	// tests leave River on the store's pool (a test run holds many services at once, and
+	// the server has 100 connections).
+	riverPool bool
 }
 
 func setup(t testing.TB, o testOpts) *testBundle {
@@ -59,6 +63,12 @@ func setup(t testing.TB, o testOpts) *testBundle {
 	deps := Deps{Store: store, Runtime: sim, CodeHost: o.codeHost, Logger: quiet, OnTick: o.onTick}
 	if o.runtime != nil {
 		deps.Runtime = o.runtime
+	}
+	if o.riverPool {
+		rp, err := NewRiverPool(context.Background(), store.Pool)
+		require.NoError(t, err)
+		t.Cleanup(rp.Close) // after the service's Stop, registered below
+		deps.RiverPool = rp
 	}
 	svc, err := newService(deps, o.cfg, o.workers, o.hooks)
 	require.NoError(t, err)

@@ -188,6 +188,14 @@ func run(ctx context.Context, c config, opts runOptions) error {
 			return err
 		}
 	}
+	if opts.workers {
+		// River's fetches and completions commit without waiting for their flush
+		// (jobs.NewRiverPool); closed after the service stopped (deferred before it).
+		if deps.RiverPool, err = jobs.NewRiverPool(ctx, pool); err != nil {
+			return err
+		}
+		defer deps.RiverPool.Close()
+	}
 	svc, err := jobs.New(deps, c.Jobs, opts.workers)
 	if err != nil {
 		return err
