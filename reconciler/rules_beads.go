@@ -25,9 +25,8 @@ func (r *run) dispatchUnassigned() {
 	if r.opts.Draining {
 		return
 	}
-	for i := range r.s.Beads {
-		b := &r.s.Beads[i]
-		if b.Type != BeadIssue || b.Status != StatusOpen || b.AssigneeID != "" || b.RigID == "" ||
+	for _, b := range r.s.openIssues {
+		if b.AssigneeID != "" || b.RigID == "" ||
 			b.HasLabel(LabelTriageRequest) || b.HasLabel(LabelHeld) ||
 			r.s.HasOpenBlocker(b.ID) || r.s.InStagedConvoy(b.ID) || !r.beadFree(b.ID) {
 			continue
@@ -47,9 +46,8 @@ func (r *run) dispatchUnassigned() {
 // hooked to it loses the assignee (B1 dispatches it on the next tick). System-owned beads
 // and triage requests keep theirs.
 func (r *run) clearStaleAssignees() {
-	for i := range r.s.Beads {
-		b := &r.s.Beads[i]
-		if b.Type != BeadIssue || b.Status != StatusOpen || b.AssigneeID == "" || b.RigID == "" ||
+	for _, b := range r.s.openIssues {
+		if b.AssigneeID == "" || b.RigID == "" ||
 			b.AssigneeID == AssigneeSystem || b.HasLabel(LabelTriageRequest) || !r.beadFree(b.ID) {
 			continue
 		}
@@ -92,9 +90,8 @@ func (r *run) dispatchIdleHooked() {
 // agent (hooked and working/stalled, or with a fresh heartbeat) goes back to open, or
 // fails at the attempt cap. Not gated by draining.
 func (r *run) recoverInProgress() {
-	for i := range r.s.Beads {
-		b := &r.s.Beads[i]
-		if b.Type != BeadIssue || b.Status != StatusInProgress || !r.stale(b.UpdatedAt, StaleInProgress) {
+	for _, b := range r.s.inProgressIssues {
+		if !r.stale(b.UpdatedAt, StaleInProgress) {
 			continue
 		}
 		alive := slices.ContainsFunc(r.s.AgentsHookedTo(b.ID), func(a *Agent) bool {
@@ -116,9 +113,8 @@ func (r *run) recoverInProgress() {
 // resolveInReview is rule B4: an issue in review for OrphanedSource whose MRs are all
 // finished closes if one merged, else goes back to open for rework.
 func (r *run) resolveInReview() {
-	for i := range r.s.Beads {
-		b := &r.s.Beads[i]
-		if b.Type != BeadIssue || b.Status != StatusInReview || !r.stale(b.UpdatedAt, OrphanedSource) {
+	for _, b := range r.s.inReviewIssues {
+		if !r.stale(b.UpdatedAt, OrphanedSource) {
 			continue
 		}
 		var mrs []*Bead

@@ -9,10 +9,9 @@ import (
 // convoys is the Convoys pass (SPEC.md §4.4): progress, ready-to-land, the landing MR with
 // its attempts and cooldown, and closing.
 func (r *run) convoys() {
-	for i := range r.s.Beads {
-		cb := &r.s.Beads[i]
+	for _, cb := range r.s.convoyBeads {
 		c := r.s.Convoy(cb.ID)
-		if cb.Type != BeadConvoy || cb.Status != StatusOpen || c == nil || !r.beadFree(cb.ID) {
+		if cb.Status != StatusOpen || c == nil || !r.beadFree(cb.ID) {
 			continue
 		}
 		r.convoy(cb, c)

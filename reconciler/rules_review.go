@@ -7,11 +7,7 @@ import (
 
 // reviewQueue is the ReviewQueue pass (SPEC.md §4.3).
 func (r *run) reviewQueue() {
-	for i := range r.s.Beads {
-		mr := &r.s.Beads[i]
-		if mr.Type != BeadMergeRequest { // the type first: most beads are not MRs, a review is a map lookup
-			continue
-		}
+	for _, mr := range r.s.mergeRequests {
 		rev := r.s.Review(mr.ID)
 		if rev == nil || mr.Status != StatusInProgress {
 			continue
@@ -76,11 +72,7 @@ func (r *run) reviewInProgress(mr *Bead, rev *Review) {
 // and go straight to polling; open MRs without a PR (other than landing MRs) fail, and
 // their source goes back to open.
 func (r *run) fastTrack() {
-	for i := range r.s.Beads {
-		mr := &r.s.Beads[i]
-		if mr.Type != BeadMergeRequest {
-			continue
-		}
+	for _, mr := range r.s.mergeRequests {
 		rev := r.s.Review(mr.ID)
 		if rev == nil || mr.Status != StatusOpen || mr.RigID == "" ||
 			EffectiveCodeReview(r.s.Config, r.s.Rig(mr.RigID)) || r.inReviewAndMergeConvoy(mr) {
@@ -105,11 +97,7 @@ func (r *run) fastTrack() {
 
 // babysat is rule R-BS: an adopted external PR (metadata babysit) skips the refinery.
 func (r *run) babysat() {
-	for i := range r.s.Beads {
-		mr := &r.s.Beads[i]
-		if mr.Type != BeadMergeRequest {
-			continue
-		}
+	for _, mr := range r.s.mergeRequests {
 		if rev := r.s.Review(mr.ID); rev != nil && mr.Status == StatusOpen && rev.PRURL != "" && mr.MetaTruthy("babysit") {
 			r.transition(mr, StatusInProgress, "babysat PR — skip refinery, poll directly")
 		}
@@ -124,9 +112,8 @@ func (r *run) popReviewQueue() {
 	openByRig := make(map[string][]*Bead)
 	directInFlight := make(map[string]bool)
 	var rigs []string
-	for i := range r.s.Beads {
-		b := &r.s.Beads[i]
-		if b.Type != BeadMergeRequest || b.RigID == "" {
+	for _, b := range r.s.mergeRequests {
+		if b.RigID == "" {
 			continue
 		}
 		rev := r.s.Review(b.ID)
