@@ -25,18 +25,16 @@ func CheckInvariants(s *Snapshot) []Violation {
 		}
 	}
 	// #5 convoy status sanity.
-	for i := range s.Beads {
-		b := &s.Beads[i]
-		if b.Type == BeadConvoy && !b.Status.Valid() {
+	for _, b := range s.convoyBeads {
+		if !b.Status.Valid() {
 			out = append(out, Violation{5, b.ID, fmt.Sprintf("Convoy %s has invalid status %q", b.ID, b.Status)})
 		}
 	}
 	// #3 at most one in_progress direct-merge MR per rig (PR-strategy MRs run in
 	// parallel by design: SPEC.md §9 item 13).
 	direct := make(map[string]int)
-	for i := range s.Beads {
-		b := &s.Beads[i]
-		if b.Type == BeadMergeRequest && b.Status == StatusInProgress && b.RigID != "" {
+	for _, b := range s.mergeRequests {
+		if b.Status == StatusInProgress && b.RigID != "" {
 			if rev := s.Review(b.ID); rev == nil || rev.PRURL == "" {
 				direct[b.RigID]++
 			}
@@ -66,11 +64,7 @@ func CheckInvariants(s *Snapshot) []Violation {
 			fmt.Sprintf("Bead %s is hooked by %d agents", bead, len(s.agentsByHook[bead]))})
 	}
 	// #4 in_review issues need a live MR.
-	for i := range s.Beads {
-		b := &s.Beads[i]
-		if b.Type != BeadIssue || b.Status != StatusInReview {
-			continue
-		}
+	for _, b := range s.inReviewIssues {
 		live := slices.ContainsFunc(s.TrackedBy(b.ID), func(id string) bool {
 			mr := s.Bead(id)
 			return mr != nil && mr.Type == BeadMergeRequest &&
