@@ -62,6 +62,8 @@ func TestLargeWorkloadMeasuresEverySize(t *testing.T) {
 	require.Len(t, rep.Sizes, 4)
 	for _, s := range rep.Sizes {
 		require.Positive(t, s.SnapshotP50)
+		require.Positive(t, s.ReconcileP50)
+		require.Positive(t, s.ReconcileAloneP50, "the reconcile timed alone, for the growth target")
 	}
 }
 

@@ -144,7 +144,7 @@ func printReport(out io.Writer, r *bench.Report) {
 			r.HotTownEventsPerSec, r.OtherTownsP99, r.OtherTownsQueuedP99, r.OtherTownsP99Alone, r.OtherTownsQueuedP99Alone)
 	}
 	for _, s := range r.Sizes {
-		row(fmt.Sprintf("town of %d beads, %d agents", s.Beads, s.Agents), "snapshot %.1f ms, reconcile %.2f ms, invariants %.2f ms", s.SnapshotP50, s.ReconcileP50, s.InvariantsP50)
+		row(fmt.Sprintf("town of %d beads, %d agents", s.Beads, s.Agents), "snapshot %.1f ms, reconcile %.2f ms (alone %.2f), invariants %.2f ms", s.SnapshotP50, s.ReconcileP50, s.ReconcileAloneP50, s.InvariantsP50)
 	}
 	if len(r.QueueDepth) > 0 {
 		row("tick queue depth (1/s)", "%v", r.QueueDepth)
