@@ -203,8 +203,9 @@ type SizePoint struct {
 	Beads       int     `json:"beads"`
 	Agents      int     `json:"agents"`
 	SnapshotP50 float64 `json:"snapshot_p50_ms"`
-	// ReconcileP50 is timed right after the snapshot's load, ReconcileAloneP50 after a
-	// GC collected the load's garbage (runLarge's growth target).
+	// ReconcileP50 is timed right after the snapshot's load, ReconcileAloneP50 with no
+	// GC cycle running: after a collection, the GC off through the load and the reconcile
+	// (measureTown; runLarge's growth target).
 	ReconcileP50      float64 `json:"reconcile_p50_ms"`
 	ReconcileAloneP50 float64 `json:"reconcile_alone_p50_ms"`
 	InvariantsP50     float64 `json:"invariants_p50_ms"`
