@@ -14,10 +14,13 @@ import (
 
 // The reference's timeouts (SPEC.md §1.3, §5.5).
 const (
-	StartTimeout  = 60 * time.Second
 	StatusTimeout = 10 * time.Second
 	callTimeout   = 10 * time.Second
 )
+
+// startTimeout bounds a start whose context has no deadline; one with a deadline (the
+// start job's, --start-timeout) runs until it. A variable for the tests.
+var startTimeout = 60 * time.Second
 
 // HTTP is a Runtime that drives an agent runtime service over HTTP (docs/agent-runtime.md).
 type HTTP struct {
@@ -94,7 +97,11 @@ func (h *HTTP) StartAgent(ctx context.Context, req StartRequest) error {
 	if req.CallbackURL == "" {
 		req.CallbackURL = h.CallbackURL
 	}
-	status, body, err := h.do(ctx, StartTimeout, http.MethodPost, h.path(req.TownID, "", "start"), req)
+	timeout := startTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = time.Until(deadline)
+	}
+	status, body, err := h.do(ctx, timeout, http.MethodPost, h.path(req.TownID, "", "start"), req)
 	if err != nil {
 		return err
 	}

@@ -97,6 +97,24 @@ func TestHTTPRuntimeStart(t *testing.T) {
 	require.ErrorAs(t, h.StartAgent(short, req), &te, "a timeout is transient")
 }
 
+// TestHTTPRuntimeStartRunsToItsDeadline: a start takes as long as its context allows (the
+// start job's --start-timeout), even past the default bound of a start without a deadline.
+// Not parallel: it shortens that default.
+func TestHTTPRuntimeStartRunsToItsDeadline(t *testing.T) {
+	saved := startTimeout
+	startTimeout = 50 * time.Millisecond
+	t.Cleanup(func() { startTimeout = saved })
+	f, h := newFake(t)
+	f.answer("/agents/start", func(w http.ResponseWriter) { time.Sleep(200 * time.Millisecond); w.WriteHeader(http.StatusAccepted) })
+	req := StartRequest{TownID: "t1", AgentID: "a1", Role: "polecat", BeadID: "b1"}
+
+	var te *TransientError
+	require.ErrorAs(t, h.StartAgent(context.Background(), req), &te, "without a deadline the default bound cuts the start")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, h.StartAgent(ctx, req), "with a deadline the start runs until it")
+}
+
 func TestHTTPRuntimeStatusMapping(t *testing.T) {
 	t.Parallel()
 	f, h := newFake(t)

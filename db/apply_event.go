@@ -1,6 +1,7 @@
 package db
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -298,20 +299,19 @@ func (t *TownTx) unhookedRefineryDone(ctx context.Context, a reconciler.Agent, p
 	return err
 }
 
-// applyRigUpdated replaces a rig's settings.
-func (t *TownTx) applyRigUpdated(ctx context.Context, _ Event, p reconciler.RigCreatedPayload) error {
+// applyRigUpdated changes the rig's settings the event gives and keeps the others.
+func (t *TownTx) applyRigUpdated(ctx context.Context, _ Event, p reconciler.RigUpdatedPayload) error {
 	rig, err := t.rig(ctx, p.RigID)
 	if err != nil {
 		return err
 	}
-	if p.Name == "" {
-		p.Name = rig.Name
-	}
-	if p.DefaultBranch == "" {
-		p.DefaultBranch = rig.DefaultBranch
+	config := rig.Config
+	if p.Config != nil {
+		config = *p.Config
 	}
 	return t.q.RigUpdate(ctx, t.db, dbsqlc.RigUpdateParams{
-		TownID: t.TownID, RigID: p.RigID, Name: p.Name, GitUrl: p.GitURL, DefaultBranch: p.DefaultBranch, Config: mustJSON(p.Config),
+		TownID: t.TownID, RigID: p.RigID, Name: cmp.Or(p.Name, rig.Name), GitUrl: cmp.Or(p.GitURL, rig.GitURL),
+		DefaultBranch: cmp.Or(p.DefaultBranch, rig.DefaultBranch), Config: mustJSON(config),
 	})
 }
 

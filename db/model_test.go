@@ -448,7 +448,7 @@ func TestPRConflictCreatesFixupOrEscalates(t *testing.T) {
 	off := false
 	b2 := setup(t)
 	town2, rig2 := b2.town(t)
-	b2.event(t, town2, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigCreatedPayload{RigID: rig2, Config: reconciler.RigConfig{AutoResolveMergeConflicts: &off}}})
+	b2.event(t, town2, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigUpdatedPayload{RigID: rig2, Config: &reconciler.RigConfig{AutoResolveMergeConflicts: &off}}})
 	_, mr2 := b2.prMR(t, town2, rig2)
 	b2.event(t, town2, db.NewEvent{Type: reconciler.EventPRConflictDetected, BeadID: mr2, Payload: reconciler.PRConflictDetectedPayload{MRBeadID: mr2, Branch: "x"}})
 	esc := b2.beadsOf(t, town2, reconciler.BeadEscalation)
@@ -766,7 +766,7 @@ func TestSideEffectActions(t *testing.T) {
 	require.NotNil(t, delivered)
 
 	// merge_pr for a PR of another repository than the rig's is dropped.
-	b.event(t, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigCreatedPayload{RigID: rigID, GitURL: "https://github.com/other/repo.git"}})
+	b.event(t, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigUpdatedPayload{RigID: rigID, GitURL: "https://github.com/other/repo.git"}})
 	_, _, tt = b.tick(t, townID, []reconciler.Action{reconciler.MergePR{BeadID: mr, PRURL: url}})
 	require.Empty(t, tt.SideEffects())
 }
@@ -853,7 +853,7 @@ func TestReEscalation(t *testing.T) {
 	townID, rigID := b.town(t)
 	_, mr := b.prMR(t, townID, rigID)
 	off := false
-	b.event(t, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigCreatedPayload{RigID: rigID, Config: reconciler.RigConfig{AutoResolveMergeConflicts: &off}}})
+	b.event(t, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigUpdatedPayload{RigID: rigID, Config: &reconciler.RigConfig{AutoResolveMergeConflicts: &off}}})
 	b.event(t, townID, db.NewEvent{Type: reconciler.EventPRConflictDetected, BeadID: mr, Payload: reconciler.PRConflictDetectedPayload{MRBeadID: mr, Branch: "x"}})
 	severity := func() (string, int) {
 		var s string
@@ -949,4 +949,35 @@ func TestAFailingActionDoesNotStopTheTick(t *testing.T) {
 	require.Len(t, tt.SideEffects(), 1, "the stop survives the failed action")
 	require.Equal(t, reconciler.StatusInReview, b.bead(t, townID, issue).Status)
 	require.Equal(t, reconciler.AgentWorking, b.agentRow(t, townID, p).Status, "the failed action left nothing behind")
+}
+
+// TestRigUpdatedChangesOnlyWhatItGives: rig_updated is a partial change (PATCH): what it
+// leaves out keeps its value, a config given replaces the whole configuration.
+func TestRigUpdatedChangesOnlyWhatItGives(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID := b.town(t)
+	on, two := true, 2
+	b.event(t, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigUpdatedPayload{
+		RigID: rigID, GitURL: "https://github.com/acme/repo.git", Config: &reconciler.RigConfig{CodeReview: &on, MaxConcurrentPolecats: &two},
+	}})
+	rig, err := b.store.GetRig(ctx, townID, rigID)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.Rig{ID: rigID, Name: "r", GitURL: "https://github.com/acme/repo.git", DefaultBranch: "trunk",
+		Config: reconciler.RigConfig{CodeReview: &on, MaxConcurrentPolecats: &two}}, rig)
+
+	// A new name alone: the git URL, branch and configuration stay.
+	b.event(t, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigUpdatedPayload{RigID: rigID, Name: "renamed"}})
+	rig, err = b.store.GetRig(ctx, townID, rigID)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.Rig{ID: rigID, Name: "renamed", GitURL: "https://github.com/acme/repo.git", DefaultBranch: "trunk",
+		Config: reconciler.RigConfig{CodeReview: &on, MaxConcurrentPolecats: &two}}, rig)
+
+	// A configuration replaces the whole configuration, and keeps the rest.
+	b.event(t, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigUpdatedPayload{RigID: rigID, Config: &reconciler.RigConfig{ReviewMode: "comments"}}})
+	rig, err = b.store.GetRig(ctx, townID, rigID)
+	require.NoError(t, err)
+	require.Equal(t, reconciler.Rig{ID: rigID, Name: "renamed", GitURL: "https://github.com/acme/repo.git", DefaultBranch: "trunk",
+		Config: reconciler.RigConfig{ReviewMode: "comments"}}, rig)
 }

@@ -85,8 +85,8 @@ func (c Config) Validate() error {
 	if c.TickWorkers < 0 || c.SideEffectWorkers < 0 {
 		errs = append(errs, errors.New("worker counts must not be negative"))
 	}
-	if c.ActiveInterval < 0 || c.IdleInterval < 0 || c.SweepInterval < 0 {
-		errs = append(errs, errors.New("intervals must not be negative"))
+	if c.ActiveInterval < 0 || c.IdleInterval < 0 || c.SweepInterval < 0 || c.ObserveInterval < 0 {
+		errs = append(errs, errors.New("active, idle, sweep and observe intervals must not be negative"))
 	}
 	if c.DrainBatch < 0 || c.MaxEventAttempts < 0 {
 		errs = append(errs, errors.New("drain batch and event attempts must not be negative"))

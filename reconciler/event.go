@@ -81,13 +81,24 @@ type BeadCreatedPayload struct {
 	AssigneeID string `json:"assignee_agent_bead_id,omitempty"`
 }
 
-// RigCreatedPayload is the payload of rig_created and rig_updated.
+// RigCreatedPayload is the payload of rig_created.
 type RigCreatedPayload struct {
 	RigID         string    `json:"rig_id"`
 	Name          string    `json:"name"`
 	GitURL        string    `json:"git_url,omitempty"`
 	DefaultBranch string    `json:"default_branch,omitempty"`
 	Config        RigConfig `json:"config"`
+}
+
+// RigUpdatedPayload is the payload of rig_updated, a partial change: a field left out
+// (an empty string, no config) keeps the rig's value; a config given replaces the rig's
+// whole configuration.
+type RigUpdatedPayload struct {
+	RigID         string     `json:"rig_id"`
+	Name          string     `json:"name,omitempty"`
+	GitURL        string     `json:"git_url,omitempty"`
+	DefaultBranch string     `json:"default_branch,omitempty"`
+	Config        *RigConfig `json:"config,omitempty"`
 }
 
 // TownConfigPayload is the payload of town_config_updated: the whole new configuration.

@@ -91,6 +91,15 @@ func (s *Server) updateTownConfig(c *gin.Context) {
 	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventTownConfigUpdated, Payload: reconciler.TownConfigPayload{Config: *req.Config}}, nil)
 }
 
+// updateRigRequest is a partial change of a rig: what it leaves out (or sends empty) keeps
+// its value; a config replaces the rig's whole configuration.
+type updateRigRequest struct {
+	Name          string                `json:"name"`
+	GitURL        string                `json:"git_url"`
+	DefaultBranch string                `json:"default_branch"`
+	Config        *reconciler.RigConfig `json:"config"`
+}
+
 func (s *Server) updateRig(c *gin.Context) {
 	townID, ok := idParam(c, "townId")
 	if !ok {
@@ -100,19 +109,21 @@ func (s *Server) updateRig(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var req createRigRequest
+	var req updateRigRequest
 	if !bindJSON(c, &req) {
 		return
 	}
-	if err := req.Config.Validate(); err != nil {
-		writeError(c, http.StatusBadRequest, "config: "+err.Error())
-		return
+	if req.Config != nil {
+		if err := req.Config.Validate(); err != nil {
+			writeError(c, http.StatusBadRequest, "config: "+err.Error())
+			return
+		}
 	}
 	if _, err := s.store.GetRig(c, townID, rigID); err != nil {
 		s.fail(c, err)
 		return
 	}
-	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigCreatedPayload{
+	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigUpdatedPayload{
 		RigID: rigID, Name: req.Name, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, Config: req.Config,
 	}}, nil)
 }

@@ -174,11 +174,16 @@ func (s *Server) requireAdmin(c *gin.Context) {
 	if !ok {
 		_, token, ok = c.Request.BasicAuth()
 	}
-	if !ok || token == "" {
-		if strings.HasPrefix(c.Request.URL.Path, RiverUIPrefix) {
+	deny := func(problem string) {
+		// The pages a browser opens (River UI, dashboard) ask it for the token as a
+		// password, again after a wrong one.
+		if path := c.Request.URL.Path; strings.HasPrefix(path, RiverUIPrefix) || path == "/dashboard" {
 			c.Header("WWW-Authenticate", `Basic realm="gastown admin (password: ADMIN_TOKEN)"`)
 		}
-		writeError(c, http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <ADMIN_TOKEN>)")
+		writeError(c, http.StatusUnauthorized, problem)
+	}
+	if !ok || token == "" {
+		deny("missing bearer token (Authorization: Bearer <ADMIN_TOKEN>)")
 		return
 	}
 	valid := 0
@@ -186,7 +191,7 @@ func (s *Server) requireAdmin(c *gin.Context) {
 		valid |= subtle.ConstantTimeCompare([]byte(token), []byte(t))
 	}
 	if valid != 1 {
-		writeError(c, http.StatusUnauthorized, "invalid token")
+		deny("invalid token")
 		return
 	}
 	c.Next()

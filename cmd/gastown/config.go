@@ -1,16 +1,19 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"gastown/codehost"
 	"gastown/db"
@@ -83,22 +86,67 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
+// envOfFlag finds the variable a flag's usage names ("… (env NAME)").
+var envOfFlag = regexp.MustCompile(`\(env ([A-Z0-9_]+)\)`)
+
+// checkEnv fails when a flag of cmd that its command line leaves unset names an
+// environment variable whose value is not of the flag's type (envInt and envDuration fell
+// back to the default for it, so that --help still shows one): a typo must not run with
+// the default silently.
+func checkEnv(cmd *cobra.Command) error {
+	var problems []string
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		m := envOfFlag.FindStringSubmatch(f.Usage)
+		if f.Changed || m == nil {
+			return
+		}
+		v := os.Getenv(m[1])
+		if v == "" {
+			return
+		}
+		switch f.Value.Type() { // as envInt and envDuration parse them; strings take any value
+		case "int":
+			if _, err := strconv.Atoi(v); err != nil {
+				problems = append(problems, fmt.Sprintf("%s=%q is not a whole number (for --%s); fix or unset it", m[1], v, f.Name))
+			}
+		case "duration":
+			if _, err := time.ParseDuration(v); err != nil {
+				problems = append(problems, fmt.Sprintf("%s=%q is not a duration such as 500ms, 5s or 2m (for --%s); fix or unset it", m[1], v, f.Name))
+			}
+		}
+	})
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
 // bindCommon registers the flags every running command shares.
 func bindCommon(cmd *cobra.Command, c *config) {
 	f := cmd.Flags()
 	f.StringVar(&c.DatabaseURL, "database-url", envString("DATABASE_URL", db.DefaultURL), "Postgres connection string (env DATABASE_URL)")
 	f.StringVar(&c.LogLevel, "log-level", envString("GASTOWN_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env GASTOWN_LOG_LEVEL)")
-	f.IntVar(&c.MaxConns, "max-conns", envInt("GASTOWN_MAX_CONNS", 40), "connection pool size (env GASTOWN_MAX_CONNS); a worker process gives River a pool of its own besides, of up to 6")
 	f.StringVar(&c.LogFormat, "log-format", envString("GASTOWN_LOG_FORMAT", "text"), "log format: text or json (env GASTOWN_LOG_FORMAT)")
 }
 
-// bindServe registers the flags of the commands that run the API and workers.
-func bindServe(cmd *cobra.Command, c *config, tokens *string) {
+// serveDefaults are the defaults of bindServe's flags that differ between serve and dev.
+type serveDefaults struct {
+	activeInterval, sweepInterval time.Duration
+	sentryEnvironment             string
+}
+
+// productionDefaults are serve's.
+var productionDefaults = serveDefaults{activeInterval: 5 * time.Second, sweepInterval: time.Second, sentryEnvironment: "production"}
+
+// bindServe registers the flags of the commands that run the API and workers; the
+// environment overrides def, flags override both.
+func bindServe(cmd *cobra.Command, c *config, tokens *string, def serveDefaults) {
 	f := cmd.Flags()
+	f.IntVar(&c.MaxConns, "max-conns", envInt("GASTOWN_MAX_CONNS", 40), "connection pool size (env GASTOWN_MAX_CONNS); a worker process gives River a pool of its own besides, of up to 6")
 	f.IntVar(&c.Port, "port", envInt("PORT", 8080), "HTTP port of the API (env PORT)")
 	f.StringVar(tokens, "admin-token", envString("ADMIN_TOKEN", ""), "admin API bearer tokens, comma-separated for rotation (env ADMIN_TOKEN)")
 	f.StringVar(&c.SentryDSN, "sentry-dsn", envString("SENTRY_DSN", ""), "Sentry DSN; empty disables reporting (env SENTRY_DSN)")
-	f.StringVar(&c.SentryEnvironment, "sentry-environment", envString("SENTRY_ENVIRONMENT", "production"), "environment reported to Sentry (env SENTRY_ENVIRONMENT)")
+	f.StringVar(&c.SentryEnvironment, "sentry-environment", envString("SENTRY_ENVIRONMENT", def.sentryEnvironment), "environment reported to Sentry (env SENTRY_ENVIRONMENT)")
 	f.StringVar(&c.AgentTokenSecret, "agent-token-secret", envString("GASTOWN_AGENT_TOKEN_SECRET", ""), "secret (16+ characters) that signs agent callback tokens; the same on every process (env GASTOWN_AGENT_TOKEN_SECRET)")
 	f.StringVar(&c.Runtime, "runtime", envString("GASTOWN_RUNTIME", "sim"), "agent runtime: sim (built-in simulator) or http (env GASTOWN_RUNTIME)")
 	f.StringVar(&c.RuntimeURL, "runtime-url", envString("GASTOWN_RUNTIME_URL", ""), "base URL of the HTTP agent runtime, see docs/agent-runtime.md (env GASTOWN_RUNTIME_URL)")
@@ -110,9 +158,10 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string) {
 	f.StringVar(&c.GitHubAPIURL, "github-api-url", envString("GITHUB_API_URL", "https://api.github.com"), "GitHub REST API base (env GITHUB_API_URL)")
 	f.IntVar(&c.Jobs.TickWorkers, "tick-workers", envInt("GASTOWN_TICK_WORKERS", 8), "ticks run at once by this process (env GASTOWN_TICK_WORKERS)")
 	f.IntVar(&c.Jobs.SideEffectWorkers, "side-effect-workers", envInt("GASTOWN_SIDE_EFFECT_WORKERS", 32), "side-effect jobs run at once (env GASTOWN_SIDE_EFFECT_WORKERS)")
-	f.DurationVar(&c.Jobs.ActiveInterval, "active-interval", envDuration("GASTOWN_ACTIVE_INTERVAL", 5*time.Second), "tick cadence of a town with active work (env GASTOWN_ACTIVE_INTERVAL)")
+	f.DurationVar(&c.Jobs.ActiveInterval, "active-interval", envDuration("GASTOWN_ACTIVE_INTERVAL", def.activeInterval), "tick cadence of a town with active work (env GASTOWN_ACTIVE_INTERVAL)")
 	f.DurationVar(&c.Jobs.IdleInterval, "idle-interval", envDuration("GASTOWN_IDLE_INTERVAL", 5*time.Minute), "tick cadence of an idle town (env GASTOWN_IDLE_INTERVAL)")
-	f.DurationVar(&c.Jobs.SweepInterval, "sweep-interval", envDuration("GASTOWN_SWEEP_INTERVAL", time.Second), "how often the leader looks for due towns (env GASTOWN_SWEEP_INTERVAL)")
+	f.DurationVar(&c.Jobs.SweepInterval, "sweep-interval", envDuration("GASTOWN_SWEEP_INTERVAL", def.sweepInterval), "how often the leader looks for due towns (env GASTOWN_SWEEP_INTERVAL)")
+	f.DurationVar(&c.Jobs.ObserveInterval, "observe-interval", envDuration("GASTOWN_OBSERVE_INTERVAL", 5*time.Second), "how often the leader asks the agent runtime for the status of working and stalled agents (env GASTOWN_OBSERVE_INTERVAL)")
 	f.DurationVar(&c.Jobs.QuietInterval, "quiet-interval", envDuration("GASTOWN_QUIET_INTERVAL", 5*time.Second), "how often the leader ticks due idle towns with nothing to do in batches; negative: never, each gets a full tick (env GASTOWN_QUIET_INTERVAL)")
 	f.IntVar(&c.Jobs.DrainBatch, "drain-batch", envInt("GASTOWN_DRAIN_BATCH", 500), "most events one tick drains (env GASTOWN_DRAIN_BATCH)")
 	f.IntVar(&c.Jobs.MaxEventAttempts, "max-event-attempts", envInt("GASTOWN_MAX_EVENT_ATTEMPTS", 3), "applies of a failing event before it goes dead (env GASTOWN_MAX_EVENT_ATTEMPTS)")

@@ -115,7 +115,8 @@ func newDevCommand() *cobra.Command {
 		},
 	}
 	bindCommon(cmd, &c)
-	bindServe(cmd, &c, &tokens)
+	// Dev-friendly cadence: a town with work ticks every second.
+	bindServe(cmd, &c, &tokens, serveDefaults{activeInterval: time.Second, sweepInterval: 250 * time.Millisecond, sentryEnvironment: "dev"})
 	f := cmd.Flags()
 	f.BoolVar(&exitDone, "exit-when-done", false, "stop once every demo bead is closed (non-zero exit on timeout)")
 	f.DurationVar(&timeout, "timeout", 0, "stop after this long (0: run until Ctrl-C)")
@@ -127,10 +128,6 @@ func newDevCommand() *cobra.Command {
 	f.Float64Var(&crash, "crash", 0, "chance a simulated agent crashes before it finishes")
 	f.Float64Var(&hang, "hang", 0, "chance a simulated agent hangs (heartbeats without activity until a GUPP nudge wakes it; default 0.15 with --towns 2 or more)")
 	f.Float64Var(&silent, "silent", 0, "chance a simulated agent goes silent (no heartbeat: A1's case)")
-	// Dev-friendly cadence: a town with work ticks every second.
-	_ = f.Set("active-interval", "1s")
-	_ = f.Set("sweep-interval", "250ms")
-	_ = f.Set("sentry-environment", "dev")
 	return cmd
 }
 

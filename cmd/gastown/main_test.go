@@ -40,6 +40,22 @@ func TestInvalidConfigurationIsRejected(t *testing.T) {
 	require.ErrorContains(t, err, "nothing to run")
 }
 
+// TestMalformedEnvironmentIsRejected: a variable that does not parse as its flag's type
+// stops the command that reads it with a message naming it, instead of the default
+// running silently; a flag given on the command line wins over it, and a command without
+// that flag ignores it. Not parallel: it sets the environment.
+func TestMalformedEnvironmentIsRejected(t *testing.T) {
+	t.Setenv("GASTOWN_TICK_WORKERS", "eight")
+	t.Setenv("GASTOWN_ACTIVE_INTERVAL", "5")
+	_, err := execute(context.Background(), "serve", "--admin-token", "x")
+	require.ErrorContains(t, err, `GASTOWN_TICK_WORKERS="eight" is not a whole number (for --tick-workers)`)
+	require.ErrorContains(t, err, `GASTOWN_ACTIVE_INTERVAL="5" is not a duration`)
+	_, err = execute(context.Background(), "serve", "--admin-token", "x", "--tick-workers", "4", "--active-interval", "5s", "--no-api", "--no-workers")
+	require.ErrorContains(t, err, "nothing to run", "the flags win over the environment")
+	_, err = execute(context.Background(), "migrate", "--database-url", "postgres://postgres@127.0.0.1:1/gastown?connect_timeout=2")
+	require.ErrorContains(t, err, "cannot reach PostgreSQL", "migrate has no --tick-workers")
+}
+
 func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewEmptyURL(t)

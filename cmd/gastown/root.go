@@ -44,10 +44,14 @@ func newRootCommand() *cobra.Command {
 	// collector's share of a large town's snapshot load by a third (BENCHMARKS.md).
 	gcPercent := root.PersistentFlags().Int("gc-percent", envInt("GASTOWN_GC_PERCENT", 400),
 		"Go garbage collector target of this process (GOGC); a GOGC environment variable wins unless this flag is given (env GASTOWN_GC_PERCENT)")
-	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkEnv(cmd); err != nil {
+			return err
+		}
 		if os.Getenv("GOGC") == "" || cmd.Flags().Changed("gc-percent") {
 			debug.SetGCPercent(*gcPercent)
 		}
+		return nil
 	}
 	root.AddCommand(newMigrateCommand(), newServeCommand(), newDevCommand(), newBenchCommand(), newVerifyHistoryCommand())
 	root.AddCommand(newOpsCommands()...)
@@ -61,11 +65,12 @@ func newMigrateCommand() *cobra.Command {
 		Short: "Apply River's and gastown's migrations (idempotent, safe to run concurrently)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.MaxConns = 2
 			if err := c.validate(); err != nil {
 				return err
 			}
 			logger := newLogger(c.LogLevel, c.LogFormat)
-			pool, err := db.Connect(cmd.Context(), c.DatabaseURL, 2)
+			pool, err := db.Connect(cmd.Context(), c.DatabaseURL, int32(c.MaxConns))
 			if err != nil {
 				return err
 			}
@@ -109,7 +114,7 @@ func newServeCommand() *cobra.Command {
 		},
 	}
 	bindCommon(cmd, &c)
-	bindServe(cmd, &c, &tokens)
+	bindServe(cmd, &c, &tokens, productionDefaults)
 	cmd.Flags().BoolVar(&noAPI, "no-api", false, "run only the workers")
 	cmd.Flags().BoolVar(&noWorkers, "no-workers", false, "run only the API")
 	cmd.Flags().DurationVar(&simWork, "sim-work", 30*time.Second, "simulated agent runtime: minimum work time of an agent")

@@ -36,9 +36,11 @@ func newVerifyHistoryCommand() *cobra.Command {
 			"clock), comparing the actions and the state hash with what the tick recorded. It exits 1\n" +
 			"at the first divergence, printing the tick and a diff: run it after changing the rules to\n" +
 			"see which real histories the change would alter. Each town is locked while it replays\n" +
-			"(its live ticks wait); point it at a copy of the database to leave production alone.\n" +
+			"(its live ticks back off and retry); point it at a copy of the database to leave\n" +
+			"production alone.\n" +
 			"Ctrl-C stops it.",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c.MaxConns = 4
 			if err := c.validate(); err != nil {
 				return err
 			}
@@ -47,7 +49,7 @@ func newVerifyHistoryCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			pool, err := db.Connect(ctx, c.DatabaseURL, 4)
+			pool, err := db.Connect(ctx, c.DatabaseURL, int32(c.MaxConns))
 			if err != nil {
 				return err
 			}
