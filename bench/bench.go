@@ -204,8 +204,8 @@ type SizePoint struct {
 	Agents      int     `json:"agents"`
 	SnapshotP50 float64 `json:"snapshot_p50_ms"`
 	// ReconcileP50 is timed right after the snapshot's load, ReconcileAloneP50 with no
-	// GC cycle running: after a collection, the GC off through the load and the reconcile
-	// (measureTown; runLarge's growth target).
+	// GC cycle running: a collection between the load and the reconcile, the sizes taking
+	// turns (reconcileAlone; runLarge's growth target).
 	ReconcileP50      float64 `json:"reconcile_p50_ms"`
 	ReconcileAloneP50 float64 `json:"reconcile_alone_p50_ms"`
 	InvariantsP50     float64 `json:"invariants_p50_ms"`

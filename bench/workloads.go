@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -527,12 +526,14 @@ func runLarge(ctx context.Context, opts Options, rep *Report) error {
 	}
 	defer e.close()
 	rep.Towns = 4
+	var towns []string
 	for _, div := range []int{8, 4, 2, 1} {
 		beads, agents := opts.scaled(10000/div, 8), opts.scaled(1000/div, 1)
 		town, err := SeedTown(ctx, e.pool, beads, agents)
 		if err != nil {
 			return err
 		}
+		towns = append(towns, town)
 		// As many loads of a small town as of the whole one take time: a small town's
 		// reconcile is a fraction of a millisecond, where a scheduler's hiccup is a large
 		// share of a sample, and the growth ratios divide by it.
@@ -542,32 +543,33 @@ func runLarge(ctx context.Context, opts Options, rep *Report) error {
 		}
 		pt.Beads, pt.Agents = beads, agents
 		rep.Sizes = append(rep.Sizes, pt)
+	}
+	alone, err := e.reconcileAlone(ctx, towns, opts.scaled(60, 3))
+	if err != nil {
+		return err
+	}
+	for i := range rep.Sizes {
+		pt := &rep.Sizes[i]
+		pt.ReconcileAloneP50 = alone[i]
 		fmt.Fprintf(opts.Progress, "large: %5d beads, %4d agents: snapshot %.1f ms, reconcile %.2f ms (alone %.2f), invariants %.2f ms\n",
-			beads, agents, pt.SnapshotP50, pt.ReconcileP50, pt.ReconcileAloneP50, pt.InvariantsP50)
+			pt.Beads, pt.Agents, pt.SnapshotP50, pt.ReconcileP50, pt.ReconcileAloneP50, pt.InvariantsP50)
 	}
 	big, small := rep.Sizes[len(rep.Sizes)-1], rep.Sizes[0]
 	rep.target("large reconcile (ms)", big.ReconcileP50, "≤ 5", big.ReconcileP50 <= 5)
 	rep.target("large snapshot load (ms)", big.SnapshotP50, "≤ 25", big.SnapshotP50 <= 25)
 	growth := big.SnapshotP50 / math.Max(small.SnapshotP50, 0.001) / 8
 	rep.target("snapshot growth 8× size (÷8: 1 is linear)", growth, "≤ 1.5", growth <= 1.5)
-	// The reconcile's growth is the rules' own: timed alone (measureTown). Right after a
-	// load it is in the table and the JSON too.
+	// The reconcile's growth is the rules' own: timed alone (reconcileAlone). Right after
+	// a load it is in the table and the JSON too.
 	rgrowth := big.ReconcileAloneP50 / math.Max(small.ReconcileAloneP50, 0.001) / 8
 	rep.target("reconcile growth 8× size, timed alone (÷8: 1 is linear)", rgrowth, "≤ 1.5", rgrowth <= 1.5)
 	return nil
 }
 
-// measureTown loads a town's snapshot, reconciles it and checks its invariants n times;
-// then it loads it n/2 times more (untimed) to time the reconcile alone
-// (ReconcileAloneP50): the load and the reconcile with the GC off, after a collection.
-// Right after a load, a GC cycle that the load's allocations started is often still
-// marking, and the reconcile is charged for it: the more so the larger the town (a
-// 10,000-bead town's load allocates megabytes), so that the growth of the reconcile after
-// a load measures the GC as much as the rules (BENCHMARKS.md, fifteenth round).
+// measureTown loads a town's snapshot, reconciles it and checks its invariants n times.
 func (e *env) measureTown(ctx context.Context, town string, n int) (SizePoint, error) {
-	var snap, rec, inv, alone []time.Duration
-	for i := range n + max(n/2, 1) {
-		timed := i < n
+	var snap, rec, inv []time.Duration
+	for range n {
 		tx, err := e.pool.Begin(ctx)
 		if err != nil {
 			return SizePoint{}, err
@@ -577,21 +579,6 @@ func (e *env) measureTown(ctx context.Context, town string, n int) (SizePoint, e
 		if err != nil {
 			_ = tx.Rollback(ctx)
 			return SizePoint{}, err
-		}
-		if !timed {
-			runtime.GC()
-			gc := debug.SetGCPercent(-1)
-			s, err := tt.LoadSnapshot(ctx)
-			_ = tx.Rollback(ctx)
-			if err != nil {
-				debug.SetGCPercent(gc)
-				return SizePoint{}, err
-			}
-			t := time.Now()
-			reconciler.Reconcile(s, reconciler.Options{}, now)
-			alone = append(alone, time.Since(t))
-			debug.SetGCPercent(gc)
-			continue
 		}
 		t0 := time.Now()
 		s, err := tt.LoadSnapshot(ctx)
@@ -607,8 +594,55 @@ func (e *env) measureTown(ctx context.Context, town string, n int) (SizePoint, e
 		_ = tx.Rollback(ctx)
 		snap, rec, inv = append(snap, t1.Sub(t0)), append(rec, t2.Sub(t1)), append(inv, t3.Sub(t2))
 	}
-	return SizePoint{SnapshotP50: quantiles(snap).P50, ReconcileP50: quantiles(rec).P50,
-		ReconcileAloneP50: quantiles(alone).P50, InvariantsP50: quantiles(inv).P50}, nil
+	return SizePoint{SnapshotP50: quantiles(snap).P50, ReconcileP50: quantiles(rec).P50, InvariantsP50: quantiles(inv).P50}, nil
+}
+
+// reconcileAlone times the reconcile of each town rounds times with no GC cycle running
+// and returns the p50s in the towns' order. Each load is followed by a collection, so
+// that the reconcile neither pays for a cycle its load started (right after a 10,000-bead
+// load one is often still marking) nor runs out of reused memory (with the GC off instead,
+// the large town's load took the free spans and its reconcile faulted fresh pages in); the
+// collection also leaves every size's data equally out of the cache. The towns take turns
+// within each round, so that the machine's speed, which drifts over seconds on a shared
+// VM, weighs on every size alike (BENCHMARKS.md, sixteenth round).
+func (e *env) reconcileAlone(ctx context.Context, towns []string, rounds int) ([]float64, error) {
+	times := make([][]time.Duration, len(towns))
+	for range rounds {
+		for i, town := range towns {
+			d, err := e.reconcileOnce(ctx, town)
+			if err != nil {
+				return nil, err
+			}
+			times[i] = append(times[i], d)
+		}
+	}
+	p50s := make([]float64, len(towns))
+	for i := range times {
+		p50s[i] = quantiles(times[i]).P50
+	}
+	return p50s, nil
+}
+
+// reconcileOnce loads the town, collects, and times its reconcile.
+func (e *env) reconcileOnce(ctx context.Context, town string) (time.Duration, error) {
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	now := time.Now()
+	tt, err := e.store.LockTown(ctx, tx, town, now, true, e.opts.Logger)
+	if err != nil {
+		return 0, err
+	}
+	s, err := tt.LoadSnapshot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	runtime.GC()
+	t := time.Now()
+	reconciler.Reconcile(s, reconciler.Options{}, now)
+	return time.Since(t), nil
 }
 
 // SeedTown writes a synthetic town straight into the tables with set-based SQL (fast): a

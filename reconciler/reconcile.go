@@ -21,7 +21,10 @@ type Options struct {
 // or moved elsewhere by a later rule, so no two actions of one tick contradict each other.
 func Reconcile(s *Snapshot, opts Options, now time.Time) []Action {
 	s.Index()
-	r := &run{s: s, opts: opts, now: now, agentTouched: map[string]bool{}, beadTarget: map[string]BeadStatus{}}
+	// Most actions of a busy town's run are the dispatches of its open issues: room for
+	// them up front (a map that grows rehashes what it holds).
+	r := &run{s: s, opts: opts, now: now, agentTouched: map[string]bool{}, beadTarget: make(map[string]BeadStatus, len(s.openIssues)),
+		actions: make([]Action, 0, len(s.openIssues))}
 	r.breakerCount = s.DispatchFailures
 	r.breakerOpen = r.breakerCount >= CircuitBreakerThreshold
 	r.agents()

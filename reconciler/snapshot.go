@@ -25,7 +25,11 @@ type Snapshot struct {
 	// the circuit breaker counts (the reference counted healthy in-flight work too).
 	DispatchFailures int
 
+	// beadByID holds the live beads (not closed or failed); doneByID the others, built at
+	// the first lookup that misses the live ones: most of a large town's beads are done
+	// and most runs never look one up, so a run hashes a fraction of the ids.
 	beadByID      map[string]*Bead
+	doneByID      map[string]*Bead
 	agentByID     map[string]*Agent
 	rigByID       map[string]*Rig
 	reviewByID    map[string]*Review
@@ -53,11 +57,16 @@ type NudgeRecord struct {
 // Index builds the lookup tables. It must be called after the slices are filled and
 // before any rule runs; Reconcile calls it.
 func (s *Snapshot) Index() {
-	s.beadByID = make(map[string]*Bead, len(s.Beads))
+	// Sized without a pass of its own over the beads (a large town's beads do not fit
+	// the cache): a town's live beads are seldom more than half of them, and a map that
+	// outgrows its size rehashes once.
+	s.beadByID, s.doneByID = make(map[string]*Bead, len(s.Beads)/2+8), nil
 	s.openIssues, s.inProgressIssues, s.inReviewIssues, s.mergeRequests, s.convoyBeads = nil, nil, nil, nil, nil
 	for i := range s.Beads {
 		b := &s.Beads[i]
-		s.beadByID[b.ID] = b
+		if !b.Status.Terminal() {
+			s.beadByID[b.ID] = b
+		}
 		switch b.Type {
 		case BeadIssue:
 			switch b.Status {
@@ -124,7 +133,20 @@ func (s *Snapshot) Index() {
 }
 
 // Bead returns the bead with the id, or nil.
-func (s *Snapshot) Bead(id string) *Bead { return s.beadByID[id] }
+func (s *Snapshot) Bead(id string) *Bead {
+	if b := s.beadByID[id]; b != nil {
+		return b
+	}
+	if s.doneByID == nil {
+		s.doneByID = make(map[string]*Bead, len(s.Beads)-len(s.beadByID))
+		for i := range s.Beads {
+			if b := &s.Beads[i]; b.Status.Terminal() {
+				s.doneByID[b.ID] = b
+			}
+		}
+	}
+	return s.doneByID[id]
+}
 
 // Agent returns the agent with the id, or nil.
 func (s *Snapshot) Agent(id string) *Agent { return s.agentByID[id] }
@@ -154,8 +176,7 @@ func (s *Snapshot) Tracks(beadID string) []string { return s.tracks[beadID] }
 // from the snapshot (deleted) does not block; a failed blocker counts as resolved.
 func (s *Snapshot) HasOpenBlocker(beadID string) bool {
 	return slices.ContainsFunc(s.blockersOf[beadID], func(id string) bool {
-		b := s.beadByID[id]
-		return b != nil && !b.Status.Terminal()
+		return s.beadByID[id] != nil // the live beads only
 	})
 }
 
