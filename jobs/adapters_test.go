@@ -44,6 +44,9 @@ func (f *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	mode := f.mode.Load().(string)
 	f.mu.Lock()
 	f.calls[mode]++
+	if strings.HasSuffix(r.URL.Path, "/agents/start") {
+		f.calls["start "+mode]++ // apart from the observer's status calls, which hang too
+	}
 	f.mu.Unlock()
 	switch mode {
 	case "hang":
@@ -162,7 +165,7 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 	require.NoError(t, err)
 	// While the starts hang, facts still get applied at once: probes appended one after
 	// another are each applied by a tick within a second.
-	eventually(t, 10*time.Second, func() bool { return runtimeSrv.count("hang") >= 20 }, "the starts are in flight")
+	eventually(t, 10*time.Second, func() bool { return runtimeSrv.count("start hang") >= 20 }, "the starts are in flight")
 	var slowestProbe time.Duration
 	for range 5 {
 		probe, err := b.svc.Events.Append(ctx, townID, db.NewEvent{Type: reconciler.EventNudgeDelivered, Payload: reconciler.DeliveryPayload{NudgeID: db.NewID()}})
@@ -188,10 +191,10 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 	// the timeout itself.
 	require.Less(t, slowest, adapterTimeout, "no tick waited on the hung runtime (start timeout)")
 	// The open breaker holds dispatch back, even past the bead's backoff.
-	hung := runtimeSrv.count("hang")
+	hung := runtimeSrv.count("start hang")
 	advance(2 * time.Minute)
 	time.Sleep(time.Second)
-	if got := runtimeSrv.count("hang"); got != hung {
+	if got := runtimeSrv.count("start hang"); got != hung {
 		// What tells a River retry (attempt > 1, the error that caused it) from a dispatch.
 		var jobs string
 		require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT string_agg(format('job %s attempt %s %s %s', id, attempt, state, errors), E'\n' ORDER BY id)

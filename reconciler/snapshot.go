@@ -140,7 +140,7 @@ func (s *Snapshot) Bead(id string) *Bead {
 	if s.doneByID == nil {
 		s.doneByID = make(map[string]*Bead, len(s.Beads)-len(s.beadByID))
 		for i := range s.Beads {
-			if b := &s.Beads[i]; b.Status.Terminal() {
+			if b := &s.Beads[i]; s.beadByID[b.ID] == nil {
 				s.doneByID[b.ID] = b
 			}
 		}
@@ -176,7 +176,8 @@ func (s *Snapshot) Tracks(beadID string) []string { return s.tracks[beadID] }
 // from the snapshot (deleted) does not block; a failed blocker counts as resolved.
 func (s *Snapshot) HasOpenBlocker(beadID string) bool {
 	return slices.ContainsFunc(s.blockersOf[beadID], func(id string) bool {
-		return s.beadByID[id] != nil // the live beads only
+		b := s.beadByID[id] // a done or missing blocker does not block
+		return b != nil && !b.Status.Terminal()
 	})
 }
 
