@@ -98,8 +98,12 @@ type Timings struct {
 	GUPPForceStop  Duration `json:"gupp_force_stop,omitempty"`
 }
 
-// MinTiming is the shortest timing a town may set.
-const MinTiming = time.Second
+// MinTiming is the shortest timing a town may set, MaxTiming the longest (GUPP's nudge
+// dedupe is four times its warn tier, and that must not overflow a time.Duration).
+const (
+	MinTiming = time.Second
+	MaxTiming = 30 * 24 * time.Hour
+)
 
 // Duration is a time.Duration written in JSON as a Go duration string ("90s", "15m").
 type Duration time.Duration
@@ -166,8 +170,8 @@ func (c TownConfig) Validate() error {
 		if err := validReviewMode(r.ReviewMode); err != nil {
 			return fmt.Errorf("refinery.%w", err)
 		}
-		if r.AutoMergeDelayMinutes != nil && *r.AutoMergeDelayMinutes < 0 {
-			return errors.New("refinery.auto_merge_delay_minutes must not be negative")
+		if err := validAutoMergeDelay(r.AutoMergeDelayMinutes); err != nil {
+			return fmt.Errorf("refinery.%w", err)
 		}
 	}
 	if t := c.Timings; t != nil {
@@ -177,6 +181,9 @@ func (c TownConfig) Validate() error {
 		}{{"pr_poll_interval", t.PRPollInterval}, {"gupp_warn", t.GUPPWarn}, {"gupp_escalate", t.GUPPEscalate}, {"gupp_force_stop", t.GUPPForceStop}} {
 			if f.d != 0 && time.Duration(f.d) < MinTiming {
 				return fmt.Errorf("timings.%s must be at least %s", f.name, MinTiming)
+			}
+			if time.Duration(f.d) > MaxTiming {
+				return fmt.Errorf("timings.%s must be at most %s", f.name, MaxTiming)
 			}
 		}
 		warn, escalate, force := c.GUPPTiers()
@@ -195,8 +202,21 @@ func (c RigConfig) Validate() error {
 	if err := validReviewMode(c.ReviewMode); err != nil {
 		return err
 	}
-	if c.AutoMergeDelayMinutes != nil && *c.AutoMergeDelayMinutes < 0 {
+	return validAutoMergeDelay(c.AutoMergeDelayMinutes)
+}
+
+// MaxAutoMergeDelayMinutes bounds auto_merge_delay_minutes (a year): far beyond any use,
+// and far below the minutes a time.Duration can hold.
+const MaxAutoMergeDelayMinutes = 365 * 24 * 60
+
+func validAutoMergeDelay(m *int) error {
+	switch {
+	case m == nil:
+		return nil
+	case *m < 0:
 		return errors.New("auto_merge_delay_minutes must not be negative")
+	case *m > MaxAutoMergeDelayMinutes:
+		return fmt.Errorf("auto_merge_delay_minutes must be at most %d (a year)", MaxAutoMergeDelayMinutes)
 	}
 	return nil
 }

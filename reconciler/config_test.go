@@ -46,7 +46,7 @@ func TestTimingsJSON(t *testing.T) {
 
 func TestTownConfigValidate(t *testing.T) {
 	t.Parallel()
-	zero, neg := 0, -1
+	zero, neg, huge := 0, -1, 200_000_000
 	for _, c := range []struct {
 		cfg  TownConfig
 		want string
@@ -59,7 +59,9 @@ func TestTownConfigValidate(t *testing.T) {
 		{TownConfig{MaxConcurrentPolecats: &neg}, "max_concurrent_polecats must be at least 1"},
 		{TownConfig{Refinery: &RefineryConfig{ReviewMode: "vibes"}}, `refinery.review_mode must be "rework" or "comments"`},
 		{TownConfig{Refinery: &RefineryConfig{AutoMergeDelayMinutes: &neg}}, "refinery.auto_merge_delay_minutes must not be negative"},
+		{TownConfig{Refinery: &RefineryConfig{AutoMergeDelayMinutes: &huge}}, "refinery.auto_merge_delay_minutes must be at most 525600 (a year)"},
 		{TownConfig{Timings: &Timings{PRPollInterval: Duration(time.Millisecond)}}, "timings.pr_poll_interval must be at least 1s"},
+		{TownConfig{Timings: &Timings{GUPPForceStop: Duration(1_000_000 * time.Hour)}}, "timings.gupp_force_stop must be at most 720h0m0s"},
 		{TownConfig{Timings: &Timings{GUPPWarn: Duration(2 * time.Hour)}}, "GUPP timings must grow: warn 2h0m0s < escalate 1h0m0s"},
 		{TownConfig{Timings: &Timings{GUPPEscalate: Duration(3 * time.Hour)}}, "escalate 3h0m0s < force stop 2h0m0s"},
 	} {
@@ -73,6 +75,7 @@ func TestTownConfigValidate(t *testing.T) {
 	require.ErrorContains(t, RigConfig{ReviewMode: "x"}.Validate(), "review_mode")
 	require.ErrorContains(t, RigConfig{MergeStrategy: "x"}.Validate(), "merge_strategy")
 	require.NoError(t, RigConfig{MergeStrategy: MergeStrategyPR}.Validate())
+	require.ErrorContains(t, RigConfig{AutoMergeDelayMinutes: &huge}.Validate(), "auto_merge_delay_minutes must be at most")
 }
 
 // A town's timings move R1 and every GUPP tier, and the nudge texts name them.

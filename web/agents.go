@@ -45,7 +45,7 @@ func (s *Server) agentHeartbeat(c *gin.Context) {
 		return
 	}
 	var req heartbeatRequest
-	if c.Request.ContentLength != 0 && !bindJSON(c, &req) {
+	if !bindAgentJSON(c, &req, true) {
 		return
 	}
 	if err := s.store.RecordHeartbeat(c, townID, agentID, db.Heartbeat{
@@ -64,7 +64,7 @@ func (s *Server) agentDone(c *gin.Context) {
 		return
 	}
 	var req reconciler.AgentDonePayload
-	if !bindJSON(c, &req) {
+	if !bindAgentJSON(c, &req, false) {
 		return
 	}
 	if strings.TrimSpace(req.Branch) == "" {
@@ -84,7 +84,7 @@ func (s *Server) agentCompleted(c *gin.Context) {
 		return
 	}
 	var req reconciler.AgentCompletedPayload
-	if !bindJSON(c, &req) {
+	if !bindAgentJSON(c, &req, false) {
 		return
 	}
 	if req.Status != "completed" && req.Status != "failed" {

@@ -123,6 +123,9 @@ func (s *Server) updateRig(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if req.Name != "" && !s.rigNameFree(c, townID, rigID, req.Name) {
+		return
+	}
 	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventRigUpdated, Payload: reconciler.RigUpdatedPayload{
 		RigID: rigID, Name: req.Name, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, Config: req.Config,
 	}}, nil)
@@ -223,6 +226,7 @@ func (s *Server) createConvoy(c *gin.Context) {
 			writeError(c, http.StatusBadRequest, field+".rig_id must be a UUID")
 			return
 		}
+		tr.RigID = strings.ToLower(tr.RigID)
 		if !rigs[tr.RigID] {
 			if _, err := s.store.GetRig(c, townID, tr.RigID); err != nil {
 				if errors.Is(err, db.ErrNotFound) {
@@ -328,6 +332,7 @@ func (s *Server) sendMail(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, "to_agent_id (a UUID) and subject are required")
 		return
 	}
+	req.ToAgentID = strings.ToLower(req.ToAgentID) // the mail's assignee is compared as text
 	if _, err := s.store.GetAgent(c, townID, req.ToAgentID); err != nil {
 		s.fail(c, err)
 		return

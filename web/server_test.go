@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -362,4 +363,89 @@ func TestRiverUIBehindAdminAuth(t *testing.T) {
 
 	status, body := b.do(t, http.MethodGet, "/riverui/api/queues", token, nil)
 	require.Equal(t, http.StatusOK, status, "%v", body)
+}
+
+// TestBadReferencesAre4xxAndChangeNothing: a request naming what a tick could not apply —
+// a blocker that is no bead of the town, a rig name taken or too long, a field the
+// request does not have, a town that does not exist — is refused at once, with nothing
+// recorded, instead of an event that fails at the tick.
+func TestBadReferencesAre4xxAndChangeNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID, _, beadID := b.townWithAgent(t) // a rig named "repo"
+	otherTown, _, _, otherBead := b.townWithAgent(t)
+	_, rig := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/rigs", token, map[string]any{"name": "web"})
+	webRig := rig["rig_id"].(string)
+	b.tick(t, townID)
+	before, err := b.store.ListEvents(ctx, townID, "", 1000)
+	require.NoError(t, err)
+
+	for _, c := range []struct {
+		method, path string
+		body         any
+		status       int
+		want         string
+	}{
+		{http.MethodPost, "/beads", map[string]any{"title": "x", "rig_id": rigID, "blocked_by": []string{db.NewID()}}, http.StatusNotFound, "blocked_by: bead"},
+		{http.MethodPost, "/beads", map[string]any{"title": "x", "rig_id": rigID, "blocked_by": []string{beadID, otherBead}}, http.StatusNotFound, otherBead},
+		{http.MethodPost, "/rigs", map[string]any{"name": "repo"}, http.StatusConflict, `a rig named "repo"`},
+		{http.MethodPost, "/rigs", map[string]any{"name": strings.Repeat("r", 201)}, http.StatusBadRequest, "longer than 200"},
+		{http.MethodPatch, "/rigs/" + webRig, map[string]any{"name": "repo"}, http.StatusConflict, `a rig named "repo"`},
+		{http.MethodPatch, "/rigs/" + webRig, map[string]any{"nmae": "x"}, http.StatusBadRequest, `unknown field "nmae"`},
+		{http.MethodPost, "/beads", map[string]any{"title": "x", "rig_id": rigID, "priorty": "high"}, http.StatusBadRequest, `unknown field "priorty"`},
+	} {
+		status, body := b.do(t, c.method, "/v1/towns/"+townID+c.path, token, c.body)
+		require.Equal(t, c.status, status, "%s %s: %v", c.method, c.path, body)
+		require.Contains(t, body["error"], c.want)
+	}
+	rec := b.serveJSON(http.MethodPost, "/v1/towns/"+townID+"/beads", []byte(`{"title":"x"} {"title":"y"}`), "")
+	require.Equal(t, http.StatusBadRequest, rec.Code)
+	require.Contains(t, rec.Body.String(), "more than one JSON value")
+	for _, list := range []string{"rigs", "beads", "agents", "events", "ticks"} {
+		status, body := b.do(t, http.MethodGet, "/v1/towns/"+db.NewID()+"/"+list, token, nil)
+		require.Equal(t, http.StatusNotFound, status, "%s of a town that does not exist: %v", list, body)
+	}
+	after, err := b.store.ListEvents(ctx, townID, "", 1000)
+	require.NoError(t, err)
+	require.Len(t, after, len(before), "refused requests recorded nothing")
+
+	// The same requests done right are taken: a blocker of the town (twice is once), a
+	// rig keeping its own name.
+	status, body := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/beads", token, map[string]any{"title": "x", "rig_id": rigID, "blocked_by": []string{beadID, strings.ToUpper(beadID)}})
+	require.Equal(t, http.StatusAccepted, status, "%v", body)
+	status, body = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/rigs/"+webRig, token, map[string]any{"name": "web"})
+	require.Equal(t, http.StatusAccepted, status, "%v", body)
+	_ = otherTown
+}
+
+// TestMailToAnUpperCaseAgentIDIsDelivered: ids compare as text in some places; the API
+// takes any case and the mail reaches its agent.
+func TestMailToAnUpperCaseAgentIDIsDelivered(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	townID, _, agentID, _ := b.townWithAgent(t)
+	status, body := b.do(t, http.MethodPost, "/v1/towns/"+townID+"/mail", token, map[string]any{"to_agent_id": strings.ToUpper(agentID), "subject": "hello"})
+	require.Equal(t, http.StatusAccepted, status, "%v", body)
+	b.tick(t, townID)
+	own := b.signer.Issue(townID, agentID, time.Now().Add(time.Hour))
+	status, body = b.do(t, http.MethodPost, "/v1/agent/towns/"+townID+"/agents/"+agentID+"/mail/check", own, nil)
+	require.Equal(t, http.StatusOK, status, "%v", body)
+	require.Len(t, body["mail"], 1, "the mail reached the agent")
+}
+
+// TestHeartbeatWithAChunkedEmptyBody: an agent's heartbeat may come without a body, and
+// without a Content-Length either.
+func TestHeartbeatWithAChunkedEmptyBody(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	townID, _, agentID, _ := b.townWithAgent(t)
+	req, err := http.NewRequest(http.MethodPost, b.server.URL+"/v1/agent/towns/"+townID+"/agents/"+agentID+"/heartbeat", io.NopCloser(strings.NewReader("")))
+	require.NoError(t, err)
+	req.ContentLength = -1 // chunked
+	req.Header.Set("Authorization", "Bearer "+b.signer.Issue(townID, agentID, time.Now().Add(time.Hour)))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 }

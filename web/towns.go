@@ -2,12 +2,15 @@ package web
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -48,8 +51,18 @@ func hasNULEscape(raw []byte) bool {
 	}
 }
 
-// bindJSON decodes the body, answering 400 with the decoder's complaint.
-func bindJSON(c *gin.Context, v any) bool {
+// bindJSON decodes the body of an admin request, answering 400 with the decoder's
+// complaint; a field the request does not have is one (a typo would otherwise change
+// nothing, silently).
+func bindJSON(c *gin.Context, v any) bool { return decodeBody(c, v, false, true) }
+
+// bindAgentJSON decodes an agent's callback body, which may be empty (optional) and may
+// carry fields this version does not know: agents are deployed apart from gastown.
+func bindAgentJSON(c *gin.Context, v any, optional bool) bool {
+	return decodeBody(c, v, optional, false)
+}
+
+func decodeBody(c *gin.Context, v any, optional, strict bool) bool {
 	raw, err := io.ReadAll(c.Request.Body)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
@@ -65,12 +78,36 @@ func bindJSON(c *gin.Context, v any) bool {
 		writeError(c, http.StatusBadRequest, `invalid JSON body: strings must not contain the NUL character (\u0000)`)
 		return false
 	}
-	c.Request.Body = io.NopCloser(bytes.NewReader(raw))
-	if err := c.ShouldBindJSON(v); err != nil {
-		writeError(c, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+	if optional && len(bytes.TrimSpace(raw)) == 0 {
+		return true
+	}
+	// One JSON value and nothing after it.
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(v); err != nil {
+		writeError(c, http.StatusBadRequest, "invalid JSON body: "+strings.TrimPrefix(err.Error(), "json: "))
+		return false
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeError(c, http.StatusBadRequest, "invalid JSON body: more than one JSON value")
 		return false
 	}
 	return true
+}
+
+// townParam reads the town of the path and answers 404 when there is no such town.
+func (s *Server) townParam(c *gin.Context) (string, bool) {
+	townID, ok := idParam(c, "townId")
+	if !ok {
+		return "", false
+	}
+	if _, err := s.store.GetTown(c, townID); err != nil {
+		s.fail(c, err)
+		return "", false
+	}
+	return townID, true
 }
 
 func limitParam(c *gin.Context, def, maxLimit int) (int, bool) {
@@ -180,14 +217,42 @@ func (s *Server) createRig(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, "config: "+err.Error())
 		return
 	}
+	if !s.rigNameFree(c, townID, "", req.Name) {
+		return
+	}
 	rigID := db.NewID()
 	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventRigCreated, Payload: reconciler.RigCreatedPayload{
 		RigID: rigID, Name: req.Name, GitURL: req.GitURL, DefaultBranch: req.DefaultBranch, Config: req.Config,
 	}}, gin.H{"rig_id": rigID})
 }
 
+// maxRigName bounds a rig's name: names are unique in a town, through an index whose
+// entries Postgres caps at ~2.7 kB.
+const maxRigName = 200
+
+// rigNameFree answers 400 for a name over maxRigName characters and 409 when another rig
+// of the town (not rigID) has the name; a tick could not apply either.
+func (s *Server) rigNameFree(c *gin.Context, townID, rigID, name string) bool {
+	if utf8.RuneCountInString(name) > maxRigName {
+		writeError(c, http.StatusBadRequest, "name is longer than "+strconv.Itoa(maxRigName)+" characters")
+		return false
+	}
+	rigs, err := s.store.ListRigs(c, townID)
+	if err != nil {
+		s.fail(c, err)
+		return false
+	}
+	for _, r := range rigs {
+		if r.Name == name && r.ID != rigID {
+			writeError(c, http.StatusConflict, "the town has a rig named "+strconv.Quote(name)+" already ("+r.ID+")")
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Server) listRigs(c *gin.Context) {
-	townID, ok := idParam(c, "townId")
+	townID, ok := s.townParam(c)
 	if !ok {
 		return
 	}
@@ -240,12 +305,29 @@ func (s *Server) createBead(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, "rig_id must be a UUID")
 		return
 	}
+	req.RigID = strings.ToLower(req.RigID)
+	// Each blocker must be a bead of this town: a tick cannot apply a bead whose blocker
+	// does not exist, and another town's bead is not this town's to name.
+	var blockers []string
 	for _, b := range req.BlockedBy {
 		if !uuidRE.MatchString(b) {
 			writeError(c, http.StatusBadRequest, "blocked_by must list bead UUIDs")
 			return
 		}
+		if b = strings.ToLower(b); slices.Contains(blockers, b) {
+			continue
+		}
+		if _, err := s.store.GetBead(c, townID, b); err != nil {
+			if errors.Is(err, db.ErrNotFound) {
+				writeError(c, http.StatusNotFound, "blocked_by: bead "+b+" not found in this town")
+				return
+			}
+			s.fail(c, err)
+			return
+		}
+		blockers = append(blockers, b)
 	}
+	req.BlockedBy = blockers
 	if req.RigID != "" {
 		if _, err := s.store.GetRig(c, townID, req.RigID); err != nil {
 			if errors.Is(err, db.ErrNotFound) {
@@ -265,7 +347,7 @@ func (s *Server) createBead(c *gin.Context) {
 }
 
 func (s *Server) listBeads(c *gin.Context) {
-	townID, ok := idParam(c, "townId")
+	townID, ok := s.townParam(c)
 	if !ok {
 		return
 	}
@@ -274,7 +356,7 @@ func (s *Server) listBeads(c *gin.Context) {
 		return
 	}
 	f := db.BeadFilter{Type: reconciler.BeadType(c.Query("type")), Status: reconciler.BeadStatus(c.Query("status")),
-		RigID: c.Query("rig_id"), Limit: limit}
+		RigID: strings.ToLower(c.Query("rig_id")), Limit: limit}
 	switch {
 	case f.Type != "" && !f.Type.Valid():
 		writeError(c, http.StatusBadRequest, "unknown bead type "+strconv.Quote(string(f.Type)))
@@ -312,7 +394,7 @@ func (s *Server) getBead(c *gin.Context) {
 }
 
 func (s *Server) listAgents(c *gin.Context) {
-	townID, ok := idParam(c, "townId")
+	townID, ok := s.townParam(c)
 	if !ok {
 		return
 	}
@@ -325,7 +407,7 @@ func (s *Server) listAgents(c *gin.Context) {
 }
 
 func (s *Server) listEvents(c *gin.Context) {
-	townID, ok := idParam(c, "townId")
+	townID, ok := s.townParam(c)
 	if !ok {
 		return
 	}
@@ -347,7 +429,7 @@ func (s *Server) listEvents(c *gin.Context) {
 }
 
 func (s *Server) listTicks(c *gin.Context) {
-	townID, ok := idParam(c, "townId")
+	townID, ok := s.townParam(c)
 	if !ok {
 		return
 	}
