@@ -392,7 +392,7 @@ func TestBadReferencesAre4xxAndChangeNothing(t *testing.T) {
 		{http.MethodPost, "/rigs", map[string]any{"name": "repo"}, http.StatusConflict, `a rig named "repo"`},
 		{http.MethodPost, "/rigs", map[string]any{"name": strings.Repeat("r", 201)}, http.StatusBadRequest, "longer than 200"},
 		{http.MethodPatch, "/rigs/" + webRig, map[string]any{"name": "repo"}, http.StatusConflict, `a rig named "repo"`},
-		{http.MethodPatch, "/rigs/" + webRig, map[string]any{"nmae": "x"}, http.StatusBadRequest, `unknown field "nmae"`},
+		{http.MethodPatch, "/rigs/" + webRig, map[string]any{"label": "x"}, http.StatusBadRequest, `unknown field "label"`},
 		{http.MethodPost, "/beads", map[string]any{"title": "x", "rig_id": rigID, "priorty": "high"}, http.StatusBadRequest, `unknown field "priorty"`},
 	} {
 		status, body := b.do(t, c.method, "/v1/towns/"+townID+c.path, token, c.body)
