@@ -19,6 +19,43 @@ type TownConfig struct {
 	Timings               *Timings        `json:"timings,omitempty"`
 }
 
+// SeedTownConfig is the configuration a town created through the API starts with
+// (SPEC.md §2.11: PRs, staged convoys, a refinery that reviews with comments, resolves PR
+// feedback and auto-merges 5 minutes after a PR is green), under what the request set:
+// each field the request leaves unset takes the seed's value. The defaults of an unset
+// field (EffectiveCodeReview and friends) are another matter: they are what a town
+// without the seed, or a rig without an override, falls back to.
+func SeedTownConfig(c TownConfig) TownConfig {
+	yes, delay := true, 5
+	if c.MergeStrategy == "" {
+		c.MergeStrategy = MergeStrategyPR
+	}
+	if c.StagedConvoysDefault == nil {
+		c.StagedConvoysDefault = &yes
+	}
+	r := RefineryConfig{}
+	if c.Refinery != nil {
+		r = *c.Refinery
+	}
+	if r.AutoMerge == nil {
+		r.AutoMerge = &yes
+	}
+	if r.CodeReview == nil {
+		r.CodeReview = &yes
+	}
+	if r.ReviewMode == "" {
+		r.ReviewMode = "comments"
+	}
+	if r.AutoResolvePRFeedback == nil {
+		r.AutoResolvePRFeedback = &yes
+	}
+	if r.AutoMergeDelayMinutes == nil {
+		r.AutoMergeDelayMinutes = &delay
+	}
+	c.Refinery = &r
+	return c
+}
+
 // RefineryConfig is the town's refinery section.
 type RefineryConfig struct {
 	AutoMerge                 *bool  `json:"auto_merge,omitempty"`

@@ -112,3 +112,29 @@ func TestTownTimingsPaceR1AndGUPP(t *testing.T) {
 		CreateTriageRequest{AgentID: "p", TriageType: "stuck_agent", Reason: "GUPP force stop", HookedBeadID: "i"},
 	}, mk(61*time.Second))
 }
+
+// A town created through the API starts with SPEC.md §2.11's seed under what the request
+// set.
+func TestSeedTownConfig(t *testing.T) {
+	t.Parallel()
+	seeded := SeedTownConfig(TownConfig{})
+	require.Equal(t, MergeStrategyPR, seeded.MergeStrategy)
+	require.True(t, *seeded.StagedConvoysDefault)
+	r := seeded.Refinery
+	require.True(t, *r.AutoMerge)
+	require.True(t, *r.CodeReview)
+	require.Equal(t, "comments", r.ReviewMode)
+	require.True(t, *r.AutoResolvePRFeedback)
+	require.Equal(t, 5, *r.AutoMergeDelayMinutes)
+	require.Nil(t, r.AutoResolveMergeConflicts, "not in the seed: its default applies")
+	require.NoError(t, seeded.Validate())
+
+	off, ten := false, 10
+	set := SeedTownConfig(TownConfig{MergeStrategy: MergeStrategyDirect, StagedConvoysDefault: &off,
+		Refinery: &RefineryConfig{ReviewMode: "rework", AutoMergeDelayMinutes: &ten}})
+	require.Equal(t, MergeStrategyDirect, set.MergeStrategy)
+	require.False(t, *set.StagedConvoysDefault)
+	require.Equal(t, "rework", set.Refinery.ReviewMode)
+	require.Equal(t, 10, *set.Refinery.AutoMergeDelayMinutes)
+	require.True(t, *set.Refinery.AutoMerge, "what the request left out is seeded")
+}

@@ -163,6 +163,26 @@ func TestBadInputIsA4xxAndChangesNothing(t *testing.T) {
 	require.Empty(t, evs, "rejected requests recorded nothing")
 }
 
+// TestNewTownsAreSeeded: a town created through the API starts with SPEC.md §2.11's
+// configuration under what the request set.
+func TestNewTownsAreSeeded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	status, town := b.do(t, http.MethodPost, "/v1/towns", token, map[string]any{"name": "t"})
+	require.Equal(t, http.StatusCreated, status)
+	tw, err := b.store.GetTown(context.Background(), town["town_id"].(string))
+	require.NoError(t, err)
+	require.Equal(t, reconciler.SeedTownConfig(reconciler.TownConfig{}), tw.Config)
+	require.Equal(t, "pr", tw.Config.MergeStrategy)
+
+	status, town = b.do(t, http.MethodPost, "/v1/towns", token, map[string]any{"name": "t", "config": map[string]any{"merge_strategy": "direct"}})
+	require.Equal(t, http.StatusCreated, status)
+	tw, err = b.store.GetTown(context.Background(), town["town_id"].(string))
+	require.NoError(t, err)
+	require.Equal(t, "direct", tw.Config.MergeStrategy, "what the request sets wins")
+	require.Equal(t, 5, *tw.Config.Refinery.AutoMergeDelayMinutes)
+}
+
 func TestSlingThenTickThenRead(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -141,7 +141,7 @@ func (s *Server) createTown(c *gin.Context) {
 		writeError(c, http.StatusBadRequest, "config: "+err.Error())
 		return
 	}
-	t, err := s.store.CreateTown(c, db.NewID(), req.Name, req.Config, s.clock())
+	t, err := s.store.CreateTown(c, db.NewID(), req.Name, reconciler.SeedTownConfig(req.Config), s.clock())
 	if err != nil {
 		s.fail(c, err)
 		return
