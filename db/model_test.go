@@ -464,6 +464,18 @@ func TestPRConflictCreatesFixupOrEscalates(t *testing.T) {
 	}
 	require.Len(t, triage, 1)
 	require.Equal(t, "escalation", triage[0].MetaString("triage_type"))
+	// The same MR again: deduped; another MR in conflict: a request of its own (a request
+	// about no agent dedupes on its MR, not on every other agentless request).
+	b2.event(t, town2, db.NewEvent{Type: reconciler.EventPRConflictDetected, BeadID: mr2, Payload: reconciler.PRConflictDetectedPayload{MRBeadID: mr2, Branch: "x"}})
+	_, mr3 := b2.prMR(t, town2, rig2)
+	b2.event(t, town2, db.NewEvent{Type: reconciler.EventPRConflictDetected, BeadID: mr3, Payload: reconciler.PRConflictDetectedPayload{MRBeadID: mr3, Branch: "y"}})
+	about := map[string]int{}
+	for _, bd := range b2.beadsOf(t, town2, reconciler.BeadIssue) {
+		if bd.HasLabel(reconciler.LabelTriageRequest) {
+			about[bd.MetaString("hooked_bead_id")]++
+		}
+	}
+	require.Equal(t, map[string]int{mr2: 1, mr3: 1}, about)
 	var cat string
 	require.NoError(t, b2.store.Pool.QueryRow(context.Background(), "SELECT category FROM escalation_metadata WHERE town_id = $1", town2).Scan(&cat))
 	require.Equal(t, "merge_conflict", cat)

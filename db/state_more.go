@@ -283,7 +283,7 @@ type triageRequest struct {
 // createTriageRequest creates a triage request unless one of the same type is open for the
 // agent, or (for automatic requests) five are open already. It reports whether it created.
 func (t *TownTx) createTriageRequest(ctx context.Context, r triageRequest) (bool, error) {
-	exists, err := t.q.BeadOpenTriageRequestExists(ctx, t.db, dbsqlc.BeadOpenTriageRequestExistsParams{TownID: t.TownID, TriageType: r.Type, AgentID: ptr(r.AgentID)})
+	exists, err := t.q.BeadOpenTriageRequestExists(ctx, t.db, dbsqlc.BeadOpenTriageRequestExistsParams{TownID: t.TownID, TriageType: r.Type, AgentID: ptr(r.AgentID), HookedBeadID: ptr(r.HookedBeadID)})
 	if err != nil {
 		return false, fmt.Errorf("check triage requests: %w", err)
 	}

@@ -148,12 +148,15 @@ LIMIT 1;
 
 -- name: BeadOpenTriageRequestExists :one
 -- BeadOpenTriageRequestExists reports whether an open triage request of a type exists for
--- an agent (dedupe).
+-- an agent (dedupe); a request about no agent (a merge conflict's escalation) dedupes on
+-- the bead it is about, so that each MR in conflict gets its own.
 SELECT EXISTS (
     SELECT 1 FROM beads
     WHERE town_id = @town_id AND type = 'issue' AND status = 'open' AND labels ? 'gt:triage-request'
       AND metadata ->> 'triage_type' = @triage_type::text
       AND assignee_agent_bead_id IS NOT DISTINCT FROM sqlc.narg(agent_id)::text
+      AND (sqlc.narg(agent_id)::text IS NOT NULL
+           OR metadata ->> 'hooked_bead_id' IS NOT DISTINCT FROM sqlc.narg(hooked_bead_id)::text)
 );
 
 -- name: BeadCountOpenAutoTriageRequests :one

@@ -873,19 +873,28 @@ SELECT EXISTS (
     WHERE town_id = $1 AND type = 'issue' AND status = 'open' AND labels ? 'gt:triage-request'
       AND metadata ->> 'triage_type' = $2::text
       AND assignee_agent_bead_id IS NOT DISTINCT FROM $3::text
+      AND ($3::text IS NOT NULL
+           OR metadata ->> 'hooked_bead_id' IS NOT DISTINCT FROM $4::text)
 )
 `
 
 type BeadOpenTriageRequestExistsParams struct {
-	TownID     string
-	TriageType string
-	AgentID    *string
+	TownID       string
+	TriageType   string
+	AgentID      *string
+	HookedBeadID *string
 }
 
 // BeadOpenTriageRequestExists reports whether an open triage request of a type exists for
-// an agent (dedupe).
+// an agent (dedupe); a request about no agent (a merge conflict's escalation) dedupes on
+// the bead it is about, so that each MR in conflict gets its own.
 func (q *Queries) BeadOpenTriageRequestExists(ctx context.Context, db DBTX, arg BeadOpenTriageRequestExistsParams) (bool, error) {
-	row := db.QueryRow(ctx, beadOpenTriageRequestExists, arg.TownID, arg.TriageType, arg.AgentID)
+	row := db.QueryRow(ctx, beadOpenTriageRequestExists,
+		arg.TownID,
+		arg.TriageType,
+		arg.AgentID,
+		arg.HookedBeadID,
+	)
 	var exists bool
 	err := row.Scan(&exists)
 	return exists, err
