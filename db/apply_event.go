@@ -251,14 +251,14 @@ func (t *TownTx) agentDispatched(ctx context.Context, ev Event, p reconciler.Age
 }
 
 // recordPR stores the PR a refinery opened for an MR, which becomes a PR-polling MR in
-// progress. A URL that is not https:// fails the review instead.
+// progress. A URL that is not https:// fails the review instead (SPEC.md §3.3): the MR
+// fails and its source hears of it as of any failed review.
 func (t *TownTx) recordPR(ctx context.Context, a reconciler.Agent, mr reconciler.Bead, prURL string) error {
 	if !strings.HasPrefix(prURL, "https://") {
 		if err := t.logBeadEvent(ctx, mr.ID, a.ID, "pr_creation_failed", "", prURL, map[string]any{"reason": "invalid PR URL"}); err != nil {
 			return err
 		}
-		_, err := t.updateBeadStatus(ctx, mr, reconciler.StatusFailed, a.ID, "invalid PR URL: "+prURL)
-		return err
+		return t.completeReview(ctx, mr, "failed", "invalid PR URL: "+prURL)
 	}
 	if err := t.q.ReviewSetPRURL(ctx, t.db, dbsqlc.ReviewSetPRURLParams{TownID: t.TownID, BeadID: mr.ID, PrUrl: &prURL}); err != nil {
 		return fmt.Errorf("set PR URL of %s: %w", mr.ID, err)

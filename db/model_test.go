@@ -118,10 +118,14 @@ func TestAgentDoneRefineryInvalidPRFailsReview(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	townID, rigID := b.town(t)
-	_, _, mr := b.polecatInReview(t, townID, rigID)
+	issue, _, mr := b.polecatInReview(t, townID, rigID)
 	ref := b.refineryOn(t, townID, rigID, mr)
 	b.event(t, townID, db.NewEvent{Type: reconciler.EventAgentDone, AgentID: ref, Payload: reconciler.AgentDonePayload{Branch: "x", PRURL: "http://insecure/pull/1"}})
 	require.Equal(t, reconciler.StatusFailed, b.bead(t, townID, mr).Status)
+	// The review is complete, as failed: the source goes back for rework at once.
+	src := b.bead(t, townID, issue)
+	require.Equal(t, reconciler.StatusOpen, src.Status, "the source goes back for rework")
+	require.Empty(t, src.AssigneeID)
 }
 
 func TestAgentDoneUnhookedRefineryFailsAndEscalates(t *testing.T) {

@@ -101,8 +101,11 @@ func (StopAgentArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueSideEffects, MaxAttempts: 3}
 }
 
-// StopAgentWorker runs stop_agent jobs. A failed stop is retried by River; the rules
-// re-emit the stop while its condition holds.
+// StopAgentWorker runs stop_agent jobs. A failed stop is retried by River (three attempts
+// in all). Most rules that stop an agent emit the stop again on a later tick while their
+// condition holds; GUPP's force stop does not (it fires once, on the move to stalled:
+// SPEC.md §9 item 18), so its stop rests on those attempts, and the triage request it
+// opens with it puts a person on the agent.
 type StopAgentWorker struct {
 	river.WorkerDefaults[StopAgentArgs]
 	svc *Service

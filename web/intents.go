@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -214,7 +215,7 @@ func (s *Server) createConvoy(c *gin.Context) {
 	if req.Staged != nil {
 		staged = *req.Staged
 	}
-	rigs := map[string]bool{}
+	rigs := map[string]reconciler.Rig{}
 	tasks := make([]reconciler.ConvoyTask, len(req.Tasks))
 	for i, tr := range req.Tasks {
 		field := "tasks[" + strconv.Itoa(i) + "]"
@@ -227,8 +228,9 @@ func (s *Server) createConvoy(c *gin.Context) {
 			return
 		}
 		tr.RigID = strings.ToLower(tr.RigID)
-		if !rigs[tr.RigID] {
-			if _, err := s.store.GetRig(c, townID, tr.RigID); err != nil {
+		if _, seen := rigs[tr.RigID]; !seen {
+			rig, err := s.store.GetRig(c, townID, tr.RigID)
+			if err != nil {
 				if errors.Is(err, db.ErrNotFound) {
 					writeError(c, http.StatusNotFound, field+".rig_id: rig not found in this town")
 					return
@@ -236,7 +238,7 @@ func (s *Server) createConvoy(c *gin.Context) {
 				s.fail(c, err)
 				return
 			}
-			rigs[tr.RigID] = true
+			rigs[tr.RigID] = rig
 		}
 		tasks[i] = reconciler.ConvoyTask{BeadID: db.NewID(), Title: tr.Title, Body: tr.Body, RigID: tr.RigID}
 		for _, j := range tr.BlockedBy {
@@ -247,6 +249,17 @@ func (s *Server) createConvoy(c *gin.Context) {
 			tasks[i].BlockedBy = append(tasks[i].BlockedBy, tasks[j].BeadID)
 		}
 	}
+	// No merge mode asked: the configuration's (SPEC.md §2.11: the rig's override when
+	// every task is in one rig, else the town's), recorded with the convoy; the default
+	// (review-then-land) applies when neither sets one.
+	if req.MergeMode == "" {
+		req.MergeMode = town.Config.ConvoyMergeMode
+		if len(rigs) == 1 {
+			for _, rig := range rigs {
+				req.MergeMode = cmp.Or(rig.Config.ConvoyMergeMode, req.MergeMode)
+			}
+		}
+	}
 	convoyID := db.NewID()
 	ids := make([]string, len(tasks))
 	for i, t := range tasks {
@@ -254,7 +267,7 @@ func (s *Server) createConvoy(c *gin.Context) {
 	}
 	s.accepted(c, townID, db.NewEvent{Type: reconciler.EventConvoyCreated, BeadID: convoyID, Payload: reconciler.ConvoyCreatedPayload{
 		Title: req.Title, MergeMode: req.MergeMode, Staged: staged, Tasks: tasks,
-	}}, gin.H{"convoy_id": convoyID, "task_ids": ids, "staged": staged})
+	}}, gin.H{"convoy_id": convoyID, "task_ids": ids, "staged": staged, "merge_mode": cmp.Or(req.MergeMode, reconciler.MergeModeThenLand)})
 }
 
 func (s *Server) startConvoy(c *gin.Context) {

@@ -277,7 +277,25 @@ func TestIntentEndpoints(t *testing.T) {
 		"tasks": []map[string]any{{"title": "a", "rig_id": rigID}, {"title": "b", "rig_id": rigID, "blocked_by": []int{0}}},
 	})
 	require.Equal(t, http.StatusAccepted, status, body)
+	require.Equal(t, "review-then-land", body["merge_mode"], "the default")
 	convoyID := body["convoy_id"].(string)
+	// The merge mode the configuration sets when the request sets none: the rig's
+	// override for a convoy within the rig, else the town's.
+	status, _ = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/config", token, map[string]any{"config": map[string]any{"convoy_merge_mode": "review-and-merge"}})
+	require.Equal(t, http.StatusAccepted, status)
+	b.tick(t, townID)
+	oneTask := map[string]any{"title": "one", "tasks": []map[string]any{{"title": "a", "rig_id": rigID}}}
+	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/convoys", token, oneTask)
+	require.Equal(t, http.StatusAccepted, status, body)
+	require.Equal(t, "review-and-merge", body["merge_mode"], "the town's")
+	status, _ = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/rigs/"+rigID, token, map[string]any{"config": map[string]any{"convoy_merge_mode": "review-then-land"}})
+	require.Equal(t, http.StatusAccepted, status)
+	b.tick(t, townID)
+	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/convoys", token, oneTask)
+	require.Equal(t, http.StatusAccepted, status, body)
+	require.Equal(t, "review-then-land", body["merge_mode"], "the rig's override")
+	_, _ = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/config", token, map[string]any{"config": map[string]any{}})
+	_, _ = b.do(t, http.MethodPatch, "/v1/towns/"+townID+"/rigs/"+rigID, token, map[string]any{"config": map[string]any{}})
 	status, body = b.do(t, http.MethodPost, "/v1/towns/"+townID+"/convoys", token, map[string]any{
 		"title": "bad", "tasks": []map[string]any{{"title": "a", "rig_id": rigID, "blocked_by": []int{0}}},
 	})
