@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -54,6 +55,31 @@ func newBenchCommand() *cobra.Command {
 		Example: "  gastown bench --workload active --duration 30s\n  gastown bench --workload burst --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var problems []string
+			for _, c := range []struct {
+				bad  bool
+				what string
+			}{
+				{opts.Duration <= 0, "--duration must be positive"},
+				{opts.BaselineDuration <= 0, "--baseline-duration must be positive"},
+				{opts.Towns < 0, "--towns must not be negative (0: the workload's default)"},
+				{opts.Rate < 0, "--rate must not be negative (0: the workload's default)"},
+				{opts.TickWorkers < 1, "--tick-workers must be at least 1"},
+				{opts.SideEffectWorkers < 1, "--side-effect-workers must be at least 1"},
+				{opts.DrainBatch < 0, "--drain-batch must not be negative (0: the workers' default)"},
+				{opts.FetchCooldown < 0, "--fetch-cooldown must not be negative"},
+				{logFmt != "text" && logFmt != "json", "--log-format must be text or json"},
+			} {
+				if c.bad {
+					problems = append(problems, c.what)
+				}
+			}
+			if _, err := parseLevel(logLvl); err != nil {
+				problems = append(problems, err.Error())
+			}
+			if len(problems) > 0 {
+				return errors.New(strings.Join(problems, "; "))
+			}
 			if !cmd.Flags().Changed("baselines") {
 				// Only the throughput workloads compare themselves with the baselines.
 				opts.Baselines = opts.Workload == "active" || opts.Workload == "hot" || opts.Workload == "idle"
@@ -80,6 +106,7 @@ func newBenchCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.DatabaseURL, "database-url", envString("DATABASE_URL", db.DefaultURL), "the server to use, as a postgres:// URL (env DATABASE_URL); bench makes databases of its own there")
+	hideSecrets(f, "database-url")
 	f.StringVar(&opts.Workload, "workload", "active", "active, burst, crash, hot, idle or large")
 	f.DurationVar(&opts.Duration, "duration", 30*time.Second, "how long the workload is measured")
 	f.IntVar(&opts.Towns, "towns", 0, "number of towns (0: the workload's default)")

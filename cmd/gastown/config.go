@@ -86,6 +86,24 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
+// hideSecrets keeps what the environment gave secret flags out of --help: a token's
+// default is not shown, a URL's password is masked.
+func hideSecrets(f *pflag.FlagSet, names ...string) {
+	for _, n := range names {
+		fl := f.Lookup(n)
+		if fl == nil || fl.DefValue == "" {
+			continue
+		}
+		if u, err := url.Parse(fl.DefValue); err == nil && u.User != nil {
+			fl.DefValue = u.Redacted()
+			continue
+		}
+		if n != "database-url" && n != "url" {
+			fl.DefValue = ""
+		}
+	}
+}
+
 // envOfFlag finds the variable a flag's usage names ("… (env NAME)").
 var envOfFlag = regexp.MustCompile(`\(env ([A-Z0-9_]+)\)`)
 
@@ -127,6 +145,7 @@ func bindCommon(cmd *cobra.Command, c *config) {
 	f.StringVar(&c.DatabaseURL, "database-url", envString("DATABASE_URL", db.DefaultURL), "Postgres connection string (env DATABASE_URL)")
 	f.StringVar(&c.LogLevel, "log-level", envString("GASTOWN_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env GASTOWN_LOG_LEVEL)")
 	f.StringVar(&c.LogFormat, "log-format", envString("GASTOWN_LOG_FORMAT", "text"), "log format: text or json (env GASTOWN_LOG_FORMAT)")
+	hideSecrets(f, "database-url")
 }
 
 // serveDefaults are the defaults of bindServe's flags that differ between serve and dev.
@@ -172,6 +191,7 @@ func bindServe(cmd *cobra.Command, c *config, tokens *string, def serveDefaults)
 	f.DurationVar(&c.Jobs.CompletedJobRetention, "completed-job-retention", envDuration("GASTOWN_COMPLETED_JOB_RETENTION", time.Minute), "how long completed River jobs are kept, e.g. to audit side effects (env GASTOWN_COMPLETED_JOB_RETENTION)")
 	f.IntVar(&c.Jobs.CheckpointEvery, "checkpoint-every", envInt("GASTOWN_CHECKPOINT_EVERY", 1000), "a town's state is checkpointed every this many recorded ticks (env GASTOWN_CHECKPOINT_EVERY)")
 	f.DurationVar(&c.Jobs.CheckpointInterval, "checkpoint-interval", envDuration("GASTOWN_CHECKPOINT_INTERVAL", time.Hour), "... or when its last checkpoint is this old (env GASTOWN_CHECKPOINT_INTERVAL)")
+	hideSecrets(f, "admin-token", "sentry-dsn", "agent-token-secret", "runtime-token", "github-token", "github-tokens")
 }
 
 func (c *config) validate() error {

@@ -92,3 +92,44 @@ func TestGitHubTokensPerRepositoryAndOwner(t *testing.T) {
 	require.Equal(t, "ghe.example.com", g.Host)
 	require.Equal(t, "https://ghe.example.com/api/graphql", g.GraphQLURL)
 }
+
+// TestOperatorMistakesSayWhatToDo: bad arguments and flags get a message that says what
+// is wanted, before anything is called or changed.
+func TestOperatorMistakesSayWhatToDo(t *testing.T) {
+	t.Parallel()
+	town := "00000000-0000-0000-0000-000000000001"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "--admin-token", "t"}, "name a town id (`gastown towns` lists them)"},
+		{[]string{"status", "x?y=1", "--admin-token", "t"}, `"x?y=1" is not a town id`},
+		{[]string{"towns", "--admin-token", "t", "--url", "127.0.0.1:8080"}, "must look like http://host:port"},
+		{[]string{"replay", town, "--admin-token", "t", "--from-tick", "5"}, "need --faithful"},
+		{[]string{"replay", town, "--admin-token", "t", "--faithful", "--from-tick", "abc"}, `--from-tick must be a whole number, not "abc"`},
+		{[]string{"replay", town, "--admin-token", "t", "--faithful", "--from", "2026-01-01T00:00:00Z", "--from-tick", "3"}, "not both"},
+		{[]string{"replay", town, "--admin-token", "t", "--faithful", "--what-if-config", "[1]"}, "must be a JSON object"},
+		{[]string{"verify-history", "bad"}, `"bad" is not a town id`},
+		{[]string{"verify-history", town, "--all"}, "not both"},
+		{[]string{"verify-history", "--all", "--max-towns", "-1"}, "--max-towns must be at least 1"},
+		{[]string{"bench", "--duration", "-1s", "--towns", "-5"}, "--duration must be positive; --towns must not be negative"},
+		{[]string{"bench", "--duration", "soon"}, "--duration must be a duration such as 500ms"},
+	} {
+		_, err := execute(context.Background(), c.args...)
+		require.ErrorContains(t, err, c.want, "%v", c.args)
+	}
+}
+
+// TestHelpHidesSecrets: what the environment gives a token or a URL's password never
+// shows in --help. Not parallel: it sets the environment.
+func TestHelpHidesSecrets(t *testing.T) {
+	t.Setenv("ADMIN_TOKEN", "s3cret-admin")
+	t.Setenv("GITHUB_TOKEN", "s3cret-github")
+	t.Setenv("GASTOWN_AGENT_TOKEN_SECRET", "s3cret-agents-0123456789")
+	t.Setenv("DATABASE_URL", "postgres://u:s3cret-pw@db.example:5432/gastown")
+	for _, cmd := range []string{"serve", "dev", "towns", "bench", "migrate"} {
+		out, err := execute(context.Background(), cmd, "--help")
+		require.NoError(t, err)
+		require.NotContains(t, out, "s3cret", "%s --help", cmd)
+	}
+}

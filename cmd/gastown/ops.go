@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -32,14 +34,33 @@ func bindOps(cmd *cobra.Command, f *opsFlags) {
 	cmd.Flags().StringVar(&f.url, "url", envString("GASTOWN_URL", "http://127.0.0.1:8080"), "base URL of the gastown API (env GASTOWN_URL)")
 	cmd.Flags().StringVar(&f.token, "admin-token", envString("ADMIN_TOKEN", ""), "admin token (env ADMIN_TOKEN)")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the API's JSON instead of a table")
+	hideSecrets(cmd.Flags(), "admin-token")
 }
 
 func (f *opsFlags) client() (*apiClient, error) {
 	if f.token == "" {
 		return nil, errors.New("set ADMIN_TOKEN (or --admin-token) to the API's admin token")
 	}
+	if u, err := url.Parse(f.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("GASTOWN_URL (or --url) must look like http://host:port, not %q", f.url)
+	}
 	return &apiClient{url: strings.TrimRight(f.url, "/"), token: f.token, http: &http.Client{Timeout: 30 * time.Second}}, nil
 }
+
+// townArg is the TOWN argument of the operator commands: exactly one town id.
+func townArg(_ *cobra.Command, args []string) error {
+	switch {
+	case len(args) == 0:
+		return errors.New("name a town id (`gastown towns` lists them)")
+	case len(args) > 1:
+		return fmt.Errorf("name one town id, not %d arguments", len(args))
+	case !uuidLike.MatchString(args[0]):
+		return fmt.Errorf("%q is not a town id (a UUID; `gastown towns` lists them)", args[0])
+	}
+	return nil
+}
+
+var uuidLike = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // call sends a request and decodes the JSON answer; a 4xx/5xx becomes an error with the
 // API's message.
@@ -75,6 +96,14 @@ func (c *apiClient) call(ctx context.Context, method, path string, body any) (ma
 	}
 	if resp.StatusCode >= 400 {
 		msg, _ := out["error"].(string)
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			msg += "; ADMIN_TOKEN must be one of the API's admin tokens (its ADMIN_TOKEN / --admin-token)"
+		case http.StatusNotFound:
+			if msg == "not found" {
+				msg = "no such town (`gastown towns` lists them)"
+			}
+		}
 		return out, raw, fmt.Errorf("%s %s: %s (%s)", method, path, msg, resp.Status)
 	}
 	return out, raw, nil
@@ -108,7 +137,7 @@ func newOpsCommands() []*cobra.Command {
 	status := &cobra.Command{
 		Use:   "status TOWN",
 		Short: "Show a town at a glance: cadence, agents, beads, last tick",
-		Args:  cobra.ExactArgs(1),
+		Args:  townArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := fs.client()
 			if err != nil {
@@ -152,7 +181,7 @@ func newOpsCommands() []*cobra.Command {
 	dryRun := &cobra.Command{
 		Use:   "dry-run TOWN",
 		Short: "Show what the town's next tick would do (computed and rolled back)",
-		Args:  cobra.ExactArgs(1),
+		Args:  townArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := fd.client()
 			if err != nil {
@@ -184,11 +213,20 @@ func newOpsCommands() []*cobra.Command {
 			"the window and re-runs the recorded ticks, reporting for each whether its actions and\n" +
 			"state hash reproduce, and the first divergence with a diff. --what-if-config replays with\n" +
 			"another town config (e.g. '{\"max_dispatch_attempts\": 1}') and shows how actions differ.",
-		Args: cobra.ExactArgs(1),
+		Args: townArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := fr.client()
 			if err != nil {
 				return err
+			}
+			ticks := cmd.Flags().Changed("from-tick") || cmd.Flags().Changed("to-tick")
+			switch {
+			case !faithful && (ticks || whatIf != ""):
+				return errors.New("--from-tick, --to-tick and --what-if-config need --faithful")
+			case !faithful && (from == "" || to == ""):
+				return errors.New("give the window with --from and --to (RFC 3339), or replay --faithful")
+			case ticks && (from != "" || to != ""):
+				return errors.New("give a window either as times (--from, --to) or as ticks (--from-tick, --to-tick), not both")
 			}
 			if faithful {
 				return replayFaithfulCmd(cmd, c, &fr, args[0], from, to, fromTick, toTick, whatIf)
@@ -290,7 +328,7 @@ func replayFaithfulCmd(cmd *cobra.Command, c *apiClient, f *opsFlags, town, from
 	if whatIf != "" {
 		var cfg map[string]any
 		if err := json.Unmarshal([]byte(whatIf), &cfg); err != nil {
-			return fmt.Errorf("--what-if-config is not a JSON object: %w", err)
+			return fmt.Errorf(`--what-if-config must be a JSON object, e.g. '{"max_dispatch_attempts": 1}'`)
 		}
 		body["config"] = cfg
 	}

@@ -82,7 +82,7 @@ func TestOperatorCommands(t *testing.T) {
 	_, err = execute(ctx, args("replay", townID, "--faithful", "--what-if-config", `{"merge_strategy": "yolo"}`)...)
 	require.ErrorContains(t, err, "merge_strategy")
 	_, err = execute(ctx, args("replay", townID, "--faithful", "--what-if-config", `not json`)...)
-	require.ErrorContains(t, err, "not a JSON object")
+	require.ErrorContains(t, err, "must be a JSON object")
 	_, err = execute(ctx, "towns", "--url", srv.URL, "--admin-token", "wrong")
 	require.ErrorContains(t, err, "invalid token")
 	_, err = execute(ctx, "towns", "--url", "http://127.0.0.1:1", "--admin-token", "tok")

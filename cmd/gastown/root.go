@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"gastown/agentrt"
 	"gastown/agenttoken"
@@ -53,9 +54,27 @@ func newRootCommand() *cobra.Command {
 		}
 		return nil
 	}
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newMigrateCommand(), newServeCommand(), newDevCommand(), newBenchCommand(), newVerifyHistoryCommand())
 	root.AddCommand(newOpsCommands()...)
 	return root
+}
+
+// flagError says what a flag's value should look like instead of the parser's words
+// (`strconv.ParseInt: parsing "abc": invalid syntax`).
+func flagError(_ *cobra.Command, err error) error {
+	var bad *pflag.InvalidValueError
+	if !errors.As(err, &bad) {
+		return err
+	}
+	want := map[string]string{
+		"int": "a whole number", "int32": "a whole number", "int64": "a whole number", "uint64": "a whole number",
+		"float64": "a number", "duration": "a duration such as 500ms, 5s or 2m", "bool": "true or false",
+	}[bad.GetFlag().Value.Type()]
+	if want == "" {
+		return err
+	}
+	return fmt.Errorf("--%s must be %s, not %q", bad.GetFlag().Name, want, bad.GetValue())
 }
 
 func newMigrateCommand() *cobra.Command {

@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 
 	"gastown/db"
@@ -44,8 +46,18 @@ func newVerifyHistoryCommand() *cobra.Command {
 			if err := c.validate(); err != nil {
 				return err
 			}
-			if len(args) == 0 && !all {
+			switch {
+			case len(args) == 0 && !all:
 				return errors.New("name the towns to verify, or pass --all")
+			case len(args) > 0 && all:
+				return errors.New("name the towns to verify or pass --all, not both")
+			case maxTown < 1:
+				return errors.New("--max-towns must be at least 1")
+			}
+			for _, a := range args {
+				if !uuidLike.MatchString(a) {
+					return fmt.Errorf("%q is not a town id (a UUID)", a)
+				}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -59,10 +71,18 @@ func newVerifyHistoryCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			towns := args
+			var towns []string
+			for _, a := range args {
+				if a = strings.ToLower(a); !slices.Contains(towns, a) {
+					towns = append(towns, a)
+				}
+			}
 			if all {
 				list, err := store.ListTowns(ctx, maxTown)
 				if err != nil {
+					if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined table
+						return errors.New("the database has no gastown tables: run `gastown migrate` first (or point DATABASE_URL at gastown's database)")
+					}
 					return err
 				}
 				for _, t := range list {
