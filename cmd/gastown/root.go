@@ -162,6 +162,14 @@ type app struct {
 // River, simulated agents, pool) when ctx ends or ready returns.
 func run(ctx context.Context, c config, opts runOptions) error {
 	logger := newLogger(c.LogLevel, c.LogFormat)
+	var ln net.Listener
+	if opts.api { // the port first: a taken one fails before anything is migrated
+		var err error
+		if ln, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(c.Port))); err != nil {
+			return fmt.Errorf("listen on port %d: %w (set PORT or --port to a free port)", c.Port, err)
+		}
+		defer func() { _ = ln.Close() }()
+	}
 	pool, err := db.Connect(ctx, c.DatabaseURL, int32(c.MaxConns))
 	if err != nil {
 		return err
@@ -236,10 +244,6 @@ func run(ctx context.Context, c config, opts runOptions) error {
 		}
 		if err := api.Start(ctx); err != nil {
 			return fmt.Errorf("start River UI: %w", err)
-		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(c.Port)))
-		if err != nil {
-			return fmt.Errorf("listen on port %d: %w (set PORT to a free port)", c.Port, err)
 		}
 		a.addr = ln.Addr().String()
 		srv = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
