@@ -89,14 +89,34 @@ func ConnectTraced(ctx context.Context, url string, maxConns int32, tracer pgx.Q
 // estimate for the quiet batch's look for busy towns (six EXISTS probes per due town) is
 // past jit_above_cost, and compiling it took ~370 ms of a core per call at 100,000 towns,
 // against ~25 ms to run it (BENCHMARKS.md, ninth round).
+//
+// And a session that holds a transaction open without a word for IdleInTransactionTimeout
+// is ended by the server, and the server probes an idle connection's peer after a minute
+// of silence (ten seconds apart, six times): a worker whose host froze or was cut off
+// mid-tick would otherwise keep its town locked until the operating system gave up on the
+// connection, two hours by default. Postgres then rolls the tick back and the town's next
+// tick runs elsewhere (docs/reliability.md).
 func SessionDefaults(cfg *pgxpool.Config) {
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
-	if _, ok := cfg.ConnConfig.RuntimeParams["jit"]; !ok {
-		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	for k, v := range map[string]string{
+		"jit":                                 "off",
+		"idle_in_transaction_session_timeout": IdleInTransactionTimeout,
+		"tcp_keepalives_idle":                 "60",
+		"tcp_keepalives_interval":             "10",
+		"tcp_keepalives_count":                "6",
+	} {
+		if _, ok := cfg.ConnConfig.RuntimeParams[k]; !ok {
+			cfg.ConnConfig.RuntimeParams[k] = v
+		}
 	}
 }
+
+// IdleInTransactionTimeout is the longest a gastown session may keep a transaction open
+// between statements: far beyond any tick (a tick is abandoned at --tick-timeout, 30 s by
+// default, and sends its statements back to back), replay or dry-run.
+const IdleInTransactionTimeout = "5min"
 
 func unreachableError(host string, port uint16, database string, err error) error {
 	var pgErr *pgconn.PgError

@@ -269,6 +269,16 @@ func eventFromInternal(e dbsqlc.TownEvent) Event {
 	}
 }
 
+// EventKeyExists reports whether the town has an event with the idempotency key: a
+// side-effect job run again knows from it whether an earlier attempt reported.
+func (s *Store) EventKeyExists(ctx context.Context, townID, key string) (bool, error) {
+	ok, err := s.q.EventKeyExists(ctx, s.Pool, dbsqlc.EventKeyExistsParams{TownID: townID, IdempotencyKey: key})
+	if err != nil {
+		return false, fmt.Errorf("look for event %q: %w", key, err)
+	}
+	return ok, nil
+}
+
 // ListEvents lists a town's events, newest first; state filters when not empty.
 func (s *Store) ListEvents(ctx context.Context, townID, state string, limit int) ([]Event, error) {
 	rows, err := s.q.EventList(ctx, s.Pool, dbsqlc.EventListParams{TownID: townID, State: ptr(state), MaxRows: int32(limit)})

@@ -84,6 +84,7 @@ func (t *TownTx) HousekeepingAndState(ctx context.Context, retention time.Durati
 func (t *TownTx) housekeepingDueParams(retention time.Duration) dbsqlc.HousekeepingDueParams {
 	return dbsqlc.HousekeepingDueParams{
 		TownID: t.TownID, Now: &t.Now, MaxCount: reconciler.MaxReEscalations, PruneBefore: t.Now.Add(-retention),
+		MailReofferBefore: t.Now.Add(-MailReofferAfter),
 	}
 }
 
@@ -119,9 +120,17 @@ func (t *TownTx) housekeep(ctx context.Context, due dbsqlc.HousekeepingDueRow, r
 	return res, nil
 }
 
-// requestMail asks for the delivery of undelivered mail to working agents.
+// MailReofferAfter is how long a mail whose delivery was asked for waits for the
+// outcome before it is offered again. A send_message job runs once (River does not retry
+// it) and reports delivered or failed; only a job whose process died reports nothing, and
+// River's rescuer discards it. Long past any job's run (a message's 10 s timeout and its
+// report), so a job still at work is not doubled.
+const MailReofferAfter = 2 * time.Minute
+
+// requestMail asks for the delivery of undelivered mail to working agents, again for one
+// whose earlier request never reported (MailReofferAfter).
 func (t *TownTx) requestMail(ctx context.Context) (int, error) {
-	mail, err := t.q.BeadListUndeliveredMail(ctx, t.db, dbsqlc.BeadListUndeliveredMailParams{TownID: t.TownID, MaxRows: mailPerTick})
+	mail, err := t.q.BeadListUndeliveredMail(ctx, t.db, dbsqlc.BeadListUndeliveredMailParams{TownID: t.TownID, MaxRows: mailPerTick, ReofferBefore: t.Now.Add(-MailReofferAfter)})
 	if err != nil {
 		return 0, fmt.Errorf("list mail: %w", err)
 	}

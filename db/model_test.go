@@ -844,6 +844,14 @@ func TestHousekeepingMailNudgesTriagePrune(t *testing.T) {
 	b.event(t, townID, db.NewEvent{Type: reconciler.EventMailDeliveryFailed, Payload: reconciler.DeliveryPayload{BeadID: mail}})
 	res, _ = b.housekeep(t, townID)
 	require.Equal(t, 1, res.MailRequested, "offered again after a failed delivery")
+	// A request that never reports (its job's process died; River does not run a message
+	// twice) is offered again once MailReofferAfter has passed, not before.
+	b.now = b.now.Add(db.MailReofferAfter - time.Second)
+	res, _ = b.housekeep(t, townID)
+	require.Zero(t, res.MailRequested, "its job may still be at work")
+	b.now = b.now.Add(2 * time.Second)
+	res, _ = b.housekeep(t, townID)
+	require.Equal(t, 1, res.MailRequested, "offered again when no outcome came")
 	b.event(t, townID, db.NewEvent{Type: reconciler.EventMailDelivered, Payload: reconciler.DeliveryPayload{BeadID: mail}})
 	require.Equal(t, reconciler.StatusClosed, b.bead(t, townID, mail).Status)
 

@@ -45,6 +45,9 @@ func sideEffectJob(townID string, tickID int64, se db.SideEffect) river.InsertMa
 	}
 }
 
+// outcomeKey is the idempotency key of a side-effect job's outcome event.
+func outcomeKey(jobID int64) string { return fmt.Sprintf("job:%d", jobID) }
+
 // Backoff of a report that failed (the first retry, and the cap it doubles up to).
 const (
 	reportRetryFirst = 50 * time.Millisecond
@@ -60,7 +63,7 @@ func (s *Service) reportOutcome(ctx context.Context, kind, townID string, jobID 
 	if err := s.Ticker.at(ctx, "effect_done", townID); err != nil {
 		return err
 	}
-	ev.IdempotencyKey = fmt.Sprintf("job:%d", jobID)
+	ev.IdempotencyKey = outcomeKey(jobID)
 	outcome := "succeeded"
 	switch ev.Type {
 	case reconciler.EventAgentDispatchFailed, reconciler.EventNudgeDeliveryFailed, reconciler.EventMailDeliveryFailed,

@@ -42,6 +42,38 @@ func TestRetriedSideEffectReportsItsOutcomeOnce(t *testing.T) {
 	require.Equal(t, 1, b.sim.Starts(), "a second start of a running agent is not a second agent")
 }
 
+// TestRerunOfAReportedStartDoesNotStartAgain: River runs a start job again when its
+// attempt did not finish in River's eyes (the process died after the report committed,
+// or River's asynchronous commit of the completion was lost). A rerun whose outcome is
+// recorded does not call the runtime; one without it starts the agent.
+func TestRerunOfAReportedStartDoesNotStartAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testOpts{})
+	ctx := context.Background()
+	townID, rigID := b.newTown(t)
+	_, err := b.svc.Events.Append(ctx, townID, beadCreated(rigID, "w"))
+	require.NoError(t, err)
+	res, err := b.tick(ctx, townID)
+	require.NoError(t, err)
+	require.Len(t, res.SideEffects, 1)
+	args := sideEffectJob(townID, res.TickID, res.SideEffects[0].(db.StartAgent)).Args.(StartAgentArgs)
+
+	// The first attempt's report, as it committed before the process died.
+	_, err = b.svc.Events.Append(ctx, townID, db.NewEvent{Type: reconciler.EventAgentDispatched, AgentID: args.Request.AgentID,
+		Payload: reconciler.AgentDispatchedPayload{BeadID: args.Request.BeadID}, IdempotencyKey: outcomeKey(77)})
+	require.NoError(t, err)
+	rerun := job(77, args)
+	rerun.Attempt = 2
+	w := &StartAgentWorker{svc: b.svc}
+	require.NoError(t, w.Work(ctx, rerun))
+	require.Zero(t, b.sim.Starts(), "the reported start is not made again")
+
+	other := job(78, args) // a rerun of a job that never reported
+	other.Attempt = 2
+	require.NoError(t, w.Work(ctx, other))
+	require.Equal(t, 1, b.sim.Starts())
+}
+
 // TestFailedReportDoesNotRedoTheSideEffect makes the database refuse the report of an
 // agent start twice (a trigger raises on the insert, as an outage would fail it): the job
 // retries the report, not the start — the runtime sees one start, the town one outcome.

@@ -31,8 +31,10 @@ type StartAgentArgs struct {
 // Kind implements river.JobArgs.
 func (StartAgentArgs) Kind() string { return "start_agent" }
 
-// InsertOpts implements river.JobArgsWithInsertOpts. A start is not retried by River: a
-// failed start is reported, and the reconciler decides (A1, B3, R6 with backoff).
+// InsertOpts implements river.JobArgsWithInsertOpts. A failed start is reported, not
+// retried: the reconciler decides (A1, B3, R6 with backoff). River runs the job again
+// only when an attempt ended without finishing (its process died, its report failed);
+// an attempt whose outcome was recorded already does not start the agent again.
 func (StartAgentArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueSideEffects, MaxAttempts: 3}
 }
@@ -51,6 +53,18 @@ func (w *StartAgentWorker) Timeout(*river.Job[StartAgentArgs]) time.Duration {
 // Work implements river.Worker.
 func (w *StartAgentWorker) Work(ctx context.Context, job *river.Job[StartAgentArgs]) error {
 	req := job.Args.Request
+	if job.Attempt > 1 {
+		// An earlier attempt may have started the agent and reported it, then died before
+		// River recorded the job complete (or River's asynchronous commit of that was lost).
+		reported, err := w.svc.store.EventKeyExists(ctx, job.Args.TownID, outcomeKey(job.ID))
+		if err != nil {
+			return err
+		}
+		if reported {
+			w.svc.logger.Info("agent start reported by an earlier attempt; not started again", "town_id", job.Args.TownID, "agent_id", req.AgentID, "job_id", job.ID)
+			return nil
+		}
+	}
 	if w.svc.tokens != nil {
 		// Minted when the start runs, so no credential rests in the job table.
 		req.Token = w.svc.tokens.Issue(req.TownID, req.AgentID, time.Now().Add(w.svc.cfg.AgentTokenTTL))

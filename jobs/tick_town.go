@@ -78,6 +78,27 @@ type TickTownWorker struct {
 	svc *Service
 }
 
+// Backoff of a tick job whose tick failed: short and capped. While the job waits to be
+// retried it is the town's one tick job (retryable is among its unique states), so no
+// append, wake-up or sweep can give the town another; River's default backoff (attempt⁴
+// seconds: 10 min at the fifth failure, an hour at the eighth) would leave a town whose
+// ticks failed for a while (a database restart, timeouts under load) that long without a
+// tick after the cause is gone.
+const (
+	tickRetryFirst = 100 * time.Millisecond
+	tickRetryMax   = 5 * time.Second
+)
+
+// NextRetry implements river.Worker.
+func (w *TickTownWorker) NextRetry(job *river.Job[TickTownArgs]) time.Time {
+	return time.Now().Add(tickRetryDelay(job.Attempt))
+}
+
+// tickRetryDelay doubles from tickRetryFirst with each failed attempt, up to tickRetryMax.
+func tickRetryDelay(attempt int) time.Duration {
+	return min(tickRetryFirst<<min(max(attempt-1, 0), 10), tickRetryMax)
+}
+
 // Work implements river.Worker.
 func (w *TickTownWorker) Work(ctx context.Context, job *river.Job[TickTownArgs]) error {
 	townID := job.Args.TownID

@@ -183,11 +183,13 @@ SELECT EXISTS (
 
 -- name: BeadListUndeliveredMail :many
 -- BeadListUndeliveredMail lists open message beads addressed to working agents, oldest
--- first, with the recipient's status.
+-- first: those whose delivery was never asked for, and those asked for before
+-- @reoffer_before whose outcome never came (the job's process died).
 SELECT b.* FROM beads b
 JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
 WHERE b.town_id = @town_id AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
-  AND NOT (b.metadata ? 'delivery_requested_at')
+  AND (NOT (b.metadata ? 'delivery_requested_at')
+       OR (b.metadata ->> 'delivery_requested_at')::timestamptz < @reoffer_before::timestamptz)
 ORDER BY b.created_at, b.bead_id
 LIMIT @max_rows;
 

@@ -141,7 +141,8 @@ WHERE town_id = @town_id AND state = 'pending'
 SELECT
     EXISTS (SELECT 1 FROM beads b JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
             WHERE b.town_id = @town_id AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
-              AND NOT (b.metadata ? 'delivery_requested_at')) AS mail,
+              AND (NOT (b.metadata ? 'delivery_requested_at')
+                   OR (b.metadata ->> 'delivery_requested_at')::timestamptz < @mail_reoffer_before::timestamptz)) AS mail,
     EXISTS (SELECT 1 FROM agent_nudges n WHERE n.town_id = @town_id AND n.delivered_at IS NULL
               AND n.expires_at IS NOT NULL AND n.expires_at <= @now) AS nudges,
     EXISTS (SELECT 1 FROM escalation_metadata e JOIN beads eb ON eb.town_id = e.town_id AND eb.bead_id = e.bead_id
@@ -151,3 +152,10 @@ SELECT
               AND r.labels ? 'gt:triage-request') AS triage,
     EXISTS (SELECT 1 FROM town_events p WHERE p.town_id = @town_id AND p.created_at < @prune_before
               AND p.state <> 'pending') AS prune;
+
+-- name: EventKeyExists :one
+-- EventKeyExists reports whether an event with the idempotency key was appended to the
+-- town (a side-effect job's outcome, keyed by the job).
+SELECT EXISTS (
+    SELECT 1 FROM town_events WHERE town_id = @town_id AND idempotency_key = @idempotency_key::text
+);

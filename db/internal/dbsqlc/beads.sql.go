@@ -706,20 +706,23 @@ const beadListUndeliveredMail = `-- name: BeadListUndeliveredMail :many
 SELECT b.town_id, b.bead_id, b.type, b.status, b.title, b.body, b.rig_id, b.parent_bead_id, b.assignee_agent_bead_id, b.priority, b.labels, b.metadata, b.dispatch_attempts, b.last_dispatch_attempt_at, b.created_by, b.created_at, b.updated_at, b.closed_at FROM beads b
 JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
 WHERE b.town_id = $1 AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
-  AND NOT (b.metadata ? 'delivery_requested_at')
+  AND (NOT (b.metadata ? 'delivery_requested_at')
+       OR (b.metadata ->> 'delivery_requested_at')::timestamptz < $2::timestamptz)
 ORDER BY b.created_at, b.bead_id
-LIMIT $2
+LIMIT $3
 `
 
 type BeadListUndeliveredMailParams struct {
-	TownID  string
-	MaxRows int32
+	TownID        string
+	ReofferBefore time.Time
+	MaxRows       int32
 }
 
 // BeadListUndeliveredMail lists open message beads addressed to working agents, oldest
-// first, with the recipient's status.
+// first: those whose delivery was never asked for, and those asked for before
+// @reoffer_before whose outcome never came (the job's process died).
 func (q *Queries) BeadListUndeliveredMail(ctx context.Context, db DBTX, arg BeadListUndeliveredMailParams) ([]Bead, error) {
-	rows, err := db.Query(ctx, beadListUndeliveredMail, arg.TownID, arg.MaxRows)
+	rows, err := db.Query(ctx, beadListUndeliveredMail, arg.TownID, arg.ReofferBefore, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}

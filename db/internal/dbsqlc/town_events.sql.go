@@ -233,6 +233,26 @@ func (q *Queries) EventInsertMany(ctx context.Context, db DBTX, arg EventInsertM
 	return items, nil
 }
 
+const eventKeyExists = `-- name: EventKeyExists :one
+SELECT EXISTS (
+    SELECT 1 FROM town_events WHERE town_id = $1 AND idempotency_key = $2::text
+)
+`
+
+type EventKeyExistsParams struct {
+	TownID         string
+	IdempotencyKey string
+}
+
+// EventKeyExists reports whether an event with the idempotency key was appended to the
+// town (a side-effect job's outcome, keyed by the job).
+func (q *Queries) EventKeyExists(ctx context.Context, db DBTX, arg EventKeyExistsParams) (bool, error) {
+	row := db.QueryRow(ctx, eventKeyExists, arg.TownID, arg.IdempotencyKey)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const eventList = `-- name: EventList :many
 SELECT seq, town_id, event_id, event_type, agent_id, bead_id, payload, state, attempts, last_error, idempotency_key, created_at, processed_at, processed_tick_id FROM town_events
 WHERE town_id = $1 AND ($2::text IS NULL OR state = $2)
@@ -529,23 +549,25 @@ const housekeepingDue = `-- name: HousekeepingDue :one
 SELECT
     EXISTS (SELECT 1 FROM beads b JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
             WHERE b.town_id = $1 AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
-              AND NOT (b.metadata ? 'delivery_requested_at')) AS mail,
+              AND (NOT (b.metadata ? 'delivery_requested_at')
+                   OR (b.metadata ->> 'delivery_requested_at')::timestamptz < $2::timestamptz)) AS mail,
     EXISTS (SELECT 1 FROM agent_nudges n WHERE n.town_id = $1 AND n.delivered_at IS NULL
-              AND n.expires_at IS NOT NULL AND n.expires_at <= $2) AS nudges,
+              AND n.expires_at IS NOT NULL AND n.expires_at <= $3) AS nudges,
     EXISTS (SELECT 1 FROM escalation_metadata e JOIN beads eb ON eb.town_id = e.town_id AND eb.bead_id = e.bead_id
-            WHERE e.town_id = $1 AND NOT e.acknowledged AND e.re_escalation_count < $3
+            WHERE e.town_id = $1 AND NOT e.acknowledged AND e.re_escalation_count < $4
               AND eb.status NOT IN ('closed', 'failed')) AS escalations,
     EXISTS (SELECT 1 FROM beads r WHERE r.town_id = $1 AND r.type = 'issue' AND r.status = 'open'
               AND r.labels ? 'gt:triage-request') AS triage,
-    EXISTS (SELECT 1 FROM town_events p WHERE p.town_id = $1 AND p.created_at < $4
+    EXISTS (SELECT 1 FROM town_events p WHERE p.town_id = $1 AND p.created_at < $5
               AND p.state <> 'pending') AS prune
 `
 
 type HousekeepingDueParams struct {
-	TownID      string
-	Now         *time.Time
-	MaxCount    int32
-	PruneBefore time.Time
+	TownID            string
+	MailReofferBefore time.Time
+	Now               *time.Time
+	MaxCount          int32
+	PruneBefore       time.Time
 }
 
 type HousekeepingDueRow struct {
@@ -563,6 +585,7 @@ type HousekeepingDueRow struct {
 func (q *Queries) HousekeepingDue(ctx context.Context, db DBTX, arg HousekeepingDueParams) (HousekeepingDueRow, error) {
 	row := db.QueryRow(ctx, housekeepingDue,
 		arg.TownID,
+		arg.MailReofferBefore,
 		arg.Now,
 		arg.MaxCount,
 		arg.PruneBefore,
