@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -158,13 +159,7 @@ func (t *TownTx) applyBatch(ctx context.Context, events []Event, fail func(Event
 	effects := len(t.sideEffects)
 	var applyErr error
 	for _, ev := range events {
-		if fail != nil {
-			applyErr = fail(ev)
-		}
-		if applyErr == nil {
-			applyErr = t.applyEvent(ctx, ev)
-		}
-		if applyErr != nil {
+		if applyErr = t.applyOne(ctx, ev, fail); applyErr != nil {
 			break
 		}
 	}
@@ -196,13 +191,7 @@ func (t *TownTx) applyInSavepoint(ctx context.Context, ev Event, fail func(Event
 		return nil, fmt.Errorf("savepoint for event %d: %w", ev.Seq, err)
 	}
 	effects := len(t.sideEffects)
-	if fail != nil {
-		applyErr = fail(ev)
-	}
-	if applyErr == nil {
-		applyErr = t.applyEvent(ctx, ev)
-	}
-	applyErr = t.endSavepointScope(ctx, applyErr)
+	applyErr = t.endSavepointScope(ctx, t.applyOne(ctx, ev, fail))
 	if applyErr != nil {
 		t.sideEffects = t.sideEffects[:effects]
 		if err := sp.Rollback(ctx); err != nil {
@@ -217,6 +206,26 @@ func (t *TownTx) applyInSavepoint(ctx context.Context, ev Event, fail func(Event
 		return nil, fmt.Errorf("release savepoint of event %d: %w", ev.Seq, err)
 	}
 	return nil, nil
+}
+
+// applyOne applies one event (after the test hook's verdict, if any). A panic in its
+// handler is the event's failure like an error: its savepoint is rolled back, its attempt
+// counted, and it goes dead at the bound — a panic that escaped would fail every tick of
+// the town at the same event, for good.
+func (t *TownTx) applyOne(ctx context.Context, ev Event, fail func(Event) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			t.logger.Error("event handler panicked; the event counts as failed", "seq", ev.Seq, "type", ev.Type,
+				"panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("event %d (%s): panic: %v", ev.Seq, ev.Type, p)
+		}
+	}()
+	if fail != nil {
+		if err := fail(ev); err != nil {
+			return err
+		}
+	}
+	return t.applyEvent(ctx, ev)
 }
 
 // applyEvent applies one event to the town's state (SPEC.md §3.3). Unknown types are a

@@ -209,6 +209,35 @@ func TestPoisonEventGoesDeadWithoutBlockingTheTown(t *testing.T) {
 	require.False(t, has)
 }
 
+// A handler that panics fails its event like an error does: the event goes dead at the
+// bound, the events behind it apply, and no tick of the town fails for it.
+func TestPanickingEventGoesDeadWithoutBlockingTheTown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	townID, rigID := b.town(t)
+	poison := b.issue(t, townID, rigID, "poison")
+	opts := db.DrainOptions{MaxEvents: 100, MaxAttempts: 3, FailEvent: func(ev db.Event) error {
+		if ev.BeadID == poison {
+			panic("handler bug")
+		}
+		return nil
+	}}
+	for attempt := 1; attempt <= 3; attempt++ {
+		good := b.issue(t, townID, rigID, "good")
+		dr, _, _ := b.tick(t, townID, nil, opts) // the tick itself does not fail
+		_, err := b.store.GetBead(ctx, townID, good)
+		require.NoError(t, err, "events behind the panicking one still apply")
+		if attempt == 3 {
+			require.Equal(t, 1, dr.Dead)
+		}
+	}
+	dead, err := b.store.ListEvents(ctx, townID, "dead", 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	require.Contains(t, dead[0].LastError, "panic: handler bug")
+}
+
 // A batch applies in one savepoint; when an event in its middle fails, the events before it
 // are rolled back with it and applied again one by one — exactly once in the end.
 func TestFailingEventInsideABatchAppliesTheOthersOnce(t *testing.T) {
