@@ -208,3 +208,13 @@ func TestDryRunAndReplayLeaveTheDatabaseUnchanged(t *testing.T) {
 		require.Contains(t, body["error"], c.want)
 	}
 }
+
+func TestCompactDuration(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]string{
+		5 * time.Second: "5s", 5 * time.Minute: "5m", time.Hour: "1h", 90 * time.Minute: "1h30m",
+		90 * time.Second: "1m30s", 0: "0s", 1500 * time.Millisecond: "2s",
+	} {
+		require.Equal(t, want, compactDuration(d), "%s", d)
+	}
+}

@@ -104,7 +104,7 @@ func (s *Server) townStatus(c *gin.Context) {
 			"pendingEventCount": lt.PendingEventCount, "tickId": lt.ID, "at": lt.StartedAt,
 		}
 	}
-	if interval > 0 && interval < time.Minute {
+	if st.LastTick != nil && interval < time.Minute { // 0: it left events for the next tick at once
 		label = "active"
 	}
 	recent := make([]gin.H, 0, len(st.RecentEvents))
@@ -117,10 +117,13 @@ func (s *Server) townStatus(c *gin.Context) {
 	}
 	alarm := gin.H{
 		"alarm": gin.H{"nextFireAt": st.Town.NextTickAt, "intervalMs": interval.Milliseconds(),
-			"intervalLabel": fmt.Sprintf("%s (%s)", label, interval.Round(time.Second))},
+			"intervalLabel": fmt.Sprintf("%s (%s)", label, compactDuration(interval))},
 		"agents": agents,
 		"beads": gin.H{"open": st.BeadCounts["open"], "inProgress": st.BeadCounts["in_progress"], "inReview": st.BeadCounts["in_review"],
 			"failed": st.BeadCounts["failed"], "triageRequests": triage},
+		// SPEC.md §8.1 counts open message beads titled GUPP_CHECK / GUPP_ESCALATION; GUPP
+		// sends nudges here (agent_nudges), so these count the agents nudged by each tier
+		// within the last hour.
 		"patrol": gin.H{"guppWarnings": st.RecentNudges[reconciler.NudgeSourceWarn], "guppEscalations": st.RecentNudges[reconciler.NudgeSourceEscalate],
 			"stalledAgents": agents["stalled"], "orphanedHooks": orphaned},
 		"reconciler":        reconcilerMetrics,
@@ -386,4 +389,17 @@ func (s *Server) listCheckpoints(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"checkpoints": cps})
+}
+
+// compactDuration writes a cadence as SPEC.md §8.1 does: "5s", "5m", "1h30m", not Go's
+// "5m0s".
+func compactDuration(d time.Duration) string {
+	out := d.Round(time.Second).String()
+	if strings.HasSuffix(out, "m0s") {
+		out = strings.TrimSuffix(out, "0s")
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	return out
 }
