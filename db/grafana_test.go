@@ -62,8 +62,10 @@ func buildGrafanaDashboard(t *testing.T) map[string]any {
 			panel["fieldConfig"] = map[string]any{"defaults": map[string]any{"thresholds": map[string]any{"mode": "absolute",
 				"steps": []any{map[string]any{"color": "green", "value": nil}, map[string]any{"color": "red", "value": 1}}}}}
 		case "pending_queue":
+			// Red above 50 pending events (SPEC.md §7): a step holds from its value up, and
+			// depths are whole numbers.
 			panel["fieldConfig"] = map[string]any{"defaults": map[string]any{"thresholds": map[string]any{"mode": "absolute",
-				"steps": []any{map[string]any{"color": "green", "value": nil}, map[string]any{"color": "red", "value": 50}}}}}
+				"steps": []any{map[string]any{"color": "green", "value": nil}, map[string]any{"color": "red", "value": 51}}}}}
 		}
 		panels = append(panels, panel)
 	}
