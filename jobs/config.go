@@ -148,10 +148,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// longestJob is the longest any job may run: a tick, an agent start (its timeout plus the
-// time to report it), a code-host call.
+// longestJob is the longest any job may run: a tick, or a side-effect call with the time
+// to report its outcome.
 func (c Config) longestJob() time.Duration {
-	return max(c.TickTimeout, c.StartTimeout+startReportTime, c.CodeHostTimeout, stopTimeout, messageTimeout)
+	return max(c.TickTimeout, max(c.StartTimeout, c.CodeHostTimeout, stopTimeout, messageTimeout)+reportTime)
 }
 
 // DefaultDrainBatch is the default of Config.DrainBatch.

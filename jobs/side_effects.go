@@ -114,6 +114,11 @@ type StopAgentWorker struct {
 	svc *Service
 }
 
+// Timeout implements river.Worker: the call's own bound and the time to report it.
+func (w *StopAgentWorker) Timeout(*river.Job[StopAgentArgs]) time.Duration {
+	return stopTimeout + reportTime
+}
+
 // Work implements river.Worker.
 func (w *StopAgentWorker) Work(ctx context.Context, job *river.Job[StopAgentArgs]) error {
 	stopCtx, cancel := context.WithTimeout(ctx, stopTimeout)
@@ -149,6 +154,11 @@ func (SendMessageArgs) InsertOpts() river.InsertOpts {
 type SendMessageWorker struct {
 	river.WorkerDefaults[SendMessageArgs]
 	svc *Service
+}
+
+// Timeout implements river.Worker: the call's own bound and the time to report it.
+func (w *SendMessageWorker) Timeout(*river.Job[SendMessageArgs]) time.Duration {
+	return messageTimeout + reportTime
 }
 
 // Work implements river.Worker.
@@ -197,6 +207,12 @@ func (PollPRArgs) InsertOpts() river.InsertOpts {
 type PollPRWorker struct {
 	river.WorkerDefaults[PollPRArgs]
 	svc *Service
+}
+
+// Timeout implements river.Worker: the code host's bound and the time to report (the
+// client's default job timeout is the tick's, which may be no longer than the call).
+func (w *PollPRWorker) Timeout(*river.Job[PollPRArgs]) time.Duration {
+	return w.svc.cfg.CodeHostTimeout + reportTime
 }
 
 // Work implements river.Worker.
@@ -278,6 +294,11 @@ func (MergePRArgs) InsertOpts() river.InsertOpts {
 type MergePRWorker struct {
 	river.WorkerDefaults[MergePRArgs]
 	svc *Service
+}
+
+// Timeout implements river.Worker: the code host's bound and the time to report.
+func (w *MergePRWorker) Timeout(*river.Job[MergePRArgs]) time.Duration {
+	return w.svc.cfg.CodeHostTimeout + reportTime
 }
 
 // Work implements river.Worker.

@@ -15,10 +15,11 @@ import (
 // QueueSideEffects is the queue of side-effect jobs.
 const QueueSideEffects = "side_effects"
 
-// startReportTime is what an agent start's job allows, past the start's own timeout
-// (Config.StartTimeout, by default the reference's 60 s container start timeout, SPEC.md
-// §5.5), to report the outcome.
-const startReportTime = 5 * time.Second
+// reportTime is what a side-effect job allows, past its call's own timeout (an agent
+// start's Config.StartTimeout, by default the reference's 60 s container start timeout,
+// SPEC.md §5.5; a code-host call's Config.CodeHostTimeout; a stop's or a message's 10 s),
+// to report the outcome: River's job timeout is the call's plus this.
+const reportTime = 5 * time.Second
 
 // StartAgentArgs asks the agent runtime to start an agent. It is inserted by the tick that
 // dispatched the agent, in the tick's transaction, and reports the outcome as an event.
@@ -47,7 +48,7 @@ type StartAgentWorker struct {
 
 // Timeout implements river.Worker.
 func (w *StartAgentWorker) Timeout(*river.Job[StartAgentArgs]) time.Duration {
-	return w.svc.cfg.StartTimeout + startReportTime
+	return w.svc.cfg.StartTimeout + reportTime
 }
 
 // Work implements river.Worker.
