@@ -854,6 +854,14 @@ func TestHousekeepingMailNudgesTriagePrune(t *testing.T) {
 	require.Equal(t, 1, res.MailRequested, "offered again when no outcome came")
 	b.event(t, townID, db.NewEvent{Type: reconciler.EventMailDelivered, Payload: reconciler.DeliveryPayload{BeadID: mail}})
 	require.Equal(t, reconciler.StatusClosed, b.bead(t, townID, mail).Status)
+	// A client's metadata may hold anything under the key: a value that is no time fails
+	// nothing (the mail counts as asked for), where a cast would fail every tick.
+	odd := db.NewID()
+	b.event(t, townID, db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: odd, Payload: reconciler.BeadCreatedPayload{
+		Type: reconciler.BeadMessage, Title: "odd", AssigneeID: p, Labels: []string{reconciler.LabelMessage},
+		Metadata: map[string]any{"delivery_requested_at": "2026-02-31T00:00:00Z"}}})
+	res, _ = b.housekeep(t, townID)
+	require.Zero(t, res.MailRequested)
 
 	// Triage: a waiting request starts one batch bead of the town's rig.
 	b.tick(t, townID, []reconciler.Action{reconciler.CreateTriageRequest{AgentID: p, TriageType: "stuck_agent", Reason: "x"}})

@@ -156,6 +156,25 @@ type SendMessageWorker struct {
 	svc *Service
 }
 
+// mailSuperseded reports whether a mail job that waited in a backed-up queue has nothing
+// left to do: its mail was delivered meanwhile (the agent pulled it), or offered again by
+// a later tick (db.MailReofferAfter), whose job delivers it instead — so a mail is not
+// sent twice for want of one outcome.
+func (w *SendMessageWorker) mailSuperseded(ctx context.Context, job *river.Job[SendMessageArgs]) (bool, error) {
+	mail, err := w.svc.store.GetBead(ctx, job.Args.TownID, job.Args.MailBeadID)
+	if errors.Is(err, db.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if mail.Status.Terminal() {
+		return true, nil
+	}
+	requested, err := time.Parse(time.RFC3339Nano, mail.MetaString("delivery_requested_at"))
+	return err == nil && requested.After(job.CreatedAt.Add(db.MailReofferAfter/2)), nil
+}
+
 // Timeout implements river.Worker: the call's own bound and the time to report it.
 func (w *SendMessageWorker) Timeout(*river.Job[SendMessageArgs]) time.Duration {
 	return messageTimeout + reportTime
@@ -164,6 +183,11 @@ func (w *SendMessageWorker) Timeout(*river.Job[SendMessageArgs]) time.Duration {
 // Work implements river.Worker.
 func (w *SendMessageWorker) Work(ctx context.Context, job *river.Job[SendMessageArgs]) error {
 	a := job.Args
+	if a.MailBeadID != "" {
+		if stale, err := w.mailSuperseded(ctx, job); err != nil || stale {
+			return err
+		}
+	}
 	sendCtx, cancel := context.WithTimeout(ctx, messageTimeout)
 	err := w.svc.runtime.SendMessage(sendCtx, a.TownID, a.AgentID, a.Message)
 	cancel()

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -177,10 +178,35 @@ func TestSendMessageReportsDelivery(t *testing.T) {
 	townID, _ := b.newTown(t)
 	w := &SendMessageWorker{svc: b.svc}
 	// The simulated agent is not running: delivery fails and is reported as such.
-	require.NoError(t, w.Work(ctx, job(7, SendMessageArgs{TownID: townID, AgentID: db.NewID(), Message: "hi", NudgeID: db.NewID()})))
-	require.NoError(t, w.Work(ctx, job(8, SendMessageArgs{TownID: townID, AgentID: db.NewID(), Message: "hi", MailBeadID: db.NewID()})))
+	agentID := db.NewID()
+	mail := db.NewEvent{Type: reconciler.EventBeadCreated, BeadID: db.NewID(), Payload: reconciler.BeadCreatedPayload{
+		Type: reconciler.BeadMessage, Title: "hi", AssigneeID: agentID, Labels: []string{reconciler.LabelMessage}}}
+	_, err := b.svc.Events.Append(ctx, townID, mail)
+	require.NoError(t, err)
+	_, err = b.tick(ctx, townID)
+	require.NoError(t, err)
+	require.NoError(t, w.Work(ctx, job(7, SendMessageArgs{TownID: townID, AgentID: agentID, Message: "hi", NudgeID: db.NewID()})))
+	sent := job(8, SendMessageArgs{TownID: townID, AgentID: agentID, Message: "hi", MailBeadID: mail.BeadID})
+	sent.CreatedAt = time.Now()
+	require.NoError(t, w.Work(ctx, sent))
 	evs, err := b.store.ListEvents(ctx, townID, "pending", 10)
 	require.NoError(t, err)
 	require.Equal(t, "mail_delivery_failed", evs[0].Type)
 	require.Equal(t, "nudge_delivery_failed", evs[1].Type)
+
+	// A mail job that waited in the queue while a later tick offered its mail again (no
+	// outcome came in time) leaves the mail to that tick's job; so does one whose mail
+	// was delivered meanwhile, or deleted.
+	_, err = b.store.Pool.Exec(ctx, `UPDATE beads SET metadata = metadata || jsonb_build_object('delivery_requested_at', $3::timestamptz)
+		WHERE town_id = $1 AND bead_id = $2`, townID, mail.BeadID, time.Now())
+	require.NoError(t, err)
+	late := job(9, SendMessageArgs{TownID: townID, AgentID: agentID, Message: "hi", MailBeadID: mail.BeadID})
+	late.CreatedAt = time.Now().Add(-3 * time.Minute)
+	require.NoError(t, w.Work(ctx, late))
+	gone := job(10, SendMessageArgs{TownID: townID, AgentID: agentID, Message: "hi", MailBeadID: db.NewID()})
+	gone.CreatedAt = time.Now()
+	require.NoError(t, w.Work(ctx, gone))
+	after, err := b.store.ListEvents(ctx, townID, "pending", 10)
+	require.NoError(t, err)
+	require.Len(t, after, len(evs), "superseded mail jobs send and report nothing")
 }

@@ -132,7 +132,8 @@ func (s *Snapshot) Index() {
 	}
 }
 
-// Bead returns the bead with the id, or nil.
+// Bead returns the bead with the id, or nil. It may build the done beads' index on first
+// use: a Snapshot is read by one goroutine at a time.
 func (s *Snapshot) Bead(id string) *Bead {
 	if b := s.beadByID[id]; b != nil {
 		return b

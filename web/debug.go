@@ -104,7 +104,7 @@ func (s *Server) townStatus(c *gin.Context) {
 			"pendingEventCount": lt.PendingEventCount, "tickId": lt.ID, "at": lt.StartedAt,
 		}
 	}
-	if st.LastTick != nil && interval < time.Minute { // 0: it left events for the next tick at once
+	if st.LastTick != nil && interval >= 0 && interval < time.Minute { // 0: it left events for the next tick at once
 		label = "active"
 	}
 	recent := make([]gin.H, 0, len(st.RecentEvents))

@@ -124,6 +124,10 @@ func (s *Server) updateRig(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if req.Name != "" && strings.TrimSpace(req.Name) == "" {
+		writeError(c, http.StatusBadRequest, "name must not be blank")
+		return
+	}
 	if req.Name != "" && !s.rigNameFree(c, townID, rigID, req.Name) {
 		return
 	}

@@ -87,19 +87,24 @@ func envDuration(name string, def time.Duration) time.Duration {
 }
 
 // hideSecrets keeps what the environment gave secret flags out of --help: a token's
-// default is not shown, a URL's password is masked.
+// default is not shown; a URL's is, with its password masked, unless it holds one that
+// cannot be masked (a keyword DSN, a password parameter), when it is not shown either.
 func hideSecrets(f *pflag.FlagSet, names ...string) {
 	for _, n := range names {
 		fl := f.Lookup(n)
 		if fl == nil || fl.DefValue == "" {
 			continue
 		}
-		if u, err := url.Parse(fl.DefValue); err == nil && u.User != nil {
-			fl.DefValue = u.Redacted()
-			continue
-		}
 		if n != "database-url" && n != "url" {
 			fl.DefValue = ""
+			continue
+		}
+		u, err := url.Parse(fl.DefValue)
+		switch {
+		case err != nil || u.Scheme == "" || strings.Contains(strings.ToLower(u.RawQuery), "password"):
+			fl.DefValue = ""
+		default:
+			fl.DefValue = u.Redacted()
 		}
 	}
 }

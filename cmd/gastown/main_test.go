@@ -126,10 +126,15 @@ func TestHelpHidesSecrets(t *testing.T) {
 	t.Setenv("ADMIN_TOKEN", "s3cret-admin")
 	t.Setenv("GITHUB_TOKEN", "s3cret-github")
 	t.Setenv("GASTOWN_AGENT_TOKEN_SECRET", "s3cret-agents-0123456789")
-	t.Setenv("DATABASE_URL", "postgres://u:s3cret-pw@db.example:5432/gastown")
-	for _, cmd := range []string{"serve", "dev", "towns", "bench", "migrate"} {
-		out, err := execute(context.Background(), cmd, "--help")
-		require.NoError(t, err)
-		require.NotContains(t, out, "s3cret", "%s --help", cmd)
+	t.Setenv("SENTRY_DSN", "https://s3cret-key@o1.ingest.sentry.io/42")
+	t.Setenv("GASTOWN_URL", "https://ops:s3cret-ops@gastown.example")
+	for _, dsn := range []string{"postgres://u:s3cret-pw@db.example:5432/gastown", "postgres://db.example/gastown?password=s3cret-pw",
+		"host=db.example password=s3cret-pw dbname=gastown"} {
+		t.Setenv("DATABASE_URL", dsn)
+		for _, cmd := range []string{"serve", "dev", "towns", "bench", "migrate"} {
+			out, err := execute(context.Background(), cmd, "--help")
+			require.NoError(t, err)
+			require.NotContains(t, out, "s3cret", "%s --help with DATABASE_URL=%s", cmd, dsn)
+		}
 	}
 }

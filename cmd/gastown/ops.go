@@ -34,7 +34,7 @@ func bindOps(cmd *cobra.Command, f *opsFlags) {
 	cmd.Flags().StringVar(&f.url, "url", envString("GASTOWN_URL", "http://127.0.0.1:8080"), "base URL of the gastown API (env GASTOWN_URL)")
 	cmd.Flags().StringVar(&f.token, "admin-token", envString("ADMIN_TOKEN", ""), "admin token (env ADMIN_TOKEN)")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the API's JSON instead of a table")
-	hideSecrets(cmd.Flags(), "admin-token")
+	hideSecrets(cmd.Flags(), "admin-token", "url")
 }
 
 func (f *opsFlags) client() (*apiClient, error) {
@@ -327,7 +327,7 @@ func replayFaithfulCmd(cmd *cobra.Command, c *apiClient, f *opsFlags, town, from
 	body := map[string]any{"mode": "faithful", "from": from, "to": to, "from_tick": fromTick, "to_tick": toTick, "ticks": "divergent"}
 	if whatIf != "" {
 		var cfg map[string]any
-		if err := json.Unmarshal([]byte(whatIf), &cfg); err != nil {
+		if err := json.Unmarshal([]byte(whatIf), &cfg); err != nil || cfg == nil {
 			return fmt.Errorf(`--what-if-config must be a JSON object, e.g. '{"max_dispatch_attempts": 1}'`)
 		}
 		body["config"] = cfg

@@ -189,7 +189,7 @@ SELECT b.* FROM beads b
 JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
 WHERE b.town_id = @town_id AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
   AND (NOT (b.metadata ? 'delivery_requested_at')
-       OR (b.metadata ->> 'delivery_requested_at')::timestamptz < @reoffer_before::timestamptz)
+       OR gastown_try_timestamptz(b.metadata ->> 'delivery_requested_at') < @reoffer_before::timestamptz)
 ORDER BY b.created_at, b.bead_id
 LIMIT @max_rows;
 

@@ -707,7 +707,7 @@ SELECT b.town_id, b.bead_id, b.type, b.status, b.title, b.body, b.rig_id, b.pare
 JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
 WHERE b.town_id = $1 AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
   AND (NOT (b.metadata ? 'delivery_requested_at')
-       OR (b.metadata ->> 'delivery_requested_at')::timestamptz < $2::timestamptz)
+       OR gastown_try_timestamptz(b.metadata ->> 'delivery_requested_at') < $2::timestamptz)
 ORDER BY b.created_at, b.bead_id
 LIMIT $3
 `

@@ -550,7 +550,7 @@ SELECT
     EXISTS (SELECT 1 FROM beads b JOIN agents a ON a.town_id = b.town_id AND a.agent_id::text = b.assignee_agent_bead_id
             WHERE b.town_id = $1 AND b.type = 'message' AND b.status = 'open' AND a.status = 'working'
               AND (NOT (b.metadata ? 'delivery_requested_at')
-                   OR (b.metadata ->> 'delivery_requested_at')::timestamptz < $2::timestamptz)) AS mail,
+                   OR gastown_try_timestamptz(b.metadata ->> 'delivery_requested_at') < $2::timestamptz)) AS mail,
     EXISTS (SELECT 1 FROM agent_nudges n WHERE n.town_id = $1 AND n.delivered_at IS NULL
               AND n.expires_at IS NOT NULL AND n.expires_at <= $3) AS nudges,
     EXISTS (SELECT 1 FROM escalation_metadata e JOIN beads eb ON eb.town_id = e.town_id AND eb.bead_id = e.bead_id
