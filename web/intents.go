@@ -236,7 +236,7 @@ func (s *Server) createConvoy(c *gin.Context) {
 			rig, err := s.store.GetRig(c, townID, tr.RigID)
 			if err != nil {
 				if errors.Is(err, db.ErrNotFound) {
-					writeError(c, http.StatusNotFound, field+".rig_id: rig not found in this town")
+					writeError(c, http.StatusNotFound, field+".rig_id: rig not found in this town"+notYet)
 					return
 				}
 				s.fail(c, err)

@@ -97,6 +97,9 @@ func decodeBody(c *gin.Context, v any, optional, strict bool) bool {
 	return true
 }
 
+// notYet ends a 404 for something a request names: it may be created but not applied.
+const notYet = " (one just created exists after the town's next tick: create it with ?wait=2s)"
+
 // townParam reads the town of the path and answers 404 when there is no such town.
 func (s *Server) townParam(c *gin.Context) (string, bool) {
 	townID, ok := idParam(c, "townId")
@@ -319,7 +322,7 @@ func (s *Server) createBead(c *gin.Context) {
 		}
 		if _, err := s.store.GetBead(c, townID, b); err != nil {
 			if errors.Is(err, db.ErrNotFound) {
-				writeError(c, http.StatusNotFound, "blocked_by: bead "+b+" not found in this town")
+				writeError(c, http.StatusNotFound, "blocked_by: bead "+b+" not found in this town"+notYet)
 				return
 			}
 			s.fail(c, err)
@@ -331,7 +334,7 @@ func (s *Server) createBead(c *gin.Context) {
 	if req.RigID != "" {
 		if _, err := s.store.GetRig(c, townID, req.RigID); err != nil {
 			if errors.Is(err, db.ErrNotFound) {
-				writeError(c, http.StatusNotFound, "rig "+req.RigID+" not found in this town")
+				writeError(c, http.StatusNotFound, "rig "+req.RigID+" not found in this town"+notYet)
 				return
 			}
 			s.fail(c, err)
