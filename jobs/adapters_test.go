@@ -211,15 +211,25 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 	require.Positive(t, runtimeSrv.count("fail"))
 	eventually(t, 10*time.Second, func() bool { return breakerNotices() > noticesBefore }, "the breaker opens again")
 
-	// 3. The runtime recovers: past the window, the beads are started.
+	// 3. The runtime recovers: past the window, the beads are started. The 503s' last
+	// start jobs report first (a late report would count in the window again).
+	eventually(t, 20*time.Second, func() bool {
+		return count(`SELECT count(*) FROM river_job WHERE kind = 'start_agent' AND state NOT IN ('completed', 'discarded', 'cancelled')`) == 0 &&
+			count(`SELECT count(*) FROM town_events WHERE town_id = $1 AND state = 'pending'`, townID) == 0
+	}, "the 503s' starts reported and applied")
 	runtimeSrv.mode.Store("ok")
 	ageFailures()
+	var before3 int64
+	require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT coalesce(max(tick_id), 0) FROM tick_inputs WHERE town_id = $1`, townID).Scan(&before3))
 	advance(2 * time.Minute) // past the second attempt's backoff (1 min)
-	// The clock stops as soon as the runtime is asked for a start: moved on further while
-	// the start is reported and applied (slow under a loaded make test), the new agent
-	// would look silent past A1's 90 s before it could heartbeat, and be set idle.
-	passTime("dispatch resumes against a healthy runtime", 30*time.Second, func() bool { return runtimeSrv.count("start ok") > 0 })
-	eventually(t, 10*time.Second, func() bool {
+	// The clock stops as soon as a tick dispatches: moved on further while the start jobs
+	// wait for a worker and report (slow under a loaded make test), the new agents would
+	// look silent past A1's 90 s and be set idle, and their beads wait out a longer
+	// backoff on a clock that no longer moves.
+	passTime("dispatch resumes against a healthy runtime", 20*time.Second, func() bool {
+		return count(`SELECT count(*) FROM tick_inputs WHERE town_id = $1 AND tick_id > $2 AND actions::text LIKE '%dispatch_agent%'`, townID, before3) > 0
+	})
+	eventually(t, 20*time.Second, func() bool {
 		return count(`SELECT count(*) FROM town_events WHERE town_id = $1 AND event_type = 'agent_dispatched' AND state = 'processed'`, townID) > 0
 	}, "the start is reported and applied")
 
@@ -238,7 +248,13 @@ func TestSlowAndFailingAdaptersNeverHoldATick(t *testing.T) {
 				seen = append(seen, fmt.Sprintf("%s %s hook=%q", a.Role, a.Status, a.HookBeadID))
 			}
 		}
-		t.Fatalf("not within 20s: a %s at work; agents: %v", role, seen)
+		var recent string
+		require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT string_agg(format('%s %s %s %s', seq, event_type, state, left(payload::text, 120)), E'\n' ORDER BY seq)
+			FROM (SELECT * FROM town_events WHERE town_id = $1 ORDER BY seq DESC LIMIT 40) e`, townID).Scan(&recent))
+		var acts string
+		require.NoError(t, b.store.Pool.QueryRow(ctx, `SELECT coalesce(string_agg(left(actions::text, 300), E'\n' ORDER BY tick_id), '')
+			FROM (SELECT * FROM tick_inputs WHERE town_id = $1 ORDER BY tick_id DESC LIMIT 8) x`, townID).Scan(&acts))
+		t.Fatalf("not within 20s: a %s at work; agents: %v\nlast events:\n%s\nlast ticks' actions:\n%s", role, seen, recent, acts)
 		return "", ""
 	}
 	polecat, issue := working(reconciler.RolePolecat)
