@@ -18,19 +18,25 @@ func job[T river.JobArgs](id int64, args T) *river.Job[T] {
 	return &river.Job[T]{JobRow: &rivertype.JobRow{ID: id, Attempt: 1}, Args: args}
 }
 
-func TestRetriedSideEffectReportsItsOutcomeOnce(t *testing.T) {
-	t.Parallel()
-	b := setup(t, testOpts{})
+// dispatchedStart makes a town whose tick dispatched one agent and returns the town and
+// the arguments of that agent's start job (not run).
+func (b *testBundle) dispatchedStart(t *testing.T) (string, StartAgentArgs) {
+	t.Helper()
 	ctx := context.Background()
 	townID, rigID := b.newTown(t)
-	ev := beadCreated(rigID, "w")
-	_, err := b.svc.Events.Append(ctx, townID, ev)
+	_, err := b.svc.Events.Append(ctx, townID, beadCreated(rigID, "w"))
 	require.NoError(t, err)
 	res, err := b.tick(ctx, townID)
 	require.NoError(t, err)
 	require.Len(t, res.SideEffects, 1)
-	start := res.SideEffects[0].(db.StartAgent)
-	args := sideEffectJob(townID, res.TickID, start).Args.(StartAgentArgs)
+	return townID, sideEffectJob(townID, res.TickID, res.SideEffects[0].(db.StartAgent)).Args.(StartAgentArgs)
+}
+
+func TestRetriedSideEffectReportsItsOutcomeOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testOpts{})
+	ctx := context.Background()
+	townID, args := b.dispatchedStart(t)
 
 	w := &StartAgentWorker{svc: b.svc}
 	j := job(4242, args)
@@ -51,16 +57,10 @@ func TestRerunOfAReportedStartDoesNotStartAgain(t *testing.T) {
 	t.Parallel()
 	b := setup(t, testOpts{})
 	ctx := context.Background()
-	townID, rigID := b.newTown(t)
-	_, err := b.svc.Events.Append(ctx, townID, beadCreated(rigID, "w"))
-	require.NoError(t, err)
-	res, err := b.tick(ctx, townID)
-	require.NoError(t, err)
-	require.Len(t, res.SideEffects, 1)
-	args := sideEffectJob(townID, res.TickID, res.SideEffects[0].(db.StartAgent)).Args.(StartAgentArgs)
+	townID, args := b.dispatchedStart(t)
 
 	// The first attempt's report, as it committed before the process died.
-	_, err = b.svc.Events.Append(ctx, townID, db.NewEvent{Type: reconciler.EventAgentDispatched, AgentID: args.Request.AgentID,
+	_, err := b.svc.Events.Append(ctx, townID, db.NewEvent{Type: reconciler.EventAgentDispatched, AgentID: args.Request.AgentID,
 		Payload: reconciler.AgentDispatchedPayload{BeadID: args.Request.BeadID}, IdempotencyKey: outcomeKey(77)})
 	require.NoError(t, err)
 	rerun := job(77, args)
@@ -82,16 +82,10 @@ func TestFailedReportDoesNotRedoTheSideEffect(t *testing.T) {
 	t.Parallel()
 	b := setup(t, testOpts{})
 	ctx := context.Background()
-	townID, rigID := b.newTown(t)
-	_, err := b.svc.Events.Append(ctx, townID, beadCreated(rigID, "w"))
-	require.NoError(t, err)
-	res, err := b.tick(ctx, townID)
-	require.NoError(t, err)
-	require.Len(t, res.SideEffects, 1)
-	args := sideEffectJob(townID, res.TickID, res.SideEffects[0].(db.StartAgent)).Args.(StartAgentArgs)
+	townID, args := b.dispatchedStart(t)
 
 	// A sequence is not transactional: the raise does not undo the count.
-	_, err = b.store.Pool.Exec(ctx, `CREATE SEQUENCE refused_reports;
+	_, err := b.store.Pool.Exec(ctx, `CREATE SEQUENCE refused_reports;
 CREATE FUNCTION refuse_reports() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.event_type = 'agent_dispatched' AND nextval('refused_reports') <= 2 THEN
@@ -209,4 +203,17 @@ func TestSendMessageReportsDelivery(t *testing.T) {
 	after, err := b.store.ListEvents(ctx, townID, "pending", 10)
 	require.NoError(t, err)
 	require.Len(t, after, len(evs), "superseded mail jobs send and report nothing")
+}
+
+// Every side-effect job has its call's bound and the time to report it, whatever the
+// tick timeout (River's default job timeout) is: a report never runs on a spent context.
+func TestSideEffectJobsOutliveTheirCalls(t *testing.T) {
+	t.Parallel()
+	svc := &Service{cfg: Config{TickTimeout: time.Second, StartTimeout: 60 * time.Second, CodeHostTimeout: 30 * time.Second}}
+	require.Equal(t, 65*time.Second, (&StartAgentWorker{svc: svc}).Timeout(nil))
+	require.Equal(t, 35*time.Second, (&PollPRWorker{svc: svc}).Timeout(nil))
+	require.Equal(t, 35*time.Second, (&MergePRWorker{svc: svc}).Timeout(nil))
+	require.Equal(t, stopTimeout+reportTime, (&StopAgentWorker{svc: svc}).Timeout(nil))
+	require.Equal(t, messageTimeout+reportTime, (&SendMessageWorker{svc: svc}).Timeout(nil))
+	require.Equal(t, 65*time.Second, svc.cfg.longestJob(), "the rescuer waits past the longest of them")
 }

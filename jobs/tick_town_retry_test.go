@@ -58,16 +58,3 @@ func TestFailingTicksAreRetriedWithinSeconds(t *testing.T) {
 	require.GreaterOrEqual(t, failures.Load(), int32(6), "five failed ticks, then one that committed")
 	t.Logf("applied %s after the append, through five failed ticks", time.Since(start).Round(time.Millisecond))
 }
-
-// Every side-effect job has its call's bound and the time to report it, whatever the
-// tick timeout (River's default job timeout) is: a report never runs on a spent context.
-func TestSideEffectJobsOutliveTheirCalls(t *testing.T) {
-	t.Parallel()
-	svc := &Service{cfg: Config{TickTimeout: time.Second, StartTimeout: 60 * time.Second, CodeHostTimeout: 30 * time.Second}}
-	require.Equal(t, 65*time.Second, (&StartAgentWorker{svc: svc}).Timeout(nil))
-	require.Equal(t, 35*time.Second, (&PollPRWorker{svc: svc}).Timeout(nil))
-	require.Equal(t, 35*time.Second, (&MergePRWorker{svc: svc}).Timeout(nil))
-	require.Equal(t, stopTimeout+reportTime, (&StopAgentWorker{svc: svc}).Timeout(nil))
-	require.Equal(t, messageTimeout+reportTime, (&SendMessageWorker{svc: svc}).Timeout(nil))
-	require.Equal(t, 65*time.Second, svc.cfg.longestJob(), "the rescuer waits past the longest of them")
-}

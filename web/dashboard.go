@@ -47,7 +47,7 @@ type renderedPanel struct {
 // (default 1h) as server-side SVG: no script, no external asset, works offline.
 func (s *Server) dashboardPage(c *gin.Context) {
 	town := c.Query("town")
-	if town != "" && !uuidRE.MatchString(town) {
+	if town != "" && !db.IsID(town) {
 		writeError(c, http.StatusBadRequest, "town must be a UUID (or empty for the fleet)")
 		return
 	}

@@ -227,7 +227,7 @@ func (s *Server) createConvoy(c *gin.Context) {
 			writeError(c, http.StatusBadRequest, field+".title is required")
 			return
 		}
-		if !uuidRE.MatchString(tr.RigID) {
+		if !db.IsID(tr.RigID) {
 			writeError(c, http.StatusBadRequest, field+".rig_id must be a UUID")
 			return
 		}
@@ -345,7 +345,7 @@ func (s *Server) sendMail(c *gin.Context) {
 	if !bindJSON(c, &req) {
 		return
 	}
-	if !uuidRE.MatchString(req.ToAgentID) || strings.TrimSpace(req.Subject) == "" {
+	if !db.IsID(req.ToAgentID) || strings.TrimSpace(req.Subject) == "" {
 		writeError(c, http.StatusBadRequest, "to_agent_id (a UUID) and subject are required")
 		return
 	}

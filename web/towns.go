@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,12 +17,10 @@ import (
 	"gastown/reconciler"
 )
 
-var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
 // idParam reads a UUID path parameter, answering 400 when it is not one.
 func idParam(c *gin.Context, name string) (string, bool) {
 	v := c.Param(name)
-	if !uuidRE.MatchString(v) {
+	if !db.IsID(v) {
 		writeError(c, http.StatusBadRequest, name+" must be a UUID")
 		return "", false
 	}
@@ -304,7 +301,7 @@ func (s *Server) createBead(c *gin.Context) {
 	case !req.Priority.Valid():
 		writeError(c, http.StatusBadRequest, "priority must be low, medium, high or critical")
 		return
-	case req.RigID != "" && !uuidRE.MatchString(req.RigID):
+	case req.RigID != "" && !db.IsID(req.RigID):
 		writeError(c, http.StatusBadRequest, "rig_id must be a UUID")
 		return
 	}
@@ -313,7 +310,7 @@ func (s *Server) createBead(c *gin.Context) {
 	// does not exist, and another town's bead is not this town's to name.
 	var blockers []string
 	for _, b := range req.BlockedBy {
-		if !uuidRE.MatchString(b) {
+		if !db.IsID(b) {
 			writeError(c, http.StatusBadRequest, "blocked_by must list bead UUIDs")
 			return
 		}
@@ -367,7 +364,7 @@ func (s *Server) listBeads(c *gin.Context) {
 	case f.Status != "" && !f.Status.Valid():
 		writeError(c, http.StatusBadRequest, "unknown bead status "+strconv.Quote(string(f.Status)))
 		return
-	case f.RigID != "" && !uuidRE.MatchString(f.RigID):
+	case f.RigID != "" && !db.IsID(f.RigID):
 		writeError(c, http.StatusBadRequest, "rig_id must be a UUID")
 		return
 	}

@@ -9,13 +9,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"gastown/db"
 )
 
 // apiClient is the operator's view of a running gastown API.
@@ -54,13 +55,11 @@ func townArg(_ *cobra.Command, args []string) error {
 		return errors.New("name a town id (`gastown towns` lists them)")
 	case len(args) > 1:
 		return fmt.Errorf("name one town id, not %d arguments", len(args))
-	case !uuidLike.MatchString(args[0]):
+	case !db.IsID(args[0]):
 		return fmt.Errorf("%q is not a town id (a UUID; `gastown towns` lists them)", args[0])
 	}
 	return nil
 }
-
-var uuidLike = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // call sends a request and decodes the JSON answer; a 4xx/5xx becomes an error with the
 // API's message.

@@ -55,7 +55,7 @@ func newVerifyHistoryCommand() *cobra.Command {
 				return errors.New("--max-towns must be at least 1")
 			}
 			for _, a := range args {
-				if !uuidLike.MatchString(a) {
+				if !db.IsID(a) {
 					return fmt.Errorf("%q is not a town id (a UUID)", a)
 				}
 			}
